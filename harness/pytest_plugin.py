@@ -1,0 +1,152 @@
+"""pytest plugin: one test per (implementation, check), the matrix at the end of the run.
+
+A conformance test module declares its area (`AREA = "eager"`) and a test taking the
+`grl_cell` fixture; the plugin parametrizes it over every registered implementation and every
+check of that area. Cell outcomes travel to the controller in `user_properties`, so
+`pytest -n 2` (xdist) works; only the controller writes reports.
+
+A red cell is a finding, not a failing test. pytest's exit code reflects the harness
+itself (self-tests) and, when a baseline is given, regressions against it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import checks as catalogue
+from harness import hypothesis_profiles  # noqa: F401 - loads the profile for this run
+from harness import registry
+from harness.runner import run_check
+
+CELL_KEY = "grl_cell"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("grl", "grl-conformance")
+    group.addoption("--grl-impl", action="append", default=[], metavar="MODULE:ATTR",
+                    help="add an implementation from outside the repo (repeatable; also "
+                         "GRL_IMPLS=MODULE:ATTR,...). ATTR: a registry Impl, an nn.Module class "
+                         "with set_alpha, or a function (x, alpha).")
+    group.addoption("--grl-only", action="append", default=[], metavar="NAME[,NAME]",
+                    help="run only these implementation rows")
+    group.addoption("--grl-report-dir", default=None, metavar="DIR",
+                    help="where to write the reports (default: reports/ in the repo root)")
+    group.addoption("--grl-no-report", action="store_true",
+                    help="print the matrix but write no report files")
+
+
+def _only(config: pytest.Config) -> list[str]:
+    return [n.strip() for arg in config.getoption("--grl-only") for n in arg.split(",") if n.strip()]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config._grl_impls = registry.collect(config.getoption("--grl-impl"), _only(config))
+    except registry.LoadError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
+
+
+def impls_of(config: pytest.Config) -> list[registry.Impl]:
+    return config._grl_impls
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if CELL_KEY not in metafunc.fixturenames:
+        return
+    area = getattr(metafunc.module, "AREA", None)
+    if area is None:
+        raise pytest.UsageError(f"{metafunc.module.__name__}: conformance module needs AREA = '<area>'")
+    checks = catalogue.checks_in(area)
+    params = [pytest.param((impl, chk), id=f"{impl.name}-{chk.id}", marks=pytest.mark.conformance)
+              for impl in impls_of(metafunc.config) for chk in checks]
+    metafunc.parametrize(CELL_KEY, params, indirect=True)
+
+
+class Cell:
+    """What a conformance test runs: one implementation through one check."""
+
+    def __init__(self, impl: registry.Impl, check: catalogue.Check, item: pytest.Item) -> None:
+        self.impl, self.check, self.item = impl, check, item
+
+    def run(self) -> dict:
+        outcome = run_check(self.impl, self.check)
+        cell = {"impl": self.impl.name, "check": self.check.id, "status": outcome.status,
+                "detail": outcome.detail, "duration_s": outcome.duration_s}
+        if outcome.summary:
+            cell["summary"] = outcome.summary
+        meta = {"name": self.impl.name, "kind": self.impl.kind, "origin": self.impl.origin}
+        self.item.user_properties.append((CELL_KEY, json.dumps({"cell": cell, "impl": meta})))
+        gate = getattr(self.item.config, "_grl_gate", None)
+        if gate is not None:
+            gate(cell)
+        return cell
+
+
+@pytest.fixture
+def grl_cell(request: pytest.FixtureRequest) -> Cell:
+    impl, chk = request.param
+    return Cell(impl, chk, request.node)
+
+
+class MatrixSession:
+    """Controller-side plugin: gathers cells from all workers, prints and writes the matrix."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.start = time.time()
+        self.cells: dict[tuple[str, str], dict] = {}
+        self.impl_meta: dict[str, dict] = {}
+        self.written: list[Path] = []
+        self.doc: dict | None = None
+        self.slug = ""
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == CELL_KEY:
+                data = json.loads(value)
+                self.cells[(data["cell"]["impl"], data["cell"]["check"])] = data["cell"]
+                self.impl_meta[data["impl"]["name"]] = data["impl"]
+
+    def report_doc(self) -> dict | None:
+        if not self.cells:
+            return None
+        if self.doc is None:
+            from harness import env as environment
+            from harness import report
+
+            impls = [{"name": i.name, "kind": i.kind, "origin": i.origin}
+                     for i in impls_of(self.config)]
+            known = {i["name"] for i in impls}
+            impls += [m for n, m in self.impl_meta.items() if n not in known]
+            checks = [c.id for c in catalogue.all_checks()]
+            env = environment.describe()
+            self.slug = f"{env['torch'].split('+')[0]}-{env['device_slug']}"
+            self.doc = report.build(env, impls, checks, self.cells.values(), time.time() - self.start)
+        return self.doc
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        doc = self.report_doc()
+        if doc is None or self.config.getoption("--grl-no-report"):
+            return
+        from harness import report
+
+        directory = self.config.getoption("--grl-report-dir") or (self.config.rootpath / "reports")
+        self.written = report.write(doc, Path(directory), self.slug)
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
+        doc = self.report_doc()
+        if doc is None:
+            return
+        from harness import report
+
+        terminalreporter.section("GRL compatibility matrix")
+        terminalreporter.write_line(report.render_terminal(doc))
+        for path in self.written:
+            terminalreporter.write_line(f"report written: {path}")

@@ -1,0 +1,167 @@
+"""Compatibility reports: plain data in, Markdown / JSON / terminal text out.
+
+This module knows nothing of torch: it turns the JSON document (schema 1) into tables.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tabulate import tabulate
+
+SCHEMA = 1
+STATUS_ORDER = ("fail", "error", "xfail", "skip", "n/a", "pass")  # worst first
+
+LEGEND = {
+    "pass": "ran and behaved correctly",
+    "fail": "ran and gave a WRONG result (wrong value or dtype, silently lost reversal): the worst outcome",
+    "error": "raised, crashed, failed to build or timed out where it should have worked",
+    "skip": "the environment cannot run it (no CUDA, package not installed); the note says what is missing",
+    "n/a": "does not apply to this kind of implementation",
+    "xfail": "a known failure: declared unsupported by the entry, or listed in the expectations",
+}
+MARK = {"pass": "✅ pass", "fail": "❌ **FAIL**", "error": "💥 error", "skip": "⏭ skip",
+        "n/a": "n/a", "xfail": "⚠️ xfail"}
+TERM = {"pass": "pass", "fail": "FAIL", "error": "error", "skip": "skip", "n/a": "n/a",
+        "xfail": "xfail"}
+
+
+def build(env: dict, impls: Iterable[dict], checks: Iterable[str], cells: Iterable[dict],
+          duration_s: float) -> dict:
+    """The report document; cells ordered by implementation then check."""
+    impls = list(impls)
+    checks = list(checks)
+    row = {i["name"]: n for n, i in enumerate(impls)}
+    col = {c: n for n, c in enumerate(checks)}
+    ordered = sorted(cells, key=lambda c: (row.get(c["impl"], len(row)), col.get(c["check"], len(col))))
+    return {
+        "schema": SCHEMA,
+        "torch": env["torch"],
+        "python": env["python"],
+        "device": env["device"],
+        "created": env["created"],
+        "duration_s": round(duration_s, 2),
+        "impls": impls,
+        "checks": checks,
+        "cells": ordered,
+        **({"extra": env["extra"]} if env.get("extra") else {}),
+    }
+
+
+def _index(doc: dict) -> dict[tuple[str, str], dict]:
+    return {(c["impl"], c["check"]): c for c in doc["cells"]}
+
+
+def cell_label(cell: dict | None, marks: dict[str, str]) -> str:
+    if cell is None:
+        return "-"
+    label = marks[cell["status"]]
+    return f"{label} ({cell['summary']})" if cell.get("summary") else label
+
+
+def _columns(doc: dict) -> list[str]:
+    present = {c["check"] for c in doc["cells"]}
+    return [c for c in doc["checks"] if c in present]
+
+
+def counts(doc: dict) -> dict[str, int]:
+    tally = {s: 0 for s in STATUS_ORDER}
+    for cell in doc["cells"]:
+        tally[cell["status"]] = tally.get(cell["status"], 0) + 1
+    return {s: n for s, n in tally.items() if n}
+
+
+def render_terminal(doc: dict) -> str:
+    """Matrix for the terminal: one table per group of columns, so it fits a screen."""
+    index = _index(doc)
+    checks = _columns(doc)
+    names = [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
+    out = []
+    width = 7
+    for start in range(0, len(checks), width):
+        group = checks[start:start + width]
+        rows = [[name] + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
+        out.append(tabulate(rows, headers=["impl"] + group, tablefmt="simple"))
+    tally = ", ".join(f"{n} {s}" for s, n in counts(doc).items())
+    out.append(f"{len(doc['cells'])} cells: {tally}")
+    worst = [c for c in doc["cells"] if c["status"] == "fail"]
+    if worst:
+        out.append("WRONG RESULTS (fail):")
+        out += [f"  {c['impl']} / {c['check']}: {c['detail']}" for c in worst]
+    return "\n".join(out)
+
+
+def render_markdown(doc: dict) -> str:
+    index = _index(doc)
+    checks = _columns(doc)
+    names = [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
+    notes: list[str] = []
+    rows = []
+    for name in names:
+        row = [f"`{name}`"]
+        for check in checks:
+            cell = index.get((name, check))
+            text = cell_label(cell, MARK)
+            if cell is not None and (cell["status"] != "pass" or cell.get("summary") == "unexpected"):
+                notes.append(f"[^{len(notes) + 1}]: `{name}` / `{check}` ({cell['status']}): "
+                             f"{_md_escape(cell['detail']) or '(no detail)'}")
+                text += f" [^{len(notes)}]"
+            row.append(text)
+        rows.append(row)
+    impl_rows = [[f"`{i['name']}`", i["kind"], i["origin"]] for i in doc["impls"] if i["name"] in names]
+    lines = [
+        f"# GRL compatibility matrix: torch {doc['torch']}, {doc['device']}",
+        "",
+        tabulate([["torch", doc["torch"]], ["python", doc["python"]], ["device", doc["device"]],
+                  ["created", doc["created"]], ["duration", f"{doc['duration_s']} s"],
+                  ["cells", ", ".join(f"{n} {s}" for s, n in counts(doc).items())]],
+                 headers=["environment", ""], tablefmt="github"),
+        "",
+        "## Matrix",
+        "",
+        "Rows are implementations, columns are checks (ids from DESIGN.md). A footnote on every "
+        "cell that is not a plain pass gives its detail.",
+        "",
+        tabulate(rows, headers=["impl"] + [f"`{c}`" for c in checks], tablefmt="github"),
+        "",
+        "## Legend",
+        "",
+        tabulate([[MARK[s], LEGEND[s]] for s in ("fail", "error", "xfail", "skip", "n/a", "pass")],
+                 headers=["cell", "meaning"], tablefmt="github"),
+        "",
+        "## Implementations",
+        "",
+        tabulate(impl_rows, headers=["impl", "kind", "origin"], tablefmt="github"),
+        "",
+    ]
+    extra = doc.get("extra") or {}
+    for title, text in extra.items():
+        lines += [f"## {title}", "", text, ""]
+    if notes:
+        lines += ["## Notes", ""] + notes + [""]
+    return "\n".join(lines)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write(doc: dict, directory: Path, slug: str) -> list[Path]:
+    """Write `compat-<slug>.md`, `compat-<slug>.json` and `latest.json`; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    md = directory / f"compat-{slug}.md"
+    js = directory / f"compat-{slug}.json"
+    latest = directory / "latest.json"
+    md.write_text(render_markdown(doc), encoding="utf-8")
+    payload = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    js.write_text(payload, encoding="utf-8")
+    latest.write_text(payload, encoding="utf-8")
+    return [md, js, latest]
+
+
+def load(path: Path | str) -> dict:
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: report schema {doc.get('schema')!r}, expected {SCHEMA}")
+    return doc
