@@ -73,7 +73,8 @@ class Cell:
     def __init__(self, impl: registry.Impl, check: catalogue.Check, item: pytest.Item) -> None:
         self.impl, self.check, self.item = impl, check, item
 
-    def run(self) -> dict:
+    def run(self, reference: dict | None = None) -> dict:
+        """Run the cell; for the repo's own rows, compare with `reference` (see below)."""
         outcome = run_check(self.impl, self.check)
         cell = {"impl": self.impl.name, "check": self.check.id, "status": outcome.status,
                 "detail": outcome.detail, "duration_s": outcome.duration_s}
@@ -84,7 +85,25 @@ class Cell:
         gate = getattr(self.item.config, "_grl_gate", None)
         if gate is not None:
             gate(cell)
+        if reference is not None and self.impl.origin == registry.LOCAL:
+            table = reference.get(reference_key())
+            want = None if table is None else table.get((self.impl.name, self.check.id), "pass")
+            if want is not None and want != cell["status"]:
+                pytest.fail(f"reference row {self.impl.name} / {self.check.id} should be {want} on "
+                            f"{reference_key()}, got {cell['status']}: {cell['detail']}", pytrace=False)
         return cell
+
+
+def reference_key() -> str:
+    """Which column of a conformance module's REFERENCE table applies: `<major.minor>/<cpu|cuda>`.
+
+    The repo's reference rows are the harness's own fixtures: where their expected behaviour
+    is written down for this torch, a deviation means the harness broke, and the test fails.
+    """
+    import torch
+
+    major_minor = ".".join(torch.__version__.split(".")[:2])
+    return f"{major_minor}/{'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
 @pytest.fixture

@@ -1,0 +1,44 @@
+"""Deliberately broken GRLs ("mutants") and what each must trip.
+
+Each area keeps its mutants in `tests/selftest/mutants_<area>.py` as a list `MUTANTS`.
+`test_mutants.py` runs every (mutant, check) pair listed in `trips` and asserts the status;
+it also asserts that every check in the catalogue is tripped by at least one mutant.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from harness.registry import GRL, Impl
+
+
+@dataclass(frozen=True)
+class Mutant:
+    impl: Impl
+    trips: Mapping[str, str]  # check id -> the status it must produce ("fail" or "error")
+    why: str = ""
+    passes: tuple[str, ...] = field(default=())  # checks it must still pass (guards false alarms)
+
+
+def mutant(name: str, layer: type, fn: Callable | None = None, *, trips: Mapping[str, str],
+           why: str, kind: str = "function", passes: tuple[str, ...] = ()) -> Mutant:
+    """A mutant from a layer class with the seed API (fn derived from it if not given)."""
+
+    def gradient_reversal(x, alpha=1.0):
+        return layer(alpha=alpha)(x)
+
+    api = GRL(layer, fn or gradient_reversal)
+    return Mutant(Impl(name=name, kind=kind, load=lambda: api, origin="tests/selftest (mutant)",
+                       ref=f"tests.selftest.mutation:{name}"), dict(trips), why, tuple(passes))
+
+
+def all_mutants() -> list[Mutant]:
+    import tests.selftest as pkg
+
+    found: list[Mutant] = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("mutants_"):
+            found += importlib.import_module(f"tests.selftest.{info.name}").MUTANTS
+    return found

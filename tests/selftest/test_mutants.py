@@ -1,0 +1,40 @@
+"""Every check must be able to fail: each mutant trips the checks it is built to trip."""
+from __future__ import annotations
+
+import pytest
+
+from harness import checks as catalogue
+from harness.runner import run_check
+from tests.selftest.mutation import all_mutants
+
+MUTANTS = all_mutants()
+CASES = [pytest.param(m, cid, want, id=f"{m.impl.name}-{cid}")
+         for m in MUTANTS for cid, want in m.trips.items()]
+GUARDS = [pytest.param(m, cid, id=f"{m.impl.name}-{cid}") for m in MUTANTS for cid in m.passes]
+
+
+@pytest.mark.parametrize(("mutant", "check_id", "want"), CASES)
+def test_mutant_is_flagged(mutant, check_id, want):
+    outcome = run_check(mutant.impl, catalogue.get(check_id))
+    assert outcome.status == want, (
+        f"{mutant.impl.name} ({mutant.why}) should make {check_id} {want}, "
+        f"got {outcome.status}: {outcome.detail}")
+    assert outcome.detail, "a non-pass cell must say why"
+
+
+@pytest.mark.parametrize(("mutant", "check_id"), GUARDS)
+def test_mutant_not_flagged_elsewhere(mutant, check_id):
+    outcome = run_check(mutant.impl, catalogue.get(check_id))
+    assert outcome.status == "pass", f"{check_id} flagged {mutant.impl.name} wrongly: {outcome.detail}"
+
+
+def test_every_check_is_tripped_by_a_mutant():
+    tripped = {cid for m in MUTANTS for cid in m.trips}
+    untested = [c.id for c in catalogue.all_checks() if c.id not in tripped]
+    assert not untested, f"checks no mutant trips (a check that cannot fail is not done): {untested}"
+
+
+def test_mutant_trips_name_real_checks():
+    known = {c.id for c in catalogue.all_checks()}
+    unknown = sorted({cid for m in MUTANTS for cid in (*m.trips, *m.passes)} - known)
+    assert not unknown, f"mutants name unknown checks: {unknown}"
