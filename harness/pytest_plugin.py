@@ -106,6 +106,15 @@ def reference_key() -> str:
     return f"{major_minor}/{'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
+def cell_key_from_nodeid(nodeid: str) -> tuple[str, str] | None:
+    """(impl, check) from `...::test_cell[<impl>-<check>]`; check ids never contain '-'."""
+    if not nodeid.startswith("tests/conformance/") or not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    param = nodeid[nodeid.index("[") + 1:-1]
+    impl, sep, check_id = param.rpartition("-")
+    return (impl, check_id) if sep else None
+
+
 @pytest.fixture
 def grl_cell(request: pytest.FixtureRequest) -> Cell:
     impl, chk = request.param
@@ -125,13 +134,27 @@ class MatrixSession:
         self.slug = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
-            return
+        found = False
         for key, value in report.user_properties:
-            if key == CELL_KEY:
+            if key == CELL_KEY and report.when == "call":
                 data = json.loads(value)
                 self.cells[(data["cell"]["impl"], data["cell"]["check"])] = data["cell"]
                 self.impl_meta[data["impl"]["name"]] = data["impl"]
+                found = True
+        if report.failed and not found:
+            self._record_crash(report)
+
+    def _record_crash(self, report: pytest.TestReport) -> None:
+        """A cell whose test died before recording (an xdist worker killed by a segfault in
+        native code, say) is an error cell, not a hole in the matrix."""
+        key = cell_key_from_nodeid(report.nodeid)
+        if key is None or key in self.cells:
+            return
+        text = str(report.longrepr).strip().splitlines()
+        reason = text[-1] if text else "test crashed"
+        self.cells[key] = {"impl": key[0], "check": key[1], "status": "error",
+                           "detail": f"crashed before reporting: {reason}"[:400],
+                           "duration_s": round(report.duration, 4)}
 
     def report_doc(self) -> dict | None:
         if not self.cells:
