@@ -39,9 +39,11 @@ def origin(dist: str) -> str:
         return f"{dist} (not installed)"
 
 
-def loader(dist: str, modules: str | Callable[[], Any], build: Callable[[Any], GRL]) -> Callable[[], GRL]:
-    """`load` for an Impl: import `modules` (a module name, or a function importing what is
-    needed) and `build` the seed API from it. Missing package -> Skipped; anything else raises."""
+def loader(dist: str, module: str, build: Callable[[Any], GRL],
+           importer: Callable[[], Any] | None = None) -> Callable[[], GRL]:
+    """`load` for an Impl: import `module` (with `importer` where a plain import will not do)
+    and `build` the seed API from it. Package or a light dependency missing -> Skipped;
+    anything else raises (an error cell with the real message)."""
 
     def load() -> GRL:
         hint = INSTALL_HINT.format(dist=dist, pin=PEERS.get(dist, "VERSION"))
@@ -50,16 +52,16 @@ def loader(dist: str, modules: str | Callable[[], Any], build: Callable[[Any], G
         except metadata.PackageNotFoundError:
             raise Skipped(f"{dist} is not installed: {hint}") from None
         try:
-            module = importlib.import_module(modules) if isinstance(modules, str) else modules()
+            loaded = importer() if importer else importlib.import_module(module)
         except ModuleNotFoundError as exc:
             top = (exc.name or "").split(".")[0]
-            own = (modules if isinstance(modules, str) else "").split(".")[0]
+            own = module.split(".")[0]
             if top in LIGHT_DEPS:
                 raise Skipped(f"{dist} needs {top} ({LIGHT_DEPS[top]}), not installed: {hint}") from None
             if top and top == own:
                 raise Skipped(f"{dist} metadata is installed but module {top!r} is not importable: "
                               f"{hint}") from None
             raise
-        return build(module)
+        return build(loaded)
 
     return load

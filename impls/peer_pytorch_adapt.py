@@ -44,5 +44,5 @@ def _api(module) -> GRL:
     return GRL(GradientReversalLayer, _function_from_layer(GradientReversalLayer))
 
 
-IMPL = Impl(name="pytorch_adapt", kind="package", load=loader(DIST, _import_layer_file, _api),
+IMPL = Impl(name="pytorch_adapt", kind="package", load=loader(DIST, MODULE, _api, importer=_import_layer_file),
             origin=origin(DIST))
