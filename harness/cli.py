@@ -36,13 +36,13 @@ def run_diff(args: argparse.Namespace) -> int:
         return 2
     comparison = gate.compare(old["cells"], new["cells"])
     show = [v for v in gate.VERDICT_ORDER if v != gate.SAME and (args.all or v != gate.KNOWN)]
-    old_label = f"{gate.doc_label(old, 'old')} ({old.get('device', '?').split(' (')[0]})"
-    new_label = f"{gate.doc_label(new, 'new')} ({new.get('device', '?').split(' (')[0]})"
-    print(f"old: {args.old}: {old_label}, {len(old['cells'])} cells")
-    print(f"new: {args.new}: {new_label}, {len(new['cells'])} cells")
+    for name, path, doc in (("old", args.old, old), ("new", args.new, new)):
+        print(f"{name}: {path}: torch {doc.get('torch', '?')}, {doc.get('device', '?')}, "
+              f"{len(doc['cells'])} cells")
+    if old.get("device", "").split(" (")[0] != new.get("device", "").split(" (")[0]:
+        print("note: different devices; skip cells (no CUDA) may differ for that reason alone")
     print()
-    print(gate.render(comparison, gate.doc_label(old, "old"), gate.doc_label(new, "new"),
-                      show=show, detail_width=args.width))
+    print(gate.render(comparison, *gate.labels(old, new), show=show, detail_width=args.width))
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 

@@ -123,6 +123,12 @@ def doc_label(doc: Mapping, fallback: str) -> str:
     return f"torch {torch}" if torch else fallback
 
 
+def labels(old: Mapping, new: Mapping, old_name: str = "old", new_name: str = "new") -> tuple[str, str]:
+    """Column labels: the torch versions, with `old_name`/`new_name` added where they are equal."""
+    a, b = doc_label(old, old_name), doc_label(new, new_name)
+    return (a, b) if a != b else (f"{old_name} ({a})", f"{new_name} ({b})")
+
+
 # --- baseline files ---------------------------------------------------------------------
 
 BASELINE_RE = re.compile(r"^torch-(\d+)\.(\d+)\.json$")

@@ -142,9 +142,8 @@ class GateSession:
         if self.comparison is not None and g is not None:
             matrix_doc = self._matrix().report_doc() or {}
             terminalreporter.section(f"GRL torch-upgrade gate vs {g.path}")
-            terminalreporter.write_line(gate.render(
-                self.comparison, old_label=gate.doc_label(g.doc, "baseline"),
-                new_label=gate.doc_label(matrix_doc, "this run")))
+            old_label, new_label = gate.labels(g.doc, matrix_doc, "baseline", "this run")
+            terminalreporter.write_line(gate.render(self.comparison, old_label, new_label))
             n = len(self.comparison.regressions)
             terminalreporter.write_line(
                 f"gate: {n} regression{'s' if n != 1 else ''}" + (" -> FAILED" if n else " -> ok"))
