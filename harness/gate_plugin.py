@@ -46,7 +46,7 @@ class Gate:
 
 
 def _baseline_dir(config: pytest.Config) -> Path:
-    return config.rootpath / BASELINE_DIR
+    return Path(config.getoption("--grl-baseline-dir") or (config.rootpath / BASELINE_DIR))
 
 
 def _torch_version() -> str:

@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "picks reports/baselines/torch-<this major.minor or the newest older>.json")
     group.addoption("--grl-update-baseline", action="store_true",
                     help="write this run's cells as reports/baselines/torch-<major.minor>.json")
+    group.addoption("--grl-baseline-dir", default=None, metavar="DIR",
+                    help="where expectations files live for 'auto' and --grl-update-baseline "
+                         "(default: reports/baselines in the repo root)")
 
 
 def _only(config: pytest.Config) -> list[str]:

@@ -153,8 +153,8 @@ def test_gate_passes_improvements_and_new_rows(tmp_path):
 
 def test_update_baseline_writes_this_runs_cells(tmp_path):
     proc = run_matrix(tmp_path, BASELINE, "GateGood,GateMutant",
-                      "--grl-update-baseline", "--rootdir", str(tmp_path), "-c", str(ROOT / "pyproject.toml"))
-    written = list((tmp_path / "reports" / "baselines").glob("torch-*.json"))
+                      "--grl-update-baseline", "--grl-baseline-dir", str(tmp_path / "out"))
+    written = list((tmp_path / "out").glob("torch-*.json"))
     assert len(written) == 1, proc.stdout + proc.stderr
     data = json.loads(written[0].read_text())
     import torch
