@@ -48,7 +48,7 @@ gate: setup
 	p = pick_baseline('reports/baselines', torch.__version__); print(p or '')"); \
 	if [ -z "$$base" ]; then echo "no expectations file in reports/baselines for torch $(TORCH) or older:" \
 	  "create one on the current torch with: pytest tests/conformance --grl-update-baseline" >&2; exit 2; fi; \
-	echo "gate: torch $(TORCH) against $$base"; \
+	echo "gate: torch $(TORCH) against $$base"; rm -rf $(GATE_DIR); \
 	$(PY) -m pytest -n $(JOBS) tests/conformance --grl-baseline "$$base" --grl-report-dir $(GATE_DIR); \
 	status=$$?; \
 	$(PY) -m harness.cli diff "$$base" $(GATE_DIR)/latest.json; \
