@@ -144,6 +144,10 @@ class GateSession:
             terminalreporter.section(f"GRL torch-upgrade gate vs {g.path}")
             old_label, new_label = gate.labels(g.doc, matrix_doc, "baseline", "this run")
             terminalreporter.write_line(gate.render(self.comparison, old_label, new_label))
+            was, now = (str(d.get("device", "")).split(" (")[0] for d in (g.doc, matrix_doc))
+            if was != now:
+                terminalreporter.write_line(f"note: the baseline is from {was or '?'}, this run "
+                                            f"on {now or '?'}: device-dependent cells may differ")
             n = len(self.comparison.regressions)
             terminalreporter.write_line(
                 f"gate: {n} regression{'s' if n != 1 else ''}" + (" -> FAILED" if n else " -> ok"))
