@@ -7,7 +7,13 @@ PY := $(VENV)/bin/python
 JOBS ?= 2
 STAMP := $(VENV)/.grl-installed-torch-$(TORCH)
 
-.PHONY: setup test report clean
+# Published GRL packages as rows (impls/peer_*.py; docs/peers.md). --no-deps: their declared
+# dependencies pull torchvision and another torch; PEER_DEPS is what their GRL imports need.
+PEERS := torch-gradient-reversal==1.0.0 pytorch-revgrad==0.2.0 pytorch-adapt==0.0.83 dalib==0.2
+PEER_DEPS := pytorch-metric-learning==1.6.3
+PEER_LIGHT := scipy tqdm
+
+.PHONY: setup peers test report gate clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -15,8 +21,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet "torch==$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps $(PEERS) $(PEER_DEPS)
+	$(PY) -m pip install --quiet $(PEER_LIGHT)
 	rm -f $(VENV)/.grl-installed-torch-*
 	touch $@
+
+# (Re)install the published packages alone, into an existing venv: make peers [VENV=...]
+peers:
+	$(PY) -m pip install --quiet --no-deps $(PEERS) $(PEER_DEPS)
+	$(PY) -m pip install --quiet $(PEER_LIGHT)
 
 # The whole suite: self-tests (exit code) plus the matrix (written to reports/).
 test: setup
@@ -25,6 +38,21 @@ test: setup
 # The matrix alone: printed, and written to reports/ as Markdown and JSON.
 report: setup
 	$(PY) -m pytest -n $(JOBS) tests/conformance
+
+# The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
+# matrix run against the expectations for it (or the newest older torch), then the diff.
+# make gate TORCH=2.14.1   exit status: the pytest run's (1 on any regression)
+GATE_DIR = reports/gate-$(TORCH)
+gate: setup
+	@base=$$($(PY) -c "from harness.gate import pick_baseline; import torch; \
+	p = pick_baseline('reports/baselines', torch.__version__); print(p or '')"); \
+	if [ -z "$$base" ]; then echo "no expectations file in reports/baselines for torch $(TORCH) or older:" \
+	  "create one on the current torch with: pytest tests/conformance --grl-update-baseline" >&2; exit 2; fi; \
+	echo "gate: torch $(TORCH) against $$base"; rm -rf $(GATE_DIR); \
+	$(PY) -m pytest -n $(JOBS) tests/conformance --grl-baseline "$$base" --grl-report-dir $(GATE_DIR); \
+	status=$$?; \
+	$(PY) -m harness.cli diff "$$base" $(GATE_DIR)/latest.json; \
+	exit $$status
 
 clean:
 	rm -rf .venv .venv-torch* build *.egg-info

@@ -36,6 +36,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where to write the reports (default: reports/ in the repo root)")
     group.addoption("--grl-no-report", action="store_true",
                     help="print the matrix but write no report files")
+    group.addoption("--grl-baseline", default=None, metavar="FILE|auto",
+                    help="torch-upgrade gate: fail every cell that is worse than in this "
+                         "expectations file (a pass no longer passing, or a new fail); 'auto' "
+                         "picks reports/baselines/torch-<this major.minor or the newest older>.json")
+    group.addoption("--grl-update-baseline", action="store_true",
+                    help="write this run's cells as reports/baselines/torch-<major.minor>.json")
+    group.addoption("--grl-baseline-dir", default=None, metavar="DIR",
+                    help="where expectations files live for 'auto' and --grl-update-baseline "
+                         "(default: reports/baselines in the repo root)")
 
 
 def _only(config: pytest.Config) -> list[str]:
@@ -49,6 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
+    from harness import gate_plugin  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
+
+    gate_plugin.configure(config)
 
 
 def impls_of(config: pytest.Config) -> list[registry.Impl]:

@@ -23,7 +23,8 @@ def describe_exception(exc: BaseException) -> str:
     message = str(exc).strip().splitlines()
     head = f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename and "/harness/" not in f.filename]
+              if "/torch/" not in f.filename and "/harness/" not in f.filename
+              and "/numpy/" not in f.filename]  # numpy's __getattr__ is never the culprit
     if frames:
         f = frames[-1]
         head += f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno})"

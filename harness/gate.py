@@ -1,0 +1,165 @@
+"""The torch-upgrade gate: compare this run's cells with the expectations for a torch version.
+
+An expectations file (a "baseline") is a report document (schema 1, same cells as the JSON
+report) stored as `reports/baselines/torch-<major.minor>.json`. Comparing a run with it sorts
+every cell into one verdict:
+
+- `regression`: the baseline says `pass` and the cell no longer passes, or the cell is a `fail`
+  the baseline did not have. These fail the run.
+- `improvement`: the cell passes where the baseline did not. Listed, never fails.
+- `known`: the baseline already has this cell as `fail`/`error` and it still is the same
+  (shown by pytest as xfail: a known failure listed in the expectations for this torch).
+- `changed`: any other change of status (e.g. `error` -> `skip`). Listed, never fails.
+- `new`: the baseline has no such (implementation, check). Listed, never fails.
+- `removed`: the baseline has a cell this run did not produce. Listed, never fails
+  (a filtered run, or a row that left the registry).
+- `same`: unchanged.
+
+This module knows nothing of torch, so the diff CLI and the self-tests run without it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from tabulate import tabulate
+
+REGRESSION, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
+    "regression", "improvement", "known", "changed", "new", "removed", "same")
+VERDICT_ORDER = (REGRESSION, IMPROVEMENT, CHANGED, NEW, REMOVED, KNOWN, SAME)
+BAD = ("fail", "error")
+
+Key = tuple  # (impl, check)
+
+
+def classify(base: Mapping | None, now: Mapping | None) -> str:
+    """The verdict for one (implementation, check) given its baseline and current cells."""
+    if base is None and now is None:
+        raise ValueError("classify needs at least one cell")
+    if base is None:
+        return NEW
+    if now is None:
+        return REMOVED
+    was, is_ = base["status"], now["status"]
+    if was == "pass" and is_ != "pass":
+        return REGRESSION
+    if is_ == "fail" and was != "fail":
+        return REGRESSION
+    if was == is_:
+        return KNOWN if is_ in BAD else SAME
+    if is_ == "pass":
+        return IMPROVEMENT
+    return CHANGED
+
+
+@dataclass
+class Comparison:
+    """Every cell of two documents with its verdict; `rows[verdict]` lists (key, base, now)."""
+
+    rows: dict[str, list[tuple[Key, dict | None, dict | None]]] = field(
+        default_factory=lambda: {v: [] for v in VERDICT_ORDER})
+
+    @property
+    def regressions(self) -> list:
+        return self.rows[REGRESSION]
+
+    def counts(self) -> dict[str, int]:
+        return {v: len(r) for v, r in self.rows.items() if r}
+
+
+def index(cells: Iterable[Mapping]) -> dict[Key, dict]:
+    return {(c["impl"], c["check"]): dict(c) for c in cells}
+
+
+def compare(base_cells: Iterable[Mapping], now_cells: Iterable[Mapping],
+            include_removed: bool = True) -> Comparison:
+    """Compare two sets of cells (baseline first). Order: the current run's, then removed ones."""
+    base, now = index(base_cells), index(now_cells)
+    result = Comparison()
+    for key, cell in now.items():
+        result.rows[classify(base.get(key), cell)].append((key, base.get(key), cell))
+    if include_removed:
+        for key, cell in base.items():
+            if key not in now:
+                result.rows[REMOVED].append((key, cell, None))
+    return result
+
+
+def _status(cell: Mapping | None) -> str:
+    if cell is None:
+        return "-"
+    return f"{cell['status']} ({cell['summary']})" if cell.get("summary") else cell["status"]
+
+
+def _detail(base: Mapping | None, now: Mapping | None, width: int) -> str:
+    cell = now if now is not None else base
+    text = " ".join(str((cell or {}).get("detail", "")).split())
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def render(comparison: Comparison, old_label: str = "old", new_label: str = "new",
+           show: Iterable[str] = (REGRESSION, IMPROVEMENT, CHANGED, NEW, REMOVED),
+           detail_width: int = 100) -> str:
+    """A table per verdict (worst first) plus a one-line tally; `same`/`known` only counted."""
+    out = []
+    for verdict in VERDICT_ORDER:
+        if verdict not in show or not comparison.rows[verdict]:
+            continue
+        rows = [[impl, check, _status(b), _status(n), _detail(b, n, detail_width)]
+                for (impl, check), b, n in comparison.rows[verdict]]
+        out.append(f"{verdict.upper()} ({len(rows)})")
+        out.append(tabulate(rows, headers=["impl", "check", old_label, new_label, "detail"],
+                            tablefmt="simple"))
+        out.append("")
+    tally = ", ".join(f"{n} {v}" for v, n in comparison.counts().items()) or "no cells"
+    out.append(f"{old_label} -> {new_label}: {tally}")
+    return "\n".join(out)
+
+
+def doc_label(doc: Mapping, fallback: str) -> str:
+    torch = str(doc.get("torch", "")).split("+")[0]
+    return f"torch {torch}" if torch else fallback
+
+
+def labels(old: Mapping, new: Mapping, old_name: str = "old", new_name: str = "new") -> tuple[str, str]:
+    """Column labels: the torch versions, with `old_name`/`new_name` added where they are equal."""
+    a, b = doc_label(old, old_name), doc_label(new, new_name)
+    return (a, b) if a != b else (f"{old_name} ({a})", f"{new_name} ({b})")
+
+
+# --- baseline files ---------------------------------------------------------------------
+
+BASELINE_RE = re.compile(r"^torch-(\d+)\.(\d+)\.json$")
+
+
+def major_minor(version: str) -> str:
+    parts = version.split("+")[0].split(".")
+    return ".".join(parts[:2])
+
+
+def baseline_path(directory: Path, torch_version: str) -> Path:
+    return Path(directory) / f"torch-{major_minor(torch_version)}.json"
+
+
+def pick_baseline(directory: Path, torch_version: str) -> Path | None:
+    """The baseline for this torch's major.minor, else the newest older one, else None."""
+    want = tuple(int(p) for p in major_minor(torch_version).split("."))
+    found = []
+    for path in Path(directory).glob("torch-*.json"):
+        match = BASELINE_RE.match(path.name)
+        if match:
+            version = (int(match.group(1)), int(match.group(2)))
+            if version <= want:
+                found.append((version, path))
+    return max(found)[1] if found else None
+
+
+def baseline_doc(doc: Mapping) -> dict:
+    """A report document as an expectations file: the same document, cells without timings."""
+    out = dict(doc)
+    out["cells"] = [{k: v for k, v in c.items() if k != "duration_s"} for c in doc["cells"]]
+    out.pop("duration_s", None)
+    out["expectations_for"] = f"torch {major_minor(str(doc['torch']))}"
+    return out

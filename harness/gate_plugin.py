@@ -1,0 +1,155 @@
+"""pytest side of the torch-upgrade gate (comparison logic: harness/gate.py).
+
+`--grl-baseline FILE|auto`: every cell is compared with the expectations file as it finishes.
+A regression (a baseline `pass` that no longer passes, or a new `fail`) fails that cell's test
+with the baseline and current status and the detail; a cell the baseline already lists as the
+same `fail`/`error` is reported by pytest as xfail ("known failure in the expectations for this
+torch"); the session summary lists regressions, improvements, changes, new and removed cells.
+The report files always record the real status, never the gate's view of it.
+
+`--grl-update-baseline`: write this run's cells as `reports/baselines/torch-<major.minor>.json`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import gate, registry
+
+CELL_KEY = "grl_cell"
+BASELINE_DIR = Path("reports") / "baselines"
+
+
+class Gate:
+    """Per-process: the baseline cells and the hook `Cell.run` calls with each finished cell."""
+
+    def __init__(self, path: Path, doc: dict) -> None:
+        self.path, self.doc = path, doc
+        self.cells = gate.index(doc["cells"])
+        self.label = f"{path.name} ({gate.doc_label(doc, 'baseline')})"
+
+    def __call__(self, cell: dict) -> None:
+        key = (cell["impl"], cell["check"])
+        base = self.cells.get(key)
+        if gate.classify(base, cell) == gate.REGRESSION:
+            pytest.fail(f"REGRESSION vs {self.label}: {cell['impl']} / {cell['check']} was "
+                        f"{base['status'] if base else 'absent'}, now {cell['status']}: "
+                        f"{cell['detail']}", pytrace=False)
+
+    def known(self, cell: dict) -> str | None:
+        base = self.cells.get((cell["impl"], cell["check"]))
+        if gate.classify(base, cell) == gate.KNOWN:
+            return (f"known {cell['status']} listed in {self.label}: {cell['detail']}")
+        return None
+
+
+def _baseline_dir(config: pytest.Config) -> Path:
+    return Path(config.getoption("--grl-baseline-dir") or (config.rootpath / BASELINE_DIR))
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def configure(config: pytest.Config) -> None:
+    from harness import report
+
+    choice = config.getoption("--grl-baseline")
+    if choice:
+        if choice == "auto":
+            path = gate.pick_baseline(_baseline_dir(config), _torch_version())
+            if path is None:
+                raise pytest.UsageError(
+                    f"--grl-baseline auto: no expectations file for torch {_torch_version()} or "
+                    f"older in {_baseline_dir(config)}; create one with --grl-update-baseline")
+        else:
+            path = Path(choice)
+        try:
+            doc = report.load(path)
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(f"--grl-baseline {choice}: {exc}") from None
+        config._grl_gate = Gate(path, doc)
+        config.pluginmanager.register(KnownFailures(config._grl_gate), "grl-gate-known")
+    if (choice or config.getoption("--grl-update-baseline")) and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(GateSession(config), "grl-gate-session")
+
+
+class KnownFailures:
+    """A passing cell test whose cell is a failure the baseline already lists becomes xfail."""
+
+    def __init__(self, gate_: Gate) -> None:
+        self.gate = gate_
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        rep = yield
+        if rep.when == "call" and rep.passed:
+            for key, value in item.user_properties:
+                if key == CELL_KEY:
+                    reason = self.gate.known(json.loads(value)["cell"])
+                    if reason:
+                        rep.outcome = "skipped"
+                        rep.wasxfail = reason
+        return rep
+
+
+class GateSession:
+    """Controller side: the gate's summary, the exit status, and writing a baseline."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.comparison: gate.Comparison | None = None
+        self.written: Path | None = None
+
+    def _matrix(self):
+        return self.config.pluginmanager.get_plugin("grl-matrix-session")
+
+    def _compare(self) -> gate.Comparison | None:
+        g = getattr(self.config, "_grl_gate", None)
+        matrix = self._matrix()
+        if g is None or matrix is None or not matrix.cells:
+            return None
+        ran_rows = {c["impl"] for c in matrix.cells.values()}
+        ran_checks = {c["check"] for c in matrix.cells.values()}
+        registered = {i.name for i in registry.collect(self.config.getoption("--grl-impl"))}
+        # A filtered run (--grl-only, -k, one test file) is compared on what it ran; a baseline
+        # row that left the registry altogether shows as removed.
+        base = [c for c in g.doc["cells"] if c["check"] in ran_checks
+                and (c["impl"] in ran_rows or c["impl"] not in registered)]
+        return gate.compare(base, matrix.cells.values())
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.comparison = self._compare()
+        if self.comparison and self.comparison.regressions and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.config.getoption("--grl-update-baseline"):
+            matrix = self._matrix()
+            doc = matrix.report_doc() if matrix else None
+            if doc is not None:
+                self.written = gate.baseline_path(_baseline_dir(self.config), doc["torch"])
+                self.written.parent.mkdir(parents=True, exist_ok=True)
+                self.written.write_text(json.dumps(gate.baseline_doc(doc), indent=1,
+                                                   ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
+        g = getattr(self.config, "_grl_gate", None)
+        if self.comparison is not None and g is not None:
+            matrix_doc = self._matrix().report_doc() or {}
+            terminalreporter.section(f"GRL torch-upgrade gate vs {g.path}")
+            old_label, new_label = gate.labels(g.doc, matrix_doc, "baseline", "this run")
+            terminalreporter.write_line(gate.render(self.comparison, old_label, new_label))
+            was, now = (str(d.get("device", "")).split(" (")[0] for d in (g.doc, matrix_doc))
+            if was != now:
+                terminalreporter.write_line(f"note: the baseline is from {was or '?'}, this run "
+                                            f"on {now or '?'}: device-dependent cells may differ")
+            n = len(self.comparison.regressions)
+            terminalreporter.write_line(
+                f"gate: {n} regression{'s' if n != 1 else ''}" + (" -> FAILED" if n else " -> ok"))
+        if self.written is not None:
+            terminalreporter.write_line(f"baseline written: {self.written}")
