@@ -46,6 +46,12 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
         and torch.equal(a[~a.isnan()], b[~b.isnan()])
 
 
+def _near(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal up to float32 rounding: for checks about structure, not precision (backward.reversal
+    judges precision), so a float32-rounded alpha or gradient is not flagged twice."""
+    return got.shape == want.shape and torch.allclose(got.double(), want.double(), rtol=1e-6, atol=1e-30)
+
+
 def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         raise Failed(f"returned {type(y).__name__}, not a tensor")
@@ -207,6 +213,18 @@ def _compare(got: torch.Tensor, g: torch.Tensor, case: _Case) -> str | None:
             f"expected {want[j].item()!r} (relative error {err:.2g})")
 
 
+# Pinned cases, run after the drawn ones pass: each pitfall of DESIGN.md is hit on every run,
+# whatever the random draws did. (Not hypothesis @example: those run first and are not shrunk,
+# and a drawn failure, shrunk, is the more useful counterexample.)
+PINNED = (
+    _Case(torch.float64, (2, 3), "transposed", "transposed", 0, 1.0, (), 0.1),  # non-dyadic, float64
+    _Case(torch.float32, (0, 3), "contiguous", "contiguous", 0, 1.0, (), 0.5),  # zero elements
+    _Case(torch.float16, (2, 2), "contiguous", "expanded", 0, 1.0, ((0, math.nan),), 0.0),  # nan, alpha 0
+    _Case(torch.float32, (3, 2), "strided", "strided", 0, 1.0, ((1, -math.inf),), 2.0),  # inf, strided
+    _Case(torch.bfloat16, (), "contiguous", "contiguous", 0, 1e3, (), 1e6 + 0.3),  # 0-d, large alpha
+)
+
+
 class _Mismatch(Exception):
     pass
 
@@ -220,7 +238,7 @@ class _Raised(Exception):
 @check("backward.reversal")
 def backward_reversal(impl) -> str:
     """grad_in must be -alpha * grad_out for every shape, layout, dtype, alpha and special value."""
-    from hypothesis import HealthCheck, Verbosity, given, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import strategies as st
     from hypothesis.errors import Flaky
 
@@ -238,11 +256,17 @@ def backward_reversal(impl) -> str:
         alpha=alphas)
     ran = {"examples": 0}
 
-    @settings(report_multiple_bugs=False, verbosity=Verbosity.quiet,
+    # The explain phase re-runs a failure many times to annotate it: seconds per failing cell.
+    phases = tuple(p for p in settings.default.phases if p is not Phase.explain)
+
+    @settings(report_multiple_bugs=False, verbosity=Verbosity.quiet, phases=phases,
               suppress_health_check=list(HealthCheck))
     @given(cases)
     def reversal(case: _Case) -> None:
         ran["examples"] += 1
+        one_case(case)
+
+    def one_case(case: _Case) -> None:
         g = _laid_out(case, case.g_layout, case.seed + 1, case.specials)
         layer = impl.api.layer(alpha=1.0)
         forms = (("layer.set_alpha", lambda: layer.set_alpha(case.alpha), layer),
@@ -265,15 +289,19 @@ def backward_reversal(impl) -> str:
             if problem:
                 raise _Mismatch(f"{where}: {problem}")
 
+    prefix = ""
     try:
         reversal()
+        prefix = "pinned case, "
+        for case in PINNED:
+            one_case(case)
     except _Mismatch as exc:
-        raise Failed(str(exc), summary="wrong grad") from None
+        raise Failed(prefix + str(exc), summary="wrong grad") from None
     except _Raised as exc:
-        raise Errored(f"{exc.where}: {describe_exception(exc.exc)}") from None
+        raise Errored(f"{prefix}{exc.where}: {describe_exception(exc.exc)}") from None
     except Flaky as exc:
         raise Failed(f"inconsistent between identical runs (hypothesis Flaky): {exc}") from None
-    return (f"{ran['examples']} drawn cases x (set_alpha, constructor, fn): -alpha * grad, exact "
+    return (f"{ran['examples']} drawn + {len(PINNED)} pinned cases x (set_alpha, constructor, fn): -alpha * grad, exact "
             "for power-of-two alpha, within 2 eps of the dtype otherwise; nan/inf propagate; "
             "0-d, empty, transposed, strided and expanded (stride 0) gradients")
 
@@ -311,13 +339,23 @@ def backward_gradcheck(impl) -> str:
     n = 0
     for a in (0.0, 0.5, 1.7):
         for label, f in _forms(impl, a):
-            x = _randn(3, 4, seed=3).requires_grad_(True)
-            try:
-                torch.autograd.gradcheck(_composite(f, a), (x,), check_undefined_grad=True,
-                                         check_batched_grad=no_vmap is None)
-            except GradcheckError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise Failed(f"{label} alpha={a}: {first}", summary="gradcheck") from None
+            # plain first, then the undefined-gradient and batched variants, so the detail
+            # says which property broke
+            for stage, kw in (("", {}),
+                              (" with an undefined (None) upstream gradient", {"check_undefined_grad": True}),
+                              (" with batched gradients (vmap)", {"check_batched_grad": no_vmap is None})):
+                if kw.get("check_batched_grad") is False:
+                    continue
+                kw = {"check_undefined_grad": False, **kw}
+                x = _randn(3, 4, seed=3).requires_grad_(True)
+                where = f"{label} alpha={a}: gradcheck{stage}"
+                try:
+                    torch.autograd.gradcheck(_composite(f, a), (x,), **kw)
+                except GradcheckError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise Failed(f"{where}: {first}", summary="gradcheck") from None
+                except Exception as exc:  # noqa: BLE001 - an error, with where it happened
+                    raise Errored(f"{where} raised {describe_exception(exc)}") from None
             n += 1
     batched = "check_batched_grad on" if no_vmap is None else \
         f"check_batched_grad off: batched backward raised ({no_vmap})"
@@ -337,7 +375,7 @@ def backward_double(impl) -> str:
                 gi = _input_grad(f(x), x, g, create_graph=True)
             except Failed as exc:
                 raise Failed(f"{where}: {exc.detail}") from None
-            expect(torch.equal(gi.detach(), -a * g.detach()), f"{where}: first backward is not -alpha * grad")
+            expect(_near(gi.detach(), -a * g.detach()), f"{where}: first backward is not -alpha * grad")
             if not gi.requires_grad:
                 raise Failed(f"{where}: under create_graph=True the input gradient does not depend on "
                              "the upstream gradient (backward detached): second derivative 0, "
@@ -347,7 +385,7 @@ def backward_double(impl) -> str:
             if d is None:
                 raise Failed(f"{where}: input gradient is not connected to the upstream gradient "
                              f"(second derivative lost, expected {-a})", summary="detached")
-            expect(torch.equal(d, -a * v), f"{where}: d(input grad)/d(upstream grad) is "
+            expect(_near(d, -a * v), f"{where}: d(input grad)/d(upstream grad) is "
                    f"{(d / v).flatten()[0].item():.6g}, expected {-a}")
             x = _randn(3, 4, seed=7).requires_grad_(True)
             try:
@@ -355,7 +393,7 @@ def backward_double(impl) -> str:
             except GradcheckError as exc:
                 first = str(exc).strip().splitlines()[0]
                 raise Failed(f"{where}: gradgradcheck: {first}", summary="gradgradcheck") from None
-    return "gradgradcheck passes on the composite; d(grad_in)/d(grad_out) = -alpha exactly (layer and fn, alpha 0.5/2)"
+    return "gradgradcheck passes on the composite; d(grad_in)/d(grad_out) = -alpha (layer and fn, alpha 0.5/2)"
 
 
 # --- alpha.update ---------------------------------------------------------------------------
@@ -374,16 +412,16 @@ def alpha_update(impl) -> str:
 
     layer = impl.api.layer(alpha=1.0)
     gi = grad(layer)
-    expect(torch.equal(gi, -g), f"alpha=1 from the constructor: gradient is {scale_of(gi)}, expected -1 * grad")
+    expect(_near(gi, -g), f"alpha=1 from the constructor: gradient is {scale_of(gi)}, expected -1 * grad")
     previous = 1.0
     for a in (0.5, 2.0, 0.25, 1.0, 0.0, 4.0):
         layer.set_alpha(a)
         gi = grad(layer)
-        stale = f": set_alpha had no effect (still {previous})" if torch.equal(gi, -previous * g) else ""
+        stale = f": set_alpha had no effect (still {previous})" if _near(gi, -previous * g) else ""
         if a == 0.0:
             expect(bool((gi == 0).all()), f"after set_alpha(0.0) the gradient is not zero ({scale_of(gi)}){stale}")
         else:
-            expect(torch.equal(gi, -a * g), f"after set_alpha({a}) the gradient is {scale_of(gi)}, "
+            expect(_near(gi, -a * g), f"after set_alpha({a}) the gradient is {scale_of(gi)}, "
                    f"expected {-a} * grad{stale}")
         previous = a
     gi = grad(impl.api.layer(alpha=0.0))
@@ -395,7 +433,7 @@ def alpha_update(impl) -> str:
     y = layer(x)
     layer.set_alpha(0.5)
     gi = _input_grad(y, x, g)
-    read = "forward" if torch.equal(gi, -g) else ("backward" if torch.equal(gi, -0.5 * g) else
+    read = "forward" if _near(gi, -g) else ("backward" if _near(gi, -0.5 * g) else
                                                    f"neither ({scale_of(gi)})")
 
     # state_dict round trip
@@ -408,7 +446,7 @@ def alpha_update(impl) -> str:
         fresh = impl.api.layer(alpha=1.0)
         fresh.load_state_dict(after)
         gi = grad(fresh)
-        expect(torch.equal(gi, -0.25 * g), f"alpha is state ({', '.join(changed)}) but a fresh layer "
+        expect(_near(gi, -0.25 * g), f"alpha is state ({', '.join(changed)}) but a fresh layer "
                f"loaded from state_dict(alpha=0.25) reverses with {scale_of(gi)}")
         state = f"alpha is state ({', '.join(changed)}): state_dict round trip keeps it"
     else:
@@ -433,7 +471,7 @@ def graph_shared_trunk(impl) -> str:
     want_dom = -a * (c_d @ wd) @ wtr
 
     def close(got, want):
-        return torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+        return _near(got, want)
 
     for label, grl in _forms(impl, a):
         x = x0.clone().requires_grad_(True)
@@ -532,14 +570,17 @@ def inplace_after(impl):
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             if not _CLEAR.search(message):
                 raise
-            results.append(f"{label} raises ({message[:110]})")
+            results.append(f"{label} raises a clear error ({message[:150]})")
             continue
-        expect(torch.equal(y.detach(), torch.relu(x0 * 2)), f"{label}: relu_ after the layer gave wrong values")
-        if leaf.grad is None or not torch.equal(leaf.grad, want):
+        expect(_near(y.detach(), torch.relu(x0 * 2)), f"{label}: relu_ after the layer gave wrong values")
+        if leaf.grad is None or not _near(leaf.grad, want):
             got = "None" if leaf.grad is None else str([round(v, 4) for v in leaf.grad.tolist()])
-            why = " (reversal silently lost)" if leaf.grad is not None and torch.equal(leaf.grad, -want / a) else ""
+            why = " (reversal silently lost)" if leaf.grad is not None and _near(leaf.grad, -want / a) else ""
             raise Failed(f"{label}: wrong gradient after relu_{why}: {got}, expected "
                          f"{[round(v, 4) for v in want.tolist()]}", summary="silent wrong grad")
         results.append(f"{label} correct gradient")
-    summary = "raises" if all("raises" in r for r in results) else ""
-    return passed("; ".join(results), summary=summary)
+    raised = [r for r in results if " raises " in r]
+    if len(raised) == len(results) == 2 and raised[0].split(" ", 1)[1] == raised[1].split(" ", 1)[1]:
+        results = [f"layer and fn {raised[0].split(' ', 1)[1].replace('raises', 'raise', 1)}"]
+    return passed("; ".join(results) + " (both acceptable; a silent wrong gradient is not)",
+                  summary="raises" if len(raised) == 2 else "")

@@ -97,5 +97,5 @@ def test_details_name_design_facts():
     assert "copies" in run_check(buf, catalogue.get("forward.identity")).detail
     assert "alpha is not state" in run_check(view, catalogue.get("alpha.update")).detail
     assert "alpha is state (alpha)" in run_check(buf, catalogue.get("alpha.update")).detail
-    assert "raises" in run_check(view, catalogue.get("inplace.after")).detail
+    assert "raise a clear error" in run_check(view, catalogue.get("inplace.after")).detail
     assert "correct gradient" in run_check(buf, catalogue.get("inplace.after")).detail
