@@ -432,9 +432,15 @@ def alpha_update(impl) -> str:
     x = _randn(4, 3, seed=9).requires_grad_(True)
     y = layer(x)
     layer.set_alpha(0.5)
-    gi = _input_grad(y, x, g)
-    read = "forward" if _near(gi, -g) else ("backward" if _near(gi, -0.5 * g) else
-                                                   f"neither ({scale_of(gi)})")
+    try:
+        gi = _input_grad(y, x, g)
+        read = "forward" if _near(gi, -g) else ("backward" if _near(gi, -0.5 * g) else
+                                                f"neither ({scale_of(gi)})")
+    except RuntimeError as exc:
+        if "modified by an inplace operation" not in str(exc):
+            raise
+        read = ("forward and saved: set_alpha between a forward and its backward raises "
+                "autograd's in-place version error")
 
     # state_dict round trip
     layer = impl.api.layer(alpha=1.0)
