@@ -117,6 +117,13 @@ def _none_unaware(ctx, g):
 _UndefinedGrad = _grl("UndefinedGrad", backward=_none_unaware, materialize=False)
 
 
+def _unrelated_failure(ctx, g):
+    raise RuntimeError("GRL backward failed")  # an ordinary error: must never read as a pass
+
+
+_BackwardRaises = _grl("BackwardRaises", forward=lambda x: x.clone(), backward=_unrelated_failure)
+
+
 # --- double backward, memory -----------------------------------------------------------------
 
 def _detached(ctx, g):
@@ -228,6 +235,10 @@ MUTANTS = [
     mutant("eager_grad_view", _GradView, trips={"backward.reversal": "error"},
            why="backward uses .view on the gradient, which raises when it is not contiguous",
            passes=("backward.gradcheck", "alpha.update", "graph.shared_trunk")),
+    mutant("eager_backward_raises", _BackwardRaises,
+           trips={"inplace.after": "error", "backward.reversal": "error", "graph.shared_trunk": "error"},
+           why="backward raises an unrelated RuntimeError: inplace.after's accepted 'clear error' "
+               "is autograd's in-place refusal only", passes=("forward.identity", "memory.saved")),
     mutant("eager_undefined_grad", _UndefinedGrad, trips={"backward.gradcheck": "error"},
            why="grads not materialized and backward raises on None (check_undefined_grad)",
            passes=("backward.reversal", "alpha.update")),
