@@ -99,3 +99,13 @@ def test_details_name_design_facts():
     assert "alpha is state (alpha)" in run_check(buf, catalogue.get("alpha.update")).detail
     assert "raise a clear error" in run_check(view, catalogue.get("inplace.after")).detail
     assert "correct gradient" in run_check(buf, catalogue.get("inplace.after")).detail
+
+
+def test_reversal_detail_is_a_counterexample():
+    """A failing reversal cell names form, dtype, shape, strides, alpha and the error size."""
+    from tests.selftest.mutants_eager import MUTANTS
+
+    m = next(m for m in MUTANTS if m.impl.name == "eager_alpha_float32")
+    detail = run_check(m.impl, catalogue.get("backward.reversal")).detail
+    for part in ("float64", "shape", "strides", "alpha=", "relative error"):
+        assert part in detail, detail
