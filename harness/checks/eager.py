@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from harness import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from harness.checks import check
-from harness.outcome import Errored, Failed, expect, passed
+from harness.outcome import CheckSignal, Errored, Failed, expect, passed
 from harness.runner import describe_exception
 
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -50,6 +51,17 @@ def _near(got: torch.Tensor, want: torch.Tensor) -> bool:
     """Equal up to float32 rounding: for checks about structure, not precision (backward.reversal
     judges precision), so a float32-rounded alpha or gradient is not flagged twice."""
     return got.shape == want.shape and torch.allclose(got.double(), want.double(), rtol=1e-6, atol=1e-30)
+
+
+@contextmanager
+def _at(where: str):
+    """Errors raised by the implementation inside this block name the form (and alpha)."""
+    try:
+        yield
+    except CheckSignal:
+        raise
+    except Exception as exc:  # noqa: BLE001 - becomes the cell's error, with where
+        raise Errored(f"{where}: {describe_exception(exc)}") from exc
 
 
 def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
@@ -376,30 +388,31 @@ def backward_double(impl) -> str:
     for a in (0.5, 2.0):
         for label, f in _forms(impl, a):
             where = f"{label} alpha={a}"
-            x = _randn(3, 4, seed=4).requires_grad_(True)
-            g = _randn(3, 4, seed=5).requires_grad_(True)
-            try:
-                gi = _input_grad(f(x), x, g, create_graph=True)
-            except Failed as exc:
-                raise Failed(f"{where}: {exc.detail}") from None
-            expect(_near(gi.detach(), -a * g.detach()), f"{where}: first backward is not -alpha * grad")
-            if not gi.requires_grad:
-                raise Failed(f"{where}: under create_graph=True the input gradient does not depend on "
-                             "the upstream gradient (backward detached): second derivative 0, "
-                             f"expected {-a}", summary="detached")
-            v = _randn(3, 4, seed=6)
-            (d,) = torch.autograd.grad(gi, g, v, allow_unused=True)
-            if d is None:
-                raise Failed(f"{where}: input gradient is not connected to the upstream gradient "
-                             f"(second derivative lost, expected {-a})", summary="detached")
-            expect(_near(d, -a * v), f"{where}: d(input grad)/d(upstream grad) is "
-                   f"{(d / v).flatten()[0].item():.6g}, expected {-a}")
-            x = _randn(3, 4, seed=7).requires_grad_(True)
-            try:
-                torch.autograd.gradgradcheck(_composite(f, a), (x,))
-            except GradcheckError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise Failed(f"{where}: gradgradcheck: {first}", summary="gradgradcheck") from None
+            with _at(where):
+                x = _randn(3, 4, seed=4).requires_grad_(True)
+                g = _randn(3, 4, seed=5).requires_grad_(True)
+                try:
+                    gi = _input_grad(f(x), x, g, create_graph=True)
+                except Failed as exc:
+                    raise Failed(f"{where}: {exc.detail}") from None
+                expect(_near(gi.detach(), -a * g.detach()), f"{where}: first backward is not -alpha * grad")
+                if not gi.requires_grad:
+                    raise Failed(f"{where}: under create_graph=True the input gradient does not depend on "
+                                 "the upstream gradient (backward detached): second derivative 0, "
+                                 f"expected {-a}", summary="detached")
+                v = _randn(3, 4, seed=6)
+                (d,) = torch.autograd.grad(gi, g, v, allow_unused=True)
+                if d is None:
+                    raise Failed(f"{where}: input gradient is not connected to the upstream gradient "
+                                 f"(second derivative lost, expected {-a})", summary="detached")
+                expect(_near(d, -a * v), f"{where}: d(input grad)/d(upstream grad) is "
+                       f"{(d / v).flatten()[0].item():.6g}, expected {-a}")
+                x = _randn(3, 4, seed=7).requires_grad_(True)
+                try:
+                    torch.autograd.gradgradcheck(_composite(f, a), (x,))
+                except GradcheckError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise Failed(f"{where}: gradgradcheck: {first}", summary="gradgradcheck") from None
     return "gradgradcheck passes on the composite; d(grad_in)/d(grad_out) = -alpha (layer and fn, alpha 0.5/2)"
 
 
@@ -487,33 +500,34 @@ def graph_shared_trunk(impl) -> str:
         return _near(got, want)
 
     for label, grl in _forms(impl, a):
-        x = x0.clone().requires_grad_(True)
-        for m in (trunk, task, dom):
-            m.zero_grad(set_to_none=True)
-        feats = trunk(x)
-        lt = (task(feats) * c_t).sum()
-        ld = (dom(grl(feats)) * c_d).sum()
-        (gt,) = torch.autograd.grad(lt, x, retain_graph=True)
-        if not close(gt, want_task):
-            why = " (reversed: the layer reverses its input's whole gradient, e.g. a hook on the input)" \
-                if close(gt, -a * want_task) else ""
-            raise Failed(f"{label}: task head's gradient reaches the trunk altered{why}; "
-                         f"max error {(gt - want_task).abs().max().item():.3g}", summary="task reversed")
-        (gd,) = torch.autograd.grad(ld, x, retain_graph=True)
-        if not close(gd, want_dom):
-            raise Failed(f"{label}: domain head's gradient at the trunk is not -alpha times the "
-                         f"unreversed one; max error {(gd - want_dom).abs().max().item():.3g}")
-        (lt + ld).backward()
-        expect(close(x.grad, want_task + want_dom),
-               f"{label}: total gradient at the trunk input differs from the analytic expectation by "
-               f"{(x.grad - want_task - want_dom).abs().max().item():.3g}")
-        dfeats = c_t @ wt + (-a) * (c_d @ wd)
-        expect(close(trunk.weight.grad, dfeats.T @ x0),
-               f"{label}: trunk weight gradient differs from the analytic expectation")
-        expect(close(dom.weight.grad, c_d.T @ feats.detach()),
-               f"{label}: domain head's own weight gradient is altered (the reversal belongs before it)")
-        expect(close(task.weight.grad, c_t.T @ feats.detach()),
-               f"{label}: task head's weight gradient is altered")
+        with _at(label):
+            x = x0.clone().requires_grad_(True)
+            for m in (trunk, task, dom):
+                m.zero_grad(set_to_none=True)
+            feats = trunk(x)
+            lt = (task(feats) * c_t).sum()
+            ld = (dom(grl(feats)) * c_d).sum()
+            (gt,) = torch.autograd.grad(lt, x, retain_graph=True)
+            if not close(gt, want_task):
+                why = " (reversed: the layer reverses its input's whole gradient, e.g. a hook on the input)" \
+                    if close(gt, -a * want_task) else ""
+                raise Failed(f"{label}: task head's gradient reaches the trunk altered{why}; "
+                             f"max error {(gt - want_task).abs().max().item():.3g}", summary="task reversed")
+            (gd,) = torch.autograd.grad(ld, x, retain_graph=True)
+            if not close(gd, want_dom):
+                raise Failed(f"{label}: domain head's gradient at the trunk is not -alpha times the "
+                             f"unreversed one; max error {(gd - want_dom).abs().max().item():.3g}")
+            (lt + ld).backward()
+            expect(close(x.grad, want_task + want_dom),
+                   f"{label}: total gradient at the trunk input differs from the analytic expectation by "
+                   f"{(x.grad - want_task - want_dom).abs().max().item():.3g}")
+            dfeats = c_t @ wt + (-a) * (c_d @ wd)
+            expect(close(trunk.weight.grad, dfeats.T @ x0),
+                   f"{label}: trunk weight gradient differs from the analytic expectation")
+            expect(close(dom.weight.grad, c_d.T @ feats.detach()),
+                   f"{label}: domain head's own weight gradient is altered (the reversal belongs before it)")
+            expect(close(task.weight.grad, c_t.T @ feats.detach()),
+                   f"{label}: task head's weight gradient is altered")
     return f"task branch unreversed, domain branch x(-{a}), totals match the analytic gradients (layer and fn)"
 
 
@@ -578,23 +592,24 @@ def inplace_after(impl):
     for label, f in _forms(impl, a):
         leaf = x0.clone().requires_grad_(True)
         x = leaf * 2  # a non-leaf activation, as inside a network
-        try:
-            y = f(x)
-            y.relu_()
-            (y * c).sum().backward()
-        except RuntimeError as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            if not _CLEAR.search(message):
-                raise
-            results.append(f"{label} raises a clear error ({message[:150]})")
-            continue
-        expect(_near(y.detach(), torch.relu(x0 * 2)), f"{label}: relu_ after the layer gave wrong values")
-        if leaf.grad is None or not _near(leaf.grad, want):
-            got = "None" if leaf.grad is None else str([round(v, 4) for v in leaf.grad.tolist()])
-            why = " (reversal silently lost)" if leaf.grad is not None and _near(leaf.grad, -want / a) else ""
-            raise Failed(f"{label}: wrong gradient after relu_{why}: {got}, expected "
-                         f"{[round(v, 4) for v in want.tolist()]}", summary="silent wrong grad")
-        results.append(f"{label} correct gradient")
+        with _at(label):
+            try:
+                y = f(x)
+                y.relu_()
+                (y * c).sum().backward()
+            except RuntimeError as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                if not _CLEAR.search(message):
+                    raise
+                results.append(f"{label} raises a clear error ({message[:150]})")
+                continue
+            expect(_near(y.detach(), torch.relu(x0 * 2)), f"{label}: relu_ after the layer gave wrong values")
+            if leaf.grad is None or not _near(leaf.grad, want):
+                got = "None" if leaf.grad is None else str([round(v, 4) for v in leaf.grad.tolist()])
+                why = " (reversal silently lost)" if leaf.grad is not None and _near(leaf.grad, -want / a) else ""
+                raise Failed(f"{label}: wrong gradient after relu_{why}: {got}, expected "
+                             f"{[round(v, 4) for v in want.tolist()]}", summary="silent wrong grad")
+            results.append(f"{label} correct gradient")
     raised = [r for r in results if " raises " in r]
     if len(raised) == len(results) == 2 and raised[0].split(" ", 1)[1] == raised[1].split(" ", 1)[1]:
         results = [f"layer and fn {raised[0].split(' ', 1)[1].replace('raises', 'raise', 1)}"]
