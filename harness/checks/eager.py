@@ -1,37 +1,617 @@
-"""Eager autograd semantics of a GRL (DESIGN.md, 'Eager')."""
+"""Eager autograd semantics of a GRL (DESIGN.md, 'Eager').
+
+Every check exercises both the module (`impl.api.layer`, alpha given through `set_alpha`) and
+the functional form (`impl.api.fn`) unless it is about the module alone (alpha.update). Alphas
+are powers of two wherever a check is not about precision, so that only backward.reversal
+judges rounding: each column answers one question.
+"""
 from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
+from harness import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from harness.checks import check
-from harness.outcome import Failed, expect
+from harness.outcome import CheckSignal, Errored, Failed, expect, passed
+from harness.runner import describe_exception
 
+FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _dt(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _forms(impl, alpha: float):
+    """(label, callable x -> y) for the module given alpha by set_alpha, and the function."""
+    layer = impl.api.layer(alpha=1.0)
+    layer.set_alpha(alpha)
+    return [("layer.set_alpha", layer), ("fn", lambda x: impl.api.fn(x, alpha))]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(*shape, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=_gen(seed), dtype=torch.float64).to(dtype)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values with nan where nan (+0 == -0)."""
+    return a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) \
+        and torch.equal(a[~a.isnan()], b[~b.isnan()])
+
+
+def _near(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal up to float32 rounding: for checks about structure, not precision (backward.reversal
+    judges precision), so a float32-rounded alpha or gradient is not flagged twice."""
+    return got.shape == want.shape and torch.allclose(got.double(), want.double(), rtol=1e-6, atol=1e-30)
+
+
+@contextmanager
+def _at(where: str):
+    """Errors raised by the implementation inside this block name the form (and alpha)."""
+    try:
+        yield
+    except CheckSignal:
+        raise
+    except Exception as exc:  # noqa: BLE001 - becomes the cell's error, with where
+        raise Errored(f"{where}: {describe_exception(exc)}") from exc
+
+
+def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise Failed(f"returned {type(y).__name__}, not a tensor")
+    if not y.requires_grad:
+        raise Failed("output does not require grad: the layer cut the graph")
+    (gi,) = torch.autograd.grad(y, x, g, allow_unused=True, **kw)
+    if gi is None:
+        raise Failed("no gradient reaches the input: the layer cut the graph")
+    return gi
+
+
+# --- forward.identity ---------------------------------------------------------------------
 
 @check("forward.identity")
 def forward_identity(impl) -> str:
     """The forward pass must return the input unchanged: same values, dtype, shape, device."""
-    layer = impl.api.layer(alpha=1.0)
     aliased = copied = 0
-    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+    forms = [("layer", impl.api.layer(alpha=1.0))] + _forms(impl, 0.0) + _forms(impl, 0.3)
+    forms = [(f"{label} alpha={a}", f) for (label, f), a in zip(forms, (1.0, 0.0, 0.0, 0.3, 0.3))]
+    for dtype in FLOATS:
         base = torch.tensor([0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), -3.25, 7.0],
                             dtype=dtype)
-        for x in (base, base.reshape(2, 4).t(), torch.tensor(2.5, dtype=dtype),
-                  torch.empty(0, 3, dtype=dtype)):
-            x = x.clone(memory_format=torch.preserve_format) if x.dim() < 2 else x
-            y = layer(x.requires_grad_(True) if x.is_floating_point() else x)
-            where = f"{dtype} shape {tuple(x.shape)}{' transposed' if not x.is_contiguous() else ''}"
-            expect(isinstance(y, torch.Tensor), f"{where}: returned {type(y).__name__}")
-            expect(y.dtype == x.dtype, f"{where}: output dtype {y.dtype}")
-            expect(y.shape == x.shape, f"{where}: output shape {tuple(y.shape)}")
-            expect(y.device == x.device, f"{where}: output device {y.device}")
-            same = torch.equal(torch.nan_to_num(y.detach(), nan=0.0), torch.nan_to_num(x.detach(), nan=0.0)) \
-                and torch.equal(y.detach().isnan(), x.detach().isnan()) \
-                and torch.equal(torch.signbit(y.detach()), torch.signbit(x.detach()))
-            if not same:
-                raise Failed(f"{where}: output differs from input")
-            if y.numel() and y.data_ptr() == x.data_ptr():
-                aliased += 1
-            elif y.numel():
-                copied += 1
+        for make, grad in ((lambda: base.clone(), True), (lambda: base.reshape(2, 4).t(), True),
+                           (lambda: torch.tensor(2.5, dtype=dtype), True),
+                           (lambda: torch.empty(0, 3, dtype=dtype), True),
+                           (lambda: base.clone(), False)):
+            for label, f in forms:
+                x = make()
+                if grad:
+                    x.requires_grad_(True)
+                    y = f(x)
+                else:
+                    with torch.no_grad():
+                        y = f(x)
+                where = (f"{label} {_dt(dtype)} shape {tuple(x.shape)}"
+                         f"{' transposed' if not x.is_contiguous() else ''}{'' if grad else ' no_grad'}")
+                expect(isinstance(y, torch.Tensor), f"{where}: returned {type(y).__name__}")
+                expect(y.dtype == x.dtype, f"{where}: output dtype {y.dtype}")
+                expect(y.shape == x.shape, f"{where}: output shape {tuple(y.shape)}")
+                expect(y.device == x.device, f"{where}: output device {y.device}")
+                yd, xd = y.detach(), x.detach()
+                if not (_same(yd, xd) and torch.equal(torch.signbit(yd), torch.signbit(xd))):
+                    bad = ~((yd == xd) | (yd.isnan() & xd.isnan())) | (torch.signbit(yd) != torch.signbit(xd))
+                    i = bad.nonzero()[0].tolist() if bad.any() else []
+                    raise Failed(f"{where}: output differs from input at {i}: "
+                                 f"{xd[tuple(i)].item()!r} -> {yd[tuple(i)].item()!r}")
+                if y.numel() and y.data_ptr() == x.data_ptr():
+                    aliased += 1
+                elif y.numel():
+                    copied += 1
     how = "aliases its input (view)" if not copied else ("copies" if not aliased else "sometimes aliases")
-    return f"identical for 4 dtypes x contiguous/transposed/0-d/empty with +-0, +-inf, nan; output {how}"
+    return (f"identical for {len(FLOATS)} dtypes x contiguous/transposed/0-d/empty/no_grad with "
+            f"+-0, +-inf, nan, layer and fn, alpha 1/0/0.3; output {how}")
+
+
+# --- backward.reversal --------------------------------------------------------------------
+
+SPECIALS = (math.nan, math.inf, -math.inf, -0.0)
+POW2_ALPHAS = (1.0, 0.0, 2.0, 0.5, 0.25, 4.0, 1024.0, 2.0 ** -10)
+ODD_ALPHAS = (0.1, 0.3, 1 / 3, 0.7, 1.1, 1000.1, 12345.678, 1e6 + 0.3)
+
+
+@dataclass(frozen=True)
+class _Case:
+    dtype: torch.dtype
+    shape: tuple
+    x_layout: str  # contiguous | transposed | strided
+    g_layout: str  # contiguous | transposed | strided | expanded
+    seed: int
+    scale: float
+    specials: tuple = field(default=())  # (flat index into the gradient's base, value)
+    alpha: float = 1.0
+
+
+def _is_pow2(alpha: float) -> bool:
+    return alpha == 0.0 or (math.isfinite(alpha) and math.frexp(abs(alpha))[0] == 0.5)
+
+
+def _laid_out(case: _Case, layout: str, seed: int, specials=()) -> torch.Tensor:
+    """A tensor of case.shape/dtype with the given memory layout (a view of a bigger base)."""
+    shape = case.shape
+    if layout == "transposed" and len(shape) >= 2:
+        base_shape = (*shape[:-2], shape[-1], shape[-2])
+    elif layout == "strided" and len(shape) >= 1:
+        base_shape = (*shape[:-1], 2 * shape[-1])
+    elif layout == "expanded" and len(shape) >= 1:
+        base_shape = (*shape[:-1], 1)
+    else:
+        base_shape = shape
+    base = _randn(*base_shape, seed=seed) * case.scale
+    flat = base.view(-1)
+    for i, v in specials:
+        if flat.numel():
+            flat[i % flat.numel()] = v
+    base = base.to(case.dtype)
+    if layout == "transposed" and len(shape) >= 2:
+        return base.transpose(-1, -2)
+    if layout == "strided" and len(shape) >= 1:
+        return base[..., ::2]
+    if layout == "expanded" and len(shape) >= 1:
+        return base.expand(shape)
+    return base
+
+
+def _describe(case: _Case, x: torch.Tensor, g: torch.Tensor) -> str:
+    def lay(t, layout):
+        kind = layout if (not t.is_contiguous() or layout == "contiguous") else "contiguous"
+        return f"{kind} strides {t.stride()}"
+
+    special = []
+    if g.numel():
+        gd = g.detach().double()
+        for name, mask in (("nan", gd.isnan()), ("+inf", gd == math.inf), ("-inf", gd == -math.inf)):
+            if mask.any():
+                special.append(f"{name} at {mask.nonzero()[0].tolist()}")
+    return (f"{_dt(case.dtype)} shape {tuple(case.shape)}, input {lay(x, case.x_layout)}, "
+            f"grad {lay(g, case.g_layout)}{' with ' + ', '.join(special) if special else ''}, "
+            f"alpha={case.alpha!r}")
+
+
+def _compare(got: torch.Tensor, g: torch.Tensor, case: _Case) -> str | None:
+    """None if got == -alpha * g as DESIGN.md defines it, else what is wrong."""
+    if got.dtype != case.dtype:
+        return f"gradient dtype {_dt(got.dtype)}"
+    if tuple(got.shape) != tuple(case.shape):
+        return f"gradient shape {tuple(got.shape)}"
+    if not got.numel():
+        return None
+    ref = -case.alpha * g.detach().double()  # exact float64 reference (Python float is float64)
+    got64 = got.detach().double()
+    if not torch.equal(ref.isnan(), got64.isnan()):
+        lost = ref.isnan() & ~got64.isnan()
+        i = (lost if lost.any() else got64.isnan() & ~ref.isnan()).nonzero()[0].tolist()
+        what = "nan swallowed" if lost.any() else "nan where none expected"
+        return f"{what} at {i}: got {got64[tuple(i)].item()!r}, expected {ref[tuple(i)].item()!r}"
+    keep = ~ref.isnan()
+    ref, got64 = ref[keep], got64[keep]
+    if _is_pow2(case.alpha):
+        want = ref.to(case.dtype).double()  # exact in float64; one rounding into the dtype
+        bad = want != got64
+        rule = "exact (power-of-two alpha)"
+    else:
+        info = torch.finfo(case.dtype)
+        inf_ref = ref.isinf()
+        bad = inf_ref & (got64 != ref)
+        fin = ~inf_ref
+        r, q = ref[fin].clamp(-info.max, info.max), got64[fin].clamp(-info.max, info.max)
+        tol = 2 * info.eps * r.abs() + info.smallest_normal * info.eps
+        bad_fin = torch.zeros_like(bad)
+        bad_fin[fin] = ~((q - r).abs() <= tol)
+        bad = bad | bad_fin
+        rule = f"within 2 eps of {_dt(case.dtype)} ({2 * info.eps:.3g} relative)"
+        want = ref
+    if not bad.any():
+        return None
+    j = bad.nonzero()[0].item()
+    err = abs(got64[j].item() - want[j].item()) / max(abs(want[j].item()), 1e-300)
+    return (f"{bad.sum().item()} of {bad.numel()} elements not {rule}: got {got64[j].item()!r}, "
+            f"expected {want[j].item()!r} (relative error {err:.2g})")
+
+
+# Pinned cases, run after the drawn ones pass: each pitfall of DESIGN.md is hit on every run,
+# whatever the random draws did. (Not hypothesis @example: those run first and are not shrunk,
+# and a drawn failure, shrunk, is the more useful counterexample.)
+PINNED = (
+    _Case(torch.float64, (2, 3), "transposed", "transposed", 0, 1.0, (), 0.1),  # non-dyadic, float64
+    _Case(torch.float32, (0, 3), "contiguous", "contiguous", 0, 1.0, (), 0.5),  # zero elements
+    _Case(torch.float16, (2, 2), "contiguous", "expanded", 0, 1.0, ((0, math.nan),), 0.0),  # nan, alpha 0
+    _Case(torch.float32, (3, 2), "strided", "strided", 0, 1.0, ((1, -math.inf),), 2.0),  # inf, strided
+    _Case(torch.bfloat16, (), "contiguous", "contiguous", 0, 1e3, (), 1e6 + 0.3),  # 0-d, large alpha
+    # alpha above float16's max with a finite result (gradients of 1e-3): a scalar that must
+    # not be converted to the input's dtype first
+    _Case(torch.float16, (3,), "contiguous", "contiguous", 0, 1e-3, (), 1e5 + 0.3),
+)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+class _Raised(Exception):
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(where)
+        self.where, self.exc = where, exc
+
+
+@check("backward.reversal")
+def backward_reversal(impl) -> str:
+    """grad_in must be -alpha * grad_out for every shape, layout, dtype, alpha and special value."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import strategies as st
+    from hypothesis.errors import Flaky
+
+    shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
+    alphas = st.one_of(st.sampled_from(POW2_ALPHAS), st.sampled_from(ODD_ALPHAS),
+                       # not below 1e-4: a smaller alpha is not representable in float16
+                       st.floats(1e-4, 1e4, allow_nan=False, allow_infinity=False))
+    cases = st.builds(
+        _Case, dtype=st.sampled_from(FLOATS), shape=shapes,
+        x_layout=st.sampled_from(("contiguous", "transposed", "strided")),
+        g_layout=st.sampled_from(("contiguous", "transposed", "strided", "expanded")),
+        seed=st.integers(0, 2**16), scale=st.sampled_from((1.0, 1e-3, 1e3)),
+        specials=st.lists(st.tuples(st.integers(0, 63), st.sampled_from(SPECIALS)),
+                          max_size=3).map(tuple),
+        alpha=alphas)
+    ran = {"examples": 0}
+
+    # The explain phase re-runs a failure many times to annotate it: seconds per failing cell.
+    phases = tuple(p for p in settings.default.phases if p is not Phase.explain)
+
+    def reversal(case: _Case) -> None:
+        ran["examples"] += 1
+        one_case(case)
+
+    # One example-database key per implementation (hypothesis keys on the test's name): a
+    # failure found for one row is replayed first for that row, and passing for another row
+    # does not evict it.
+    reversal.__name__ = reversal.__qualname__ = f"backward_reversal__{impl.name}"
+    reversal = settings(report_multiple_bugs=False, verbosity=Verbosity.quiet, phases=phases,
+                        suppress_health_check=list(HealthCheck))(given(cases)(reversal))
+
+    def one_case(case: _Case) -> None:
+        g = _laid_out(case, case.g_layout, case.seed + 1, case.specials)
+        layer = impl.api.layer(alpha=1.0)
+        forms = (("layer.set_alpha", lambda: layer.set_alpha(case.alpha), layer),
+                 ("layer(alpha=)", None, None),
+                 ("fn", None, lambda x: impl.api.fn(x, case.alpha)))
+        for label, prepare, f in forms:
+            x = _laid_out(case, case.x_layout, case.seed).requires_grad_(True)
+            where = f"{label}, {_describe(case, x, g)}"
+            try:
+                if prepare is not None:
+                    prepare()
+                if f is None:
+                    f = impl.api.layer(alpha=case.alpha)
+                got = _input_grad(f(x), x, g)
+            except Failed as exc:
+                raise _Mismatch(f"{where}: {exc.detail}") from None
+            except Exception as exc:  # noqa: BLE001 - reported as error with the counterexample
+                raise _Raised(where, exc) from exc
+            problem = _compare(got, g, case)
+            if problem:
+                raise _Mismatch(f"{where}: {problem}")
+
+    prefix = ""
+    try:
+        reversal()
+        prefix = "pinned case, "
+        for case in PINNED:
+            one_case(case)
+    except _Mismatch as exc:
+        raise Failed(prefix + str(exc), summary="wrong grad") from None
+    except _Raised as exc:
+        raise Errored(f"{prefix}{exc.where}: {describe_exception(exc.exc)}") from None
+    except Flaky as exc:
+        raise Failed(f"inconsistent between identical runs (hypothesis Flaky): {exc}") from None
+    return (f"{ran['examples']} drawn + {len(PINNED)} pinned cases x (set_alpha, constructor, fn): -alpha * grad, exact "
+            "for power-of-two alpha, within 2 eps of the dtype otherwise; nan/inf propagate; "
+            "0-d, empty, transposed, strided and expanded (stride 0) gradients")
+
+
+# --- backward.gradcheck / backward.double -------------------------------------------------
+
+def _composite(f, a: float):
+    """h(x) = grl(x, a) + (1 + a) * (x - x.detach()): value x, Jacobian I iff grl's backward is -a."""
+    return lambda x: f(x) + (1 + a) * (x - x.detach())
+
+
+def _gradcheck_error():
+    from torch.autograd.gradcheck import GradcheckError
+
+    return GradcheckError
+
+
+def _batched_grad_support(impl) -> str | None:
+    """None when a batched (vmap) backward through the layer works, else why not."""
+    x = _randn(3, 4, seed=1).requires_grad_(True)
+    try:
+        for label, f in _forms(impl, 0.5):
+            y = f(x)
+            torch.autograd.grad(y, x, _randn(2, 3, 4, seed=2), is_grads_batched=True)
+    except Exception as exc:  # noqa: BLE001 - only decides whether to ask gradcheck for it
+        return f"{label}: {describe_exception(exc)}"
+    return None
+
+
+@check("backward.gradcheck")
+def backward_gradcheck(impl) -> str:
+    """gradcheck on grl(x, a) + (1 + a)(x - x.detach()), whose Jacobian is I iff backward is -a."""
+    GradcheckError = _gradcheck_error()
+    no_vmap = _batched_grad_support(impl)
+    n = 0
+    for a in (0.0, 0.5, 1.7):
+        for label, f in _forms(impl, a):
+            # plain first, then the undefined-gradient and batched variants, so the detail
+            # says which property broke
+            for stage, kw in (("", {}),
+                              (" with an undefined (None) upstream gradient", {"check_undefined_grad": True}),
+                              (" with batched gradients (vmap)", {"check_batched_grad": no_vmap is None})):
+                if kw.get("check_batched_grad") is False:
+                    continue
+                kw = {"check_undefined_grad": False, **kw}
+                x = _randn(3, 4, seed=3).requires_grad_(True)
+                where = f"{label} alpha={a}: gradcheck{stage}"
+                try:
+                    torch.autograd.gradcheck(_composite(f, a), (x,), **kw)
+                except GradcheckError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise Failed(f"{where}: {first}", summary="gradcheck") from None
+                except Exception as exc:  # noqa: BLE001 - an error, with where it happened
+                    raise Errored(f"{where} raised {describe_exception(exc)}") from None
+            n += 1
+    batched = "check_batched_grad on" if no_vmap is None else \
+        f"check_batched_grad off: batched backward raised ({no_vmap})"
+    return f"{n} gradchecks (layer and fn, alpha 0/0.5/1.7, float64), check_undefined_grad on, {batched}"
+
+
+@check("backward.double")
+def backward_double(impl) -> str:
+    """Double backward must work and d(input grad)/d(upstream grad) must be -alpha."""
+    GradcheckError = _gradcheck_error()
+    for a in (0.5, 2.0):
+        for label, f in _forms(impl, a):
+            where = f"{label} alpha={a}"
+            with _at(where):
+                x = _randn(3, 4, seed=4).requires_grad_(True)
+                g = _randn(3, 4, seed=5).requires_grad_(True)
+                try:
+                    gi = _input_grad(f(x), x, g, create_graph=True)
+                except Failed as exc:
+                    raise Failed(f"{where}: {exc.detail}") from None
+                expect(_near(gi.detach(), -a * g.detach()), f"{where}: first backward is not -alpha * grad")
+                if not gi.requires_grad:
+                    raise Failed(f"{where}: under create_graph=True the input gradient does not depend on "
+                                 "the upstream gradient (backward detached): second derivative 0, "
+                                 f"expected {-a}", summary="detached")
+                v = _randn(3, 4, seed=6)
+                (d,) = torch.autograd.grad(gi, g, v, allow_unused=True)
+                if d is None:
+                    raise Failed(f"{where}: input gradient is not connected to the upstream gradient "
+                                 f"(second derivative lost, expected {-a})", summary="detached")
+                expect(_near(d, -a * v), f"{where}: d(input grad)/d(upstream grad) is "
+                       f"{(d / v).flatten()[0].item():.6g}, expected {-a}")
+                x = _randn(3, 4, seed=7).requires_grad_(True)
+                try:
+                    torch.autograd.gradgradcheck(_composite(f, a), (x,))
+                except GradcheckError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise Failed(f"{where}: gradgradcheck: {first}", summary="gradgradcheck") from None
+    return "gradgradcheck passes on the composite; d(grad_in)/d(grad_out) = -alpha (layer and fn, alpha 0.5/2)"
+
+
+# --- alpha.update ---------------------------------------------------------------------------
+
+@check("alpha.update")
+def alpha_update(impl) -> str:
+    """set_alpha must change the next gradient, alpha=0 must zero it, and state_dict must keep it."""
+    g = _randn(4, 3, seed=8)
+
+    def grad(layer) -> torch.Tensor:
+        x = _randn(4, 3, seed=9).requires_grad_(True)
+        return _input_grad(layer(x), x, g)
+
+    def scale_of(gi: torch.Tensor) -> str:
+        return f"{(gi / g).flatten()[0].item():.6g} * grad"
+
+    layer = impl.api.layer(alpha=1.0)
+    gi = grad(layer)
+    expect(_near(gi, -g), f"alpha=1 from the constructor: gradient is {scale_of(gi)}, expected -1 * grad")
+    previous = 1.0
+    for a in (0.5, 2.0, 0.25, 1.0, 0.0, 4.0):
+        layer.set_alpha(a)
+        gi = grad(layer)
+        stale = f": set_alpha had no effect (still {previous})" if _near(gi, -previous * g) else ""
+        if a == 0.0:
+            expect(bool((gi == 0).all()), f"after set_alpha(0.0) the gradient is not zero ({scale_of(gi)}){stale}")
+        else:
+            expect(_near(gi, -a * g), f"after set_alpha({a}) the gradient is {scale_of(gi)}, "
+                   f"expected {-a} * grad{stale}")
+        previous = a
+    gi = grad(impl.api.layer(alpha=0.0))
+    expect(bool((gi == 0).all()), f"layer(alpha=0.0): gradient is not zero ({scale_of(gi)})")
+
+    # When is alpha read: at forward or at backward? (a design fact, not a defect)
+    layer = impl.api.layer(alpha=1.0)
+    x = _randn(4, 3, seed=9).requires_grad_(True)
+    y = layer(x)
+    layer.set_alpha(0.5)
+    try:
+        gi = _input_grad(y, x, g)
+        read = "forward" if _near(gi, -g) else ("backward" if _near(gi, -0.5 * g) else
+                                                f"neither ({scale_of(gi)})")
+    except RuntimeError as exc:
+        if "modified by an inplace operation" not in str(exc):
+            raise
+        read = ("forward and saved: set_alpha between a forward and its backward raises "
+                "autograd's in-place version error")
+
+    # state_dict round trip
+    layer = impl.api.layer(alpha=1.0)
+    before = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+    layer.set_alpha(0.25)
+    after = layer.state_dict()
+    changed = sorted(k for k in after if k not in before or not torch.equal(before[k], after[k]))
+    if changed:
+        fresh = impl.api.layer(alpha=1.0)
+        fresh.load_state_dict(after)
+        gi = grad(fresh)
+        expect(_near(gi, -0.25 * g), f"alpha is state ({', '.join(changed)}) but a fresh layer "
+               f"loaded from state_dict(alpha=0.25) reverses with {scale_of(gi)}")
+        state = f"alpha is state ({', '.join(changed)}): state_dict round trip keeps it"
+    else:
+        keys = ", ".join(after) or "empty"
+        state = f"alpha is not state (state_dict: {keys}): a restored layer needs set_alpha again"
+    return f"set_alpha takes effect on the next step, alpha=0 zeroes grads; alpha read at {read}; {state}"
+
+
+# --- graph.shared_trunk ---------------------------------------------------------------------
+
+@check("graph.shared_trunk")
+def graph_shared_trunk(impl) -> str:
+    """Only the domain branch may be reversed: the task head's gradient must reach the trunk intact."""
+    torch.manual_seed(0)
+    trunk, task, dom = (torch.nn.Linear(6, 5).double(), torch.nn.Linear(5, 3).double(),
+                        torch.nn.Linear(5, 2).double())
+    a = 0.5
+    wt, wd, wtr = task.weight.detach(), dom.weight.detach(), trunk.weight.detach()
+    c_t, c_d = _randn(4, 3, seed=10), _randn(4, 2, seed=11)
+    x0 = _randn(4, 6, seed=12)
+    want_task = (c_t @ wt) @ wtr
+    want_dom = -a * (c_d @ wd) @ wtr
+
+    def close(got, want):
+        return _near(got, want)
+
+    for label, grl in _forms(impl, a):
+        with _at(label):
+            x = x0.clone().requires_grad_(True)
+            for m in (trunk, task, dom):
+                m.zero_grad(set_to_none=True)
+            feats = trunk(x)
+            lt = (task(feats) * c_t).sum()
+            ld = (dom(grl(feats)) * c_d).sum()
+            (gt,) = torch.autograd.grad(lt, x, retain_graph=True)
+            if not close(gt, want_task):
+                why = " (reversed: the layer reverses its input's whole gradient, e.g. a hook on the input)" \
+                    if close(gt, -a * want_task) else ""
+                raise Failed(f"{label}: task head's gradient reaches the trunk altered{why}; "
+                             f"max error {(gt - want_task).abs().max().item():.3g}", summary="task reversed")
+            (gd,) = torch.autograd.grad(ld, x, retain_graph=True)
+            if not close(gd, want_dom):
+                raise Failed(f"{label}: domain head's gradient at the trunk is not -alpha times the "
+                             f"unreversed one; max error {(gd - want_dom).abs().max().item():.3g}")
+            (lt + ld).backward()
+            expect(close(x.grad, want_task + want_dom),
+                   f"{label}: total gradient at the trunk input differs from the analytic expectation by "
+                   f"{(x.grad - want_task - want_dom).abs().max().item():.3g}")
+            dfeats = c_t @ wt + (-a) * (c_d @ wd)
+            expect(close(trunk.weight.grad, dfeats.T @ x0),
+                   f"{label}: trunk weight gradient differs from the analytic expectation")
+            expect(close(dom.weight.grad, c_d.T @ feats.detach()),
+                   f"{label}: domain head's own weight gradient is altered (the reversal belongs before it)")
+            expect(close(task.weight.grad, c_t.T @ feats.detach()),
+                   f"{label}: task head's weight gradient is altered")
+    return f"task branch unreversed, domain branch x(-{a}), totals match the analytic gradients (layer and fn)"
+
+
+# --- memory.saved ---------------------------------------------------------------------------
+
+def _saved_by(f, n: int):
+    """(bytes held, descriptions) of what f saves for backward on a fresh leaf of n float32."""
+    x = torch.randn(n, generator=_gen(13)).requires_grad_(True)
+    seen: list[torch.Tensor] = []
+
+    def pack(t):
+        seen.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        f(x)
+    storages, parts = {}, []
+    for t in seen:
+        try:
+            key, nbytes = t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
+        except Exception:  # noqa: BLE001 - tensors without storage (subclasses): count elements
+            key, nbytes = id(t), t.numel() * t.element_size()
+        storages[key] = max(storages.get(key, 0), nbytes)
+        what = "the input itself" if t.numel() and t.data_ptr() == x.data_ptr() else \
+            f"{tuple(t.shape)} {_dt(t.dtype)}"
+        parts.append(what)
+    return sum(storages.values()), parts
+
+
+@check("memory.saved")
+def memory_saved(impl) -> str:
+    """A GRL needs only alpha for backward: saving an activation-sized tensor wastes memory."""
+    small, big = 4096, 16384
+    notes = []
+    for label, f in _forms(impl, 0.5):
+        b_small, parts = _saved_by(f, small)
+        b_big, _ = _saved_by(f, big)
+        what = f"{b_big} B at N={big} float32" + (f" ({', '.join(parts)})" if parts else "")
+        if b_big > b_small or b_big >= big * 4 // 2:
+            raise Failed(f"{label} saves activation-sized tensors for backward: {b_small} B at N={small}, "
+                         f"{what}", summary=f"saves {b_big // 1024} KiB")
+        notes.append(f"{label} {b_big} B" + (f" ({', '.join(parts)})" if parts else ""))
+    return f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input"
+
+
+# --- inplace.after --------------------------------------------------------------------------
+
+# autograd's own refusals of an in-place op (view of a custom Function or multi-output view op,
+# saved tensor modified, leaf view); anything else raised is the implementation's error
+_CLEAR = re.compile(r"is being modified inplace|modified by an inplace operation|"
+                    r"used in an in-place operation", re.IGNORECASE)
+
+
+@check("inplace.after")
+def inplace_after(impl):
+    """relu_ right after the layer: the gradient must stay right, or autograd must refuse loudly."""
+    a = 0.5
+    x0 = torch.tensor([1.0, -2.0, 3.0, -0.5, 0.25, -4.0], dtype=torch.float64)
+    c = _randn(6, seed=14)
+    want = 2 * -a * c * (x0 > 0)
+    results = []
+    for label, f in _forms(impl, a):
+        leaf = x0.clone().requires_grad_(True)
+        x = leaf * 2  # a non-leaf activation, as inside a network
+        with _at(label):
+            try:
+                y = f(x)
+                y.relu_()
+                (y * c).sum().backward()
+            except RuntimeError as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                if not _CLEAR.search(message):
+                    raise
+                results.append(f"{label} raises a clear error ({message[:150]})")
+                continue
+            expect(_near(y.detach(), torch.relu(x0 * 2)), f"{label}: relu_ after the layer gave wrong values")
+            if leaf.grad is None or not _near(leaf.grad, want):
+                got = "None" if leaf.grad is None else str([round(v, 4) for v in leaf.grad.tolist()])
+                why = " (reversal silently lost)" if leaf.grad is not None and _near(leaf.grad, -want / a) else ""
+                raise Failed(f"{label}: wrong gradient after relu_{why}: {got}, expected "
+                             f"{[round(v, 4) for v in want.tolist()]}", summary="silent wrong grad")
+            results.append(f"{label} correct gradient")
+    raised = [r for r in results if " raises " in r]
+    if len(raised) == len(results) == 2 and raised[0].split(" ", 1)[1] == raised[1].split(" ", 1)[1]:
+        results = [f"layer and fn {raised[0].split(' ', 1)[1].replace('raises', 'raise', 1)}"]
+    return passed("; ".join(results) + " (both acceptable; a silent wrong gradient is not)",
+                  summary="raises" if len(raised) == 2 else "")

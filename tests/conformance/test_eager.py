@@ -8,6 +8,11 @@ AREA = "eager"
 # How the reference rows really behave; unlisted cells of a listed version must pass.
 REFERENCE = {
     "2.13/cpu": {
+        # builds lambda with torch.tensor(alpha), a float32 0-d tensor: a float64 input gets a
+        # float32-rounded alpha (alpha=0.1: relative error 1.5e-8, float64 allows 4.4e-16)
+        ("naive_function", "backward.reversal"): "fail",
+        # save_for_backward(x, lambda_): the whole input is held for a backward that never reads it
+        ("naive_function", "memory.saved"): "fail",
     },
 }
 
