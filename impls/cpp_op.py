@@ -18,8 +18,6 @@ up to date). A build failure is a `LoadError` quoting the compiler's error line,
 shows `error` cells instead of the run crashing. A C++ autograd Function has no forward-mode
 rule, so torch.func.jvp does not get the reversal.
 """
-from __future__ import annotations
-
 import threading
 from pathlib import Path
 

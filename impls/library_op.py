@@ -21,8 +21,6 @@ backward does not trip the saved-tensor version check. Only the 0-d alpha is kep
 activation-sized is saved. A vmap rule is registered so torch.func.vmap and batched gradcheck
 work without the slow per-sample fallback.
 """
-from __future__ import annotations
-
 import torch
 from torch import Tensor, nn
 
@@ -92,7 +90,7 @@ class GradientReversalLayer(nn.Module):
         return -float(self.neg_alpha)
 
     def forward(self, x: Tensor) -> Tensor:
-        return reverse(x, self.neg_alpha)
+        return torch.ops.grl.reverse(x, self.neg_alpha)  # torch.ops: scriptable, unlike the def
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
