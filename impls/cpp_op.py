@@ -8,8 +8,8 @@ kernel for every backend: it only clones) and its autograd is a C++
 Python for the GRL. The fake (meta) kernel is registered here from Python so torch.compile
 and export can trace it. Alpha is a 0-d float64 buffer, updated in place, for the same reasons
 as in `library_op` (no recompiles, DDP broadcast, state_dict, CUDA graph replay); the C++
-backward keeps it in saved_data (no version check against in-place buffer updates) and
-multiplies once. The clone is imposed by the kind (a registered op may not alias its input).
+backward keeps it in saved_data (read at backward time, no saved-tensor version check, as
+in `library_op`) and multiplies once. The clone is imposed by the kind (a registered op may not alias its input).
 
 Building: the library is compiled on first use (not at import, so listing the registry stays
 cheap) by `impls/_cpp_build.py` into `$GRL_CACHE_DIR` or `~/.cache/grl-conformance/cpp/`,

@@ -16,8 +16,8 @@ Costs of the kind, kept because the kind imposes them: custom ops may not return
 an input, so the forward is a clone (one pass over memory, opaque to inductor: it cannot be
 fused away); `register_autograd` has no forward-mode rule, so torch.func.jvp does not get the
 reversal. The backward reads `neg_alpha` from ctx rather than `save_for_backward`: the value
-at backward time is used, and DDP's in-place buffer broadcast on a second forward before one
-backward does not trip the saved-tensor version check. Only the 0-d alpha is kept; nothing
+at backward time is used (as a CUDA graph replay would), so a set_alpha between a forward and
+its backward applies to that backward instead of failing the saved-tensor version check. Only the 0-d alpha is kept; nothing
 activation-sized is saved. A vmap rule is registered so torch.func.vmap and batched gradcheck
 work without the slow per-sample fallback.
 """

@@ -4,9 +4,10 @@
 // alias its input (opcheck's test_schema catches an op that does). The backward multiplies the
 // upstream gradient by the stored 0-d `neg_alpha` once. `neg_alpha` is a tensor, not a double,
 // so a new alpha never recompiles a torch.compile graph and a CUDA graph replay reads its
-// current value. It is kept in saved_data (not save_for_backward): an in-place update of the
-// caller's buffer between forward and backward (DDP's buffer broadcast on a second forward)
-// must not trip the saved-tensor version check.
+// current value. It is kept in saved_data (not save_for_backward), so the backward reads the
+// buffer's value at backward time, like a CUDA graph replay does: a set_alpha between a
+// forward and its backward applies to that backward instead of failing the saved-tensor
+// version check.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
