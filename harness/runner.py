@@ -53,11 +53,17 @@ def run_check(impl: Impl, check: Check) -> Outcome:
 
 
 def _apply_claims(impl: Impl, check_id: str, outcome: Outcome) -> Outcome:
-    """A declared-unsupported cell that does not pass is an expected failure; a pass is news."""
+    """A declared-unsupported cell that raises is an expected failure; a pass is news.
+
+    A `fail` stays a fail: not claiming a feature does not make a silently wrong gradient safe,
+    and it must stand out in the report whatever the entry declares.
+    """
     reason = impl.unsupported.get(check_id)
     if reason is None:
         return outcome
-    if outcome.status in (FAIL, ERROR):
+    if outcome.status == FAIL:
+        return Outcome(FAIL, f"{outcome.detail} (not claimed: {reason})", summary=outcome.summary)
+    if outcome.status == ERROR:
         return Outcome(XFAIL, f"not claimed ({reason}): was {outcome.status}: {outcome.detail}",
                        summary=outcome.summary)
     if outcome.status == PASS:

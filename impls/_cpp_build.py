@@ -6,7 +6,7 @@ build a deliberately broken source with it.
 Why not a plain `cpp_extension.load`:
 - its default build root has no torch version in it when `TORCH_EXTENSIONS_DIR` is set, so a
   library built against one torch is reloaded by another (ABI mismatch at import). The cache
-  here is keyed by torch AND python version: `$GRL_CACHE_DIR/torch-<ver>-py<maj.min>/<name>`,
+  here is keyed by torch AND python version: `$GRL_CACHE_DIR/torch-<ver>-py<maj.min>/<name>-<checkout hash>`,
   default `~/.cache/grl-conformance/cpp/...`.
 - a build killed half-way (Ctrl-C, a test timeout, an OOM kill) leaves its `lock` baton file
   behind, and the next `load` waits on it forever. We hold our own `fcntl.flock` around the
@@ -18,6 +18,7 @@ Why not a plain `cpp_extension.load`:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import fcntl
 import os
 import re
@@ -74,8 +75,11 @@ def build_and_load(name: str, sources: list[str | os.PathLike], build_dir: str |
     """
     from torch.utils import cpp_extension
 
-    directory = Path(build_dir) if build_dir is not None else cache_root() / name
     sources = [str(Path(s).resolve()) for s in sources]
+    # ninja's build file names the sources by absolute path: two checkouts sharing one folder
+    # would rebuild each other's library on every load, so each checkout gets its own.
+    checkout = hashlib.sha1("\0".join(sources).encode()).hexdigest()[:10]
+    directory = Path(build_dir) if build_dir is not None else cache_root() / f"{name}-{checkout}"
     missing = [s for s in sources if not os.path.exists(s)]
     if missing:
         raise LoadError(f"{name}: C++ source not found: {', '.join(missing)}")
