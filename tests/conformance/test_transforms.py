@@ -1,0 +1,27 @@
+"""The compatibility matrix, transform columns (export, TorchScript, torch.func, opcheck): one test per (implementation, check).
+
+A cell's status is a finding written to the report, not a test failure, except for the
+repo's own reference rows, whose real behaviour is pinned in REFERENCE below.
+"""
+AREA = "transforms"
+
+# How the reference rows really behave; unlisted cells of a listed version must pass.
+REFERENCE = {
+    "2.13/cpu": {
+        # export traces through the autograd.Function's forward (a view_as) and drops its
+        # backward: the exported program runs, but its gradient is the unreversed one.
+        ("naive_function", "export"): "fail",
+        # Old-style Function (forward(ctx, ...), no setup_context): torch.func refuses it.
+        ("naive_function", "func.vmap"): "error",
+        ("naive_function", "func.grad"): "error",
+        ("naive_function", "func.jvp"): "error",
+        # No torch.library op: opcheck does not apply.
+        ("naive_function", "opcheck"): "n/a",
+        # jit.script passes on 2.13 (the Function runs as an opaque Python op; the detail says
+        # save/load does not round-trip). On 2.14 scripting any autograd.Function raises.
+    },
+}
+
+
+def test_cell(grl_cell):
+    grl_cell.run(REFERENCE)
