@@ -111,7 +111,7 @@ def _explain(model, x) -> str:
     try:
         torch._dynamo.reset()
         report = torch._dynamo.explain(model)(x.detach().clone().requires_grad_(True))
-        reasons = "; ".join(" ".join(str(getattr(b, "reason", b)).split())[:160]
+        reasons = "; ".join(" ".join(str(getattr(b, "reason", b)).split()[:12])
                             for b in report.break_reasons[:3])
         return f"without fullgraph: {report.graph_count} graphs, {report.graph_break_count} breaks" + (
             f" ({reasons})" if reasons else "")
@@ -123,7 +123,8 @@ def _explain(model, x) -> str:
 
 def _compile_error(exc: BaseException, model, x) -> Errored:
     message = " ".join(str(exc).split())
-    first = message[:220]
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    first = (lines[0] if lines else "")[:160]
     if "recompile" in message.lower() and "limit" in message.lower():
         return Errored(f"recompile limit hit ({type(exc).__name__}: {first})", summary="recompile limit")
     from torch._dynamo import exc as dynamo_exc
