@@ -231,6 +231,8 @@ def _fresh_args(args, kwargs, requires_grad: bool):
 
 
 UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+SHORT = {"test_schema": "schema", "test_autograd_registration": "autograd_registration",
+         "test_faketensor": "faketensor", "test_aot_dispatch_dynamic": "aot_dispatch_dynamic"}
 
 
 @check("opcheck")
@@ -243,8 +245,9 @@ def opcheck(impl):
                           summary="no op found")
         raise NotApplicable(f"kind {impl.kind}: no op registered through torch.library runs in "
                             "forward or backward (only built-in aten ops)")
-    parts, failures, total = [], 0, 0
+    parts, problems, failures, total = [], [], 0, 0
     for op, (args, kwargs) in ops.items():
+        per_variant = {}
         for requires_grad in (False, True):
             fargs, fkwargs = _fresh_args(args, kwargs, requires_grad)
             try:
@@ -256,12 +259,18 @@ def opcheck(impl):
                 value = result.get(util, "not run")
                 total += 1
                 if value in ("SUCCESS", "SKIPPED"):
-                    items.append(f"{util[5:]} {'ok' if value == 'SUCCESS' else 'skipped'}")
+                    items.append(f"{SHORT[util]} {'ok' if value == 'SUCCESS' else 'skipped'}")
                 else:
                     failures += 1
-                    items.append(f"{util[5:]} FAILED ({type(value).__name__}: {_one(value, 140)})")
-            parts.append(f"{op} [{'requires grad' if requires_grad else 'no grad'}]: " + ", ".join(items))
+                    items.append(f"{SHORT[util]} FAILED")
+                    problems.append(f"{util}: {type(value).__name__}: {_one(value, 110)}")
+            per_variant["x requires grad" if requires_grad else "no grad"] = ", ".join(items)
+        if len(set(per_variant.values())) == 1:
+            parts.append(f"{op} (inputs with and without requires_grad): {per_variant['no grad']}")
+        else:
+            parts += [f"{op} ({grad}): {items}" for grad, items in per_variant.items()]
     detail = "; ".join(parts)
     if failures:
-        raise Failed(detail, summary=f"{failures}/{total} utils fail")
+        first = list(dict.fromkeys(problems))[:2]
+        raise Failed(detail + ". " + " | ".join(first), summary=f"{failures}/{total} utils fail")
     return passed(detail, summary=f"{len(ops)} op{'s' if len(ops) > 1 else ''}")
