@@ -148,6 +148,10 @@ def _compile_error(exc: BaseException, model, x) -> Errored:
     if isinstance(exc, (dynamo_exc.Unsupported, dynamo_exc.UserError)):
         return Errored(f"fullgraph=True raised {head}. {_explain(model, x)}", summary="graph break")
     if isinstance(exc, dynamo_exc.TorchRuntimeError):
+        text = " ".join(str(exc).split())
+        got = text.find(": got ")  # "Dynamo failed to run FX node with fake tensors: ... got Error(...)"
+        if got >= 0:
+            head += f" ({text[got + 2:got + 260]})"
         return Errored(f"tracing raised {head}", summary="trace error")
     return Errored(f"compiled run raised {head}", summary="compile error")
 
