@@ -191,8 +191,9 @@ MUTANTS = [
            trips={"jit.script": "fail"},
            why="returns x unchanged when scripted: the scripted module silently loses the reversal"),
     mutant("transforms_schema_lies", _SchemaLiesLayer, kind="library",
-           trips={"opcheck": "fail"},
-           why="the op returns its input while its schema declares a fresh tensor"),
+           trips={"opcheck": "fail", "compile.fusion": "fail"},
+           why="the op returns its input while its schema declares a fresh tensor; inductor, "
+               "trusting the schema, computes a wrong gradient on sin -> op -> cos"),
     mutant("transforms_custom_op", _CustomOpLayer, kind="library",
            trips={"func.jvp": "fail", "compile.fusion": "fail"},
            passes=("opcheck", "export", "compile.aot_eager", "compile.alpha_schedule"),
