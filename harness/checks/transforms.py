@@ -130,6 +130,9 @@ def func_vmap(impl):
         ys.backward(upstream)
     except Exception as exc:  # noqa: BLE001
         raise _raised("backward through the vmapped GRL", exc, "backward error") from None
+    if xs.grad is not None and _close(xs.grad, upstream):
+        raise Failed("backward through the vmapped GRL is NOT reversed: the input gradient equals "
+                     "the upstream gradient", summary="reversal lost")
     if xs.grad is None or not _close(xs.grad, -ALPHA * upstream):
         got = "None" if xs.grad is None else f"{(xs.grad + ALPHA * upstream).abs().max().item():.3g} max |diff|"
         raise Failed(f"backward through vmap: input gradient is not -alpha * upstream ({got})",

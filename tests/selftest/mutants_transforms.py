@@ -185,8 +185,10 @@ MUTANTS = [
            passes=("func.vmap", "func.grad"),
            why="jvp returns a zero tangent while the backward reverses"),
     mutant("transforms_unscriptable_hook", _HookLayer,
-           trips={"jit.script": "error"},
-           why="a lambda tensor hook cannot be compiled by TorchScript"),
+           trips={"jit.script": "error", "func.vmap": "fail", "func.jvp": "fail"},
+           passes=("func.grad",),
+           why="a lambda tensor hook cannot be compiled by TorchScript; under vmap the hook sits on "
+               "the batched tensor and never runs; forward mode never sees it"),
     mutant("transforms_script_identity", _ScriptIdentity,
            trips={"jit.script": "fail"},
            why="returns x unchanged when scripted: the scripted module silently loses the reversal"),
