@@ -4,8 +4,12 @@ Every check here starts from a clean dynamo state (`torch._dynamo.reset()`), so 
 never reuse another cell's graphs or guards, and runs with
 `torch._dynamo.config.fail_on_recompile_limit_hit = True` (patched, so it is restored):
 hitting the recompile limit would otherwise fall back to eager silently and pass vacuously.
-Graphs are counted by wrapping the backend in dynamo's `CompileCounterWithBackend`
-(one count per compiled frame), graph breaks come from `torch._dynamo.utils.counters`.
+Graphs are counted with dynamo's `unique_graphs` statistic (the backend is wrapped in
+`CompileCounterWithBackend` to see that anything compiled at all), graph breaks come from
+`torch._dynamo.utils.counters`. The eager reference step runs first, so a model that fails
+in eager reads `eager error`, not a compile problem. The three backend columns compile with
+`fullgraph=True`; the alpha schedule does not, so a graph-breaking GRL still has its
+gradients compared step by step (its breaks go into detail and summary).
 
 Cost: the model is Linear(4, 4) -> GRL -> Linear(4, 2) on a 3 x 4 input. Only
 `compile.inductor` and `compile.fusion` run inductor (its FX graph cache stays enabled, so a
