@@ -1,0 +1,403 @@
+"""torch.compile semantics of a GRL (DESIGN.md, 'Compile and transforms').
+
+Every check here starts from a clean dynamo state (`torch._dynamo.reset()`), so a cell can
+never reuse another cell's graphs or guards, and runs with
+`torch._dynamo.config.fail_on_recompile_limit_hit = True` (patched, so it is restored):
+hitting the recompile limit would otherwise fall back to eager silently and pass vacuously.
+Graphs are counted with dynamo's `unique_graphs` statistic (the backend is wrapped in
+`CompileCounterWithBackend` to see that anything compiled at all), graph breaks come from
+`torch._dynamo.utils.counters`. The eager reference step runs first, so a model that fails
+in eager reads `eager error`, not a compile problem. The three backend columns compile with
+`fullgraph=True`; the alpha schedule does not, so a graph-breaking GRL still has its
+gradients compared step by step (its breaks go into detail and summary).
+
+Cost: the model is Linear(4, 4) -> GRL -> Linear(4, 2) on a 3 x 4 input. Only
+`compile.inductor` and `compile.fusion` run inductor (its FX graph cache stays enabled, so a
+warm cache turns a compile into a load); the alpha schedule and dynamic-shape checks use
+`aot_eager`, which runs dynamo and AOTAutograd (where guards, recompiles and the traced
+backward live) without paying for code generation.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+
+import torch
+from torch import nn
+
+from harness.checks import check
+from harness.outcome import Errored, Failed, Skipped, passed
+
+BATCH, FEATURES, OUT = 3, 4, 2
+ALPHA = 0.3  # non-dyadic on purpose
+
+
+def _model(impl, alpha=ALPHA) -> nn.Sequential:
+    gen = torch.Generator().manual_seed(0)
+    first, last = nn.Linear(FEATURES, FEATURES), nn.Linear(FEATURES, OUT)
+    with torch.no_grad():
+        for p in (*first.parameters(), *last.parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return nn.Sequential(first, impl.api.layer(alpha=alpha), last)
+
+
+def _inputs(batch=BATCH, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, FEATURES, generator=gen)
+    upstream = torch.randn(batch, OUT, generator=gen)  # a non-uniform upstream gradient
+    return x, upstream
+
+
+def _step(fn, model, x, upstream):
+    """One forward/backward: (output, input grad, parameter grads)."""
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    out = fn(x)
+    out.backward(upstream)
+    return out.detach(), x.grad, [p.grad for p in model.parameters()]
+
+
+def _max_diff(a, b) -> str:
+    if a is None or b is None:
+        return f"one gradient is None (compiled {a is None}, eager {b is None})"
+    if a.shape != b.shape:
+        return f"shape {tuple(a.shape)} vs eager {tuple(b.shape)}"
+    nan = int(torch.isnan(a).sum()) - int(torch.isnan(b).sum())
+    diff = (a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item() if a.numel() else 0.0
+    return f"max |diff| {diff:.3g}" + (f", {nan:+d} NaN" if nan else "")
+
+
+def _compare(compiled, eager, *, bitwise: bool, where: str) -> None:
+    names = ("output", "input gradient", "parameter gradients")
+    for name, c, e in zip(names, compiled, eager):
+        pairs = list(zip(c, e)) if isinstance(c, list) else [(c, e)]
+        for a, b in pairs:
+            if a is None or b is None or a.shape != b.shape:
+                raise Failed(f"{where}: {name}: {_max_diff(a, b)}", summary="wrong gradient")
+            same = torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=1.3e-6, atol=1e-5)
+            if not same:
+                how = "not bitwise equal to eager" if bitwise else "differs from eager beyond tolerance"
+                raise Failed(f"{where}: compiled {name} {how} ({_max_diff(a, b)})",
+                             summary="wrong gradient" if name != "output" else "wrong output")
+
+
+@contextlib.contextmanager
+def fresh_dynamo(**config):
+    """Clean dynamo state in, clean state out; a recompile-limit hit raises instead of falling back."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, **config):
+            yield counters
+    finally:
+        torch._dynamo.reset()
+
+
+def _counter(backend):
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    return CompileCounterWithBackend(backend)
+
+
+def _graphs(counter, counters) -> int:
+    """Graphs dynamo compiled: `unique_graphs`. The backend call count overcounts: when a
+    recompile restarts its analysis the backend may also be handed an empty graph (measured on
+    2.13: 3 backend calls, 2 unique graphs, for one dtype-change recompile)."""
+    return int(counters["stats"].get("unique_graphs", 0)) or counter.frame_count
+
+
+def _breaks(counters) -> str:
+    reasons = dict(counters.get("graph_break", {}))
+    if not reasons:
+        return "no graph breaks"
+    return f"{sum(reasons.values())} graph breaks: " + "; ".join(
+        " ".join(str(r).split())[:160] for r in list(reasons)[:3])
+
+
+def _explain(model, x) -> str:
+    """Why fullgraph failed: graph count and break reasons from `torch._dynamo.explain`."""
+    try:
+        torch._dynamo.reset()
+        report = torch._dynamo.explain(model)(x.detach().clone().requires_grad_(True))
+        reasons = "; ".join(" ".join(str(getattr(b, "reason", b)).split()[:12])
+                            for b in report.break_reasons[:3])
+        return f"without fullgraph: {report.graph_count} graphs, {report.graph_break_count} breaks" + (
+            f" ({reasons})" if reasons else "")
+    except Exception as exc:  # noqa: BLE001 - explain is only for the detail
+        return f"explain failed: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    finally:
+        torch._dynamo.reset()
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "")[:limit]
+
+
+def _compile_error(exc: BaseException, model, x) -> Errored:
+    """An exception raised while compiling or running the compiled model, classified."""
+    from torch._dynamo import exc as dynamo_exc
+
+    message = " ".join(str(exc).split()).lower()
+    head = f"{type(exc).__name__}: {_first_line(exc)}"
+    cause = exc.__cause__
+    if cause is not None and _first_line(cause) and _first_line(cause) not in head:
+        head += f" (caused by {type(cause).__name__}: {_first_line(cause, 140)})"
+    if isinstance(exc, getattr(dynamo_exc, "FailOnRecompileLimitHit", ())) or (
+            "recompile" in message and "limit" in message):
+        return Errored(f"recompile limit hit ({head})", summary="recompile limit")
+    if isinstance(exc, (dynamo_exc.Unsupported, dynamo_exc.UserError)):
+        return Errored(f"fullgraph=True raised {head}. {_explain(model, x)}", summary="graph break")
+    if isinstance(exc, dynamo_exc.TorchRuntimeError):
+        text = " ".join(str(exc).split())
+        got = text.find(": got ")  # "Dynamo failed to run FX node with fake tensors: ... got Error(...)"
+        if got >= 0:
+            head += f" ({text[got + 2:got + 260]})"
+        return Errored(f"tracing raised {head}", summary="trace error")
+    return Errored(f"compiled run raised {head}", summary="compile error")
+
+
+def _eager_step(model, x, upstream, where: str = ""):
+    """The eager reference step; if eager itself raises, the cell says so (not a compile problem)."""
+    try:
+        return _step(model, model, x, upstream)
+    except Exception as exc:  # noqa: BLE001
+        raise Errored(f"{where + ': ' if where else ''}the eager model itself raises "
+                      f"{type(exc).__name__}: {_first_line(exc)}", summary="eager error") from None
+
+
+def _fullgraph(impl, backend: str, *, bitwise: bool):
+    """Compile Linear -> GRL -> Linear with `fullgraph=True`, two steps, compare with eager."""
+    model = _model(impl)
+    x, upstream = _inputs()
+    x2, upstream2 = _inputs(seed=2)
+    eager = [_eager_step(model, x, upstream), _eager_step(model, x2, upstream2)]
+    with fresh_dynamo() as counters:
+        counter = _counter(backend)
+        compiled = torch.compile(model, backend=counter, fullgraph=True)
+        try:
+            got = [_step(compiled, model, x, upstream), _step(compiled, model, x2, upstream2)]
+        except Exception as exc:  # noqa: BLE001 - the reason is the finding
+            raise _compile_error(exc, model, x) from None
+        if counter.frame_count == 0:
+            raise Failed("dynamo compiled nothing: the forward ran eager", summary="not compiled")
+        breaks = _breaks(counters)
+        frames, ops = _graphs(counter, counters), counter.op_count
+    for i, (g, e) in enumerate(zip(got, eager)):
+        _compare(g, e, bitwise=bitwise, where=f"step {i + 1}")
+    recompiles = frames - 1
+    summary = f"{frames} graphs" if frames > 1 else ""
+    return passed(f"fullgraph {backend}: {frames} graph(s) for 2 steps ({ops} ops captured), {breaks}; "
+                  f"output and all gradients {'bitwise ' if bitwise else ''}equal to eager"
+                  f"{'' if bitwise else ' (rtol 1.3e-6, atol 1e-5)'}"
+                  + (f"; {recompiles} recompile(s) for a second input of the same shape" if recompiles else ""),
+                  summary=summary)
+
+
+@check("compile.eager")
+def compile_eager(impl):
+    """Dynamo must capture the GRL in one graph (fullgraph) with eager-identical results."""
+    return _fullgraph(impl, "eager", bitwise=True)
+
+
+@check("compile.aot_eager")
+def compile_aot_eager(impl):
+    """AOTAutograd must trace the GRL's backward into the graph and keep it bitwise equal to eager."""
+    return _fullgraph(impl, "aot_eager", bitwise=True)
+
+
+@check("compile.inductor")
+def compile_inductor(impl):
+    """The default backend must compile the GRL in one graph with gradients equal to eager."""
+    _require_inductor()
+    return _fullgraph(impl, "inductor", bitwise=False)
+
+
+def dann_alpha(p: float) -> float:
+    """Ganin et al. 2016: alpha_p = 2 / (1 + exp(-10 p)) - 1."""
+    return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
+
+
+def alpha_schedule_values(steps: int = 12) -> list:
+    """The DANN schedule as users feed it: Python floats, then np.float64, then np.float32."""
+    import numpy as np
+
+    kinds = (float, np.float64, np.float32)
+    per = math.ceil(steps / len(kinds))
+    return [kinds[i // per](dann_alpha(i / (steps - 1))) for i in range(steps)]
+
+
+@check("compile.alpha_schedule")
+def compile_alpha_schedule(impl):
+    """set_alpha between compiled steps must change the gradient exactly as in eager, every step.
+
+    Not fullgraph (the fullgraph columns already ask for one graph): a GRL that graph-breaks
+    still runs its schedule here, so a wrong or NaN gradient after a coefficient change shows
+    as `fail` rather than hiding behind a break error; the breaks go into detail and summary.
+    A recompile is a graph compiled after the first step.
+    """
+    alphas = alpha_schedule_values()
+    model = _model(impl, alpha=alphas[0])
+    layer = model[1]
+    x, upstream = _inputs()
+    graphs_at = []
+    with fresh_dynamo() as counters:
+        counter = _counter("aot_eager")
+        compiled = torch.compile(model, backend=counter)
+        for i, alpha in enumerate(alphas):
+            where = f"step {i} (alpha={float(alpha):.4g} as {type(alpha).__name__})"
+            try:
+                layer.set_alpha(alpha)
+            except Exception as exc:  # noqa: BLE001 - users write NumPy floats
+                raise Errored(f"{where}: set_alpha raised {type(exc).__name__}: {_first_line(exc)}",
+                              summary="set_alpha error") from None
+            eager = _eager_step(model, x, upstream, where)
+            try:
+                got = _step(compiled, model, x, upstream)
+            except Exception as exc:  # noqa: BLE001
+                err = _compile_error(exc, model, x)
+                raise Errored(f"{where}: {err.detail} (after {_graphs(counter, counters)} graphs)",
+                              summary=err.summary) from None
+            graphs_at.append(_graphs(counter, counters))
+            try:
+                _compare(got, eager, bitwise=True, where=where)
+            except Failed as failed:
+                raise Failed(f"{failed.detail}; graphs so far: {graphs_at}; {_breaks(counters)}",
+                             summary=f"wrong at step {i}") from None
+        if counter.frame_count == 0:
+            raise Failed("dynamo compiled nothing: the forward ran eager", summary="not compiled")
+        breaks = _breaks(counters)
+        n_breaks = sum(dict(counters.get("graph_break", {})).values())
+    recompiles = graphs_at[-1] - graphs_at[0]
+    where = [i for i in range(1, len(graphs_at)) if graphs_at[i] != graphs_at[i - 1]]
+    summary = f"{recompiles} recompile{'s' if recompiles != 1 else ''}"
+    if n_breaks:
+        summary += f", {n_breaks} break{'s' if n_breaks != 1 else ''}"
+    return passed(f"{len(alphas)} DANN alphas (4 float, 4 np.float64, 4 np.float32; aot_eager): "
+                  f"gradients bitwise equal to eager at every step; {recompiles} recompile(s)"
+                  + (f" at steps {where}" if where else "") + f" (graphs after each step {graphs_at}); {breaks}",
+                  summary=summary)
+
+
+DYNAMIC_BATCHES = (2, 3, 5, 8, 13)
+
+
+@check("compile.dynamic_shapes")
+def compile_dynamic_shapes(impl):
+    """Varying batch sizes must cost at most one recompile (automatic dynamic) with correct gradients."""
+    model = _model(impl)
+    frames_at = []
+    with fresh_dynamo() as counters:
+        counter = _counter("aot_eager")
+        compiled = torch.compile(model, backend=counter, fullgraph=True)
+        for batch in DYNAMIC_BATCHES:
+            x, upstream = _inputs(batch)
+            eager = _eager_step(model, x, upstream, f"batch {batch}")
+            try:
+                got = _step(compiled, model, x, upstream)
+            except Exception as exc:  # noqa: BLE001
+                err = _compile_error(exc, model, x)
+                raise Errored(f"batch {batch}: {err.detail}", summary=err.summary) from None
+            frames_at.append(_graphs(counter, counters))
+            _compare(got, eager, bitwise=True, where=f"batch {batch}")
+    recompiles = frames_at[-1] - 1
+    detail = (f"batch sizes {list(DYNAMIC_BATCHES)} (aot_eager, fullgraph): graphs after each "
+              f"{frames_at}, {recompiles} recompile(s)")
+    summary = f"{recompiles} recompile{'s' if recompiles != 1 else ''}"
+    if recompiles > 1:
+        raise Failed(detail + "; more than one: the GRL specializes on the batch size", summary=summary)
+    return passed(detail + "; gradients bitwise equal to eager", summary=summary)
+
+
+class _Pointwise(nn.Module):
+    """sin -> layer -> cos: everything pointwise, so a traceable GRL can fuse completely."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return torch.cos(self.layer(torch.sin(x)))
+
+
+def _inductor_kernels(layer: nn.Module):
+    """Kernels inductor generates for forward + backward of `_Pointwise(layer)`, and the grad.
+
+    Counted with `torch._inductor.metrics.generated_kernel_count` after `metrics.reset()`. It is
+    robust to the FX graph cache: a cache hit replays the metric deltas stored with the
+    compiled graph (`CachedMetricsHelper`), so a warm cache gives the same count as a cold
+    compile (measured: 2 and 2). Counting kernels in `run_and_get_code` source would depend
+    on the code generator's text layout; the metric is what inductor itself reports.
+    """
+    from torch._inductor import metrics
+
+    x = torch.linspace(-2.0, 2.0, 16, dtype=torch.float32)
+    upstream = torch.linspace(0.5, 1.5, 16, dtype=torch.float32)
+    module = _Pointwise(layer)
+    xe = x.clone().requires_grad_(True)
+    try:
+        module(xe).backward(upstream)
+    except Exception as exc:  # noqa: BLE001
+        raise Errored(f"the eager sin -> GRL -> cos graph itself raises {type(exc).__name__}: "
+                      f"{_first_line(exc)}", summary="eager error") from None
+    with fresh_dynamo():
+        metrics.reset()
+        compiled = torch.compile(module, backend="inductor", fullgraph=True)
+        xc = x.clone().requires_grad_(True)
+        compiled(xc).backward(upstream)
+        count = metrics.generated_kernel_count
+        metrics.reset()
+    return count, xc.grad, xe.grad
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+@functools.lru_cache(maxsize=1)
+def _inductor_probe() -> tuple[int | None, str]:
+    """Kernel count of the graph with an identity in place of the GRL, once per process.
+
+    It doubles as the probe whether inductor can compile at all here (CPU inductor needs a
+    C++ compiler): if this plain graph fails, inductor cells are `skip`, not the GRL's error.
+    """
+    try:
+        return _inductor_kernels(_Identity())[0], ""
+    except Exception as exc:  # noqa: BLE001 - the environment's problem, reported as a skip
+        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+
+
+def _require_inductor() -> int:
+    count, problem = _inductor_probe()
+    if count is None:
+        raise Skipped(f"inductor cannot compile a plain sin -> cos graph on this machine ({problem})")
+    return count
+
+
+@check("compile.fusion")
+def compile_fusion(impl):
+    """A traceable GRL should fuse into its neighbours' kernels; an opaque one costs extra kernels."""
+    baseline = _require_inductor()
+    layer = impl.api.layer(alpha=ALPHA)
+    x = torch.zeros(16, requires_grad=True)
+    try:
+        count, grad, eager = _inductor_kernels(layer)
+    except Errored:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _compile_error(exc, _Pointwise(layer), x) from None
+    if grad is None or not torch.allclose(grad, eager, rtol=1.3e-6, atol=1e-5):
+        raise Failed(f"sin -> GRL -> cos: the inductor-compiled input gradient differs from eager "
+                     f"({_max_diff(grad, eager)})",
+                     summary="wrong gradient")
+    extra = count - baseline
+    summary = f"{extra:+d} kernel{'s' if abs(extra) != 1 else ''}"
+    detail = (f"sin -> GRL -> cos, forward + backward under inductor: {count} generated kernels, "
+              f"{baseline} with an identity in its place ({summary}); gradients equal eager")
+    if extra > 0:
+        raise Failed(detail + ": the GRL is not fused into its neighbours", summary=summary)
+    return passed(detail + ": fused away", summary=summary)

@@ -1,0 +1,279 @@
+"""Graph-capturing and functional transforms of a GRL: export, TorchScript, torch.func, opcheck.
+
+DESIGN.md, 'Compile and transforms'. The reversal is what these transforms lose silently:
+an exported or scripted program that runs but no longer negates the gradient is `fail`, and a
+torch.func transform that raises is `error` with the message.
+"""
+from __future__ import annotations
+
+import io
+
+import torch
+from torch import nn
+
+from harness.checks import check
+from harness.checks.compile import ALPHA, _inputs, _model
+from harness.outcome import Errored, Failed, NotApplicable, passed
+
+
+def _one(text, limit=200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _raised(what: str, exc: BaseException, summary: str) -> Errored:
+    return Errored(f"{what} raised {type(exc).__name__}: {_one(exc)}", summary=summary)
+
+
+def _input_grad(module, x, upstream):
+    x = x.detach().clone().requires_grad_(True)
+    out = module(x)
+    out.backward(upstream)
+    return out.detach(), x.grad
+
+
+def _no_grl_model(model: nn.Sequential) -> nn.Sequential:
+    """The same Linear -> Linear without the GRL: the gradient a lost reversal produces."""
+    return nn.Sequential(model[0], nn.Identity(), model[2])
+
+
+def _judge_program(name: str, program, model, x, upstream) -> None:
+    """Forward equal to eager, input gradient reversed like eager's (and not like no GRL)."""
+    out, grad = _input_grad(program, x, upstream)
+    ref_out, ref_grad = _input_grad(model, x, upstream)
+    _, lost_grad = _input_grad(_no_grl_model(model), x, upstream)
+    if not torch.allclose(out, ref_out, rtol=1.3e-6, atol=1e-5):
+        raise Failed(f"{name}: forward differs from eager", summary="wrong output")
+    if grad is None:
+        raise Failed(f"{name}: no gradient reaches the input", summary="no gradient")
+    if torch.allclose(grad, ref_grad, rtol=1.3e-6, atol=1e-5):
+        return
+    if torch.allclose(grad, lost_grad, rtol=1.3e-6, atol=1e-5):
+        raise Failed(f"{name}: backward is NOT reversed: the input gradient equals that of the model "
+                     f"without the GRL (alpha {ALPHA})", summary="reversal lost")
+    diff = (grad - ref_grad).abs().max().item()
+    raise Failed(f"{name}: input gradient differs from eager (max |diff| {diff:.3g})", summary="wrong gradient")
+
+
+def _call_targets(graph_module) -> str:
+    targets = sorted({str(n.target) for n in graph_module.graph.nodes if n.op == "call_function"})
+    return ", ".join(targets)
+
+
+@check("export")
+def export(impl):
+    """Many GRLs export without error and lose the reversal: run the exported program backward."""
+    model = _model(impl)
+    x, upstream = _inputs()
+    try:
+        program = torch.export.export(model, (x,))
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("torch.export.export", exc, "export error") from None
+    try:
+        module = program.module()
+        _judge_program("exported program", module, model, x, upstream)
+    except Failed as failed:
+        raise Failed(f"{failed.detail}; exported graph calls: {_call_targets(program.graph_module)}",
+                     summary=failed.summary) from None
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("running the exported program", exc, "run error") from None
+    return (f"torch.export.export (default strict setting) of Linear -> GRL -> Linear: the exported "
+            f"program's forward equals eager and its backward is reversed; graph calls: "
+            f"{_call_targets(program.graph_module)}")
+
+
+@check("jit.script")
+def jit_script(impl):
+    """TorchScript must keep the reversal; whether the scripted module saves and loads is reported."""
+    model = _model(impl)
+    x, upstream = _inputs()
+    try:
+        scripted = torch.jit.script(model)
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("torch.jit.script", exc, "script error") from None
+    try:
+        _judge_program("scripted module", scripted, model, x, upstream)
+    except Failed:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("running the scripted module", exc, "run error") from None
+    buffer = io.BytesIO()
+    try:
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+    except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
+        return passed(f"scripted forward and backward correct; torch.jit.save/load does not round-trip "
+                      f"({type(exc).__name__}: {_one(exc, 160)})", summary="no save")
+    _judge_program("saved and reloaded scripted module", loaded, model, x, upstream)
+    return passed("scripted forward and backward correct; torch.jit.save/load round-trips with the "
+                  "reversal intact", summary="saves")
+
+
+def _close(a, b) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@check("func.vmap")
+def func_vmap(impl):
+    """vmap over the GRL must give the identity forward and a reversed backward per sample."""
+    layer = impl.api.layer(alpha=ALPHA)
+    gen = torch.Generator().manual_seed(3)
+    xs = torch.randn(4, 5, generator=gen, requires_grad=True)
+    upstream = torch.randn(4, 5, generator=gen)
+    try:
+        ys = torch.func.vmap(layer)(xs)
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("torch.func.vmap(layer)", exc, "vmap error") from None
+    if not (isinstance(ys, torch.Tensor) and torch.equal(ys.detach(), xs.detach())):
+        raise Failed("vmapped forward is not the identity", summary="wrong output")
+    try:
+        ys.backward(upstream)
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("backward through the vmapped GRL", exc, "backward error") from None
+    if xs.grad is not None and _close(xs.grad, upstream):
+        raise Failed("backward through the vmapped GRL is NOT reversed: the input gradient equals "
+                     "the upstream gradient", summary="reversal lost")
+    if xs.grad is None or not _close(xs.grad, -ALPHA * upstream):
+        got = "None" if xs.grad is None else f"{(xs.grad + ALPHA * upstream).abs().max().item():.3g} max |diff|"
+        raise Failed(f"backward through vmap: input gradient is not -alpha * upstream ({got})",
+                     summary="wrong gradient")
+    return "vmap over a batch of 4: forward is the identity, backward through it is -alpha * upstream"
+
+
+@check("func.grad")
+def func_grad(impl):
+    """torch.func.grad through the GRL must give -alpha times the upstream weights."""
+    layer = impl.api.layer(alpha=ALPHA)
+    gen = torch.Generator().manual_seed(4)
+    x, weights = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
+    try:
+        grad = torch.func.grad(lambda t: (layer(t) * weights).sum())(x)
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("torch.func.grad", exc, "grad error") from None
+    if not _close(grad, -ALPHA * weights):
+        if _close(grad, weights):
+            raise Failed("torch.func.grad is not reversed (gradient equals the upstream weights)",
+                         summary="reversal lost")
+        raise Failed(f"torch.func.grad gives {grad.tolist()}, expected -alpha * w", summary="wrong gradient")
+    return "torch.func.grad(sum(w * grl(x))) == -alpha * w"
+
+
+@check("func.jvp")
+def func_jvp(impl):
+    """Forward mode must give the tangent -alpha * t (consistent with reverse mode); zero is wrong."""
+    layer = impl.api.layer(alpha=ALPHA)
+    gen = torch.Generator().manual_seed(5)
+    x, tangent = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
+    try:
+        primal, out_tangent = torch.func.jvp(layer, (x,), (tangent,))
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("torch.func.jvp", exc, "jvp error") from None
+    if not torch.equal(primal, x):
+        raise Failed("jvp primal output is not the input", summary="wrong output")
+    if _close(out_tangent, -ALPHA * tangent):
+        return "jvp tangent == -alpha * t: forward and reverse mode agree (jacfwd == jacrev)"
+    if not out_tangent.abs().max().item():
+        raise Failed("jvp tangent is zero: forward mode drops the derivative (jacfwd != jacrev)",
+                     summary="zero tangent")
+    if _close(out_tangent, tangent):
+        raise Failed("jvp tangent equals t: forward mode is not reversed (jacfwd != jacrev)",
+                     summary="identity tangent")
+    raise Failed(f"jvp tangent is not -alpha * t (max |diff| "
+                 f"{(out_tangent + ALPHA * tangent).abs().max().item():.3g})", summary="wrong tangent")
+
+
+# Namespaces of ops that ship with torch: anything else was registered through torch.library.
+TORCH_NAMESPACES = {"aten", "prim", "prims", "profiler", "_c10d_functional", "c10d", "c10d_functional",
+                    "_dtensor", "quantized", "_quantized", "debugprims", "inductor", "higher_order",
+                    "_nested_tensor", "rngprims", "mkldnn", "mkl", "onednn", "xnnpack", "_test"}
+
+
+def custom_ops_called(impl) -> dict:
+    """Every torch.library op the GRL dispatches in forward and backward, with its first arguments.
+
+    A `TorchDispatchMode` sits below autograd, so it sees the op an autograd kernel (custom_op's
+    `register_autograd`, a C++ `TORCH_LIBRARY` autograd impl or an `autograd.Function`)
+    redispatches to, whatever Python object the implementation exposes or hides. That is
+    more general than looking for an `OpOverload` attribute on the implementation's module: it
+    finds the op of a package, a C++ extension and a function-style wrapper alike, and also
+    an op used only in backward.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found: dict = {}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if isinstance(func, torch._ops.OpOverload) and func.namespace not in TORCH_NAMESPACES:
+                found.setdefault(func, (tuple(args), dict(kwargs)))
+            return func(*args, **kwargs)
+
+    layer = impl.api.layer(alpha=ALPHA)
+    x = torch.linspace(-1.0, 1.0, 6).reshape(2, 3).requires_grad_(True)
+    upstream = torch.linspace(0.5, 1.0, 6).reshape(2, 3)
+    with Recorder():
+        out = layer(x)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.backward(upstream)
+    return found
+
+
+def _fresh_args(args, kwargs, requires_grad: bool):
+    def fresh(value):
+        if isinstance(value, torch.Tensor):
+            t = value.detach().clone()
+            if requires_grad and t.is_floating_point() and t.dim() > 0:
+                t.requires_grad_(True)
+            return t
+        if isinstance(value, (list, tuple)):
+            return type(value)(fresh(v) for v in value)
+        return value
+
+    return fresh(args), {k: fresh(v) for k, v in kwargs.items()}
+
+
+UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+SHORT = {"test_schema": "schema", "test_autograd_registration": "autograd_registration",
+         "test_faketensor": "faketensor", "test_aot_dispatch_dynamic": "aot_dispatch_dynamic"}
+
+
+@check("opcheck")
+def opcheck(impl):
+    """torch.library.opcheck tests a custom op's schema, autograd registration and fake/meta kernels."""
+    ops = custom_ops_called(impl)
+    if not ops:
+        if impl.kind in ("library", "cpp"):
+            raise Errored(f"kind {impl.kind}, but no torch.library op dispatched in forward or backward",
+                          summary="no op found")
+        raise NotApplicable(f"kind {impl.kind}: no op registered through torch.library runs in "
+                            "forward or backward (only built-in aten ops)")
+    parts, problems, failures, total = [], [], 0, 0
+    for op, (args, kwargs) in ops.items():
+        per_variant = {}
+        for requires_grad in (False, True):
+            fargs, fkwargs = _fresh_args(args, kwargs, requires_grad)
+            try:
+                result = torch.library.opcheck(op, fargs, fkwargs, test_utils=UTILS, raise_exception=False)
+            except Exception as exc:  # noqa: BLE001
+                raise _raised(f"torch.library.opcheck({op})", exc, "opcheck error") from None
+            items = []
+            for util in UTILS:
+                value = result.get(util, "not run")
+                total += 1
+                if value in ("SUCCESS", "SKIPPED"):
+                    items.append(f"{SHORT[util]} {'ok' if value == 'SUCCESS' else 'skipped'}")
+                else:
+                    failures += 1
+                    items.append(f"{SHORT[util]} FAILED")
+                    problems.append(f"{util}: {type(value).__name__}: {_one(value, 110)}")
+            per_variant["x requires grad" if requires_grad else "no grad"] = ", ".join(items)
+        if len(set(per_variant.values())) == 1:
+            parts.append(f"{op} (inputs with and without requires_grad): {per_variant['no grad']}")
+        else:
+            parts += [f"{op} ({grad}): {items}" for grad, items in per_variant.items()]
+    detail = "; ".join(parts)
+    if failures:
+        first = list(dict.fromkeys(problems))[:2]
+        raise Failed(detail + ". " + " | ".join(first), summary=f"{failures}/{total} utils fail")
+    return passed(detail, summary=f"{len(ops)} op{'s' if len(ops) > 1 else ''}")

@@ -1,0 +1,26 @@
+"""The compatibility matrix, compile columns: one test per (implementation, check).
+
+A cell's status is a finding written to the report, not a test failure, except for the
+repo's own reference rows, whose real behaviour is pinned in REFERENCE below.
+"""
+AREA = "compile"
+
+# How the reference rows really behave; unlisted cells of a listed version must pass.
+REFERENCE = {
+    "2.13/cpu": {
+        # naive_function passes every compile column on 2.13/cpu (measured): its lambda is a
+        # tensor attribute, so set_alpha is seen (1 recompile, when np.float64 makes it a
+        # float64 tensor), and dynamo traces the Function's backward into one graph that
+        # inductor fuses (+0 kernels).
+        # Rows below measured from branch `impls` at b36325a (read-only copy) on 2.13.0/cpu;
+        # hook and detach pass every compile column.
+        # A custom op is opaque to inductor: its clone runs as a kernel of its own instead of
+        # fusing into the neighbouring sin/cos kernels (3 kernels vs 2). Correct, but not fused.
+        ("library_op", "compile.fusion"): "fail",
+        ("cpp_op", "compile.fusion"): "fail",
+    },
+}
+
+
+def test_cell(grl_cell):
+    grl_cell.run(REFERENCE)

@@ -1,0 +1,144 @@
+"""Mutants for the compile checks (harness/checks/compile.py)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tests.selftest.mutation import mutant
+
+
+class _Reverse(torch.autograd.Function):
+    """A correct new-style reversal; the mutants below break what surrounds it."""
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+class _GraphBreak(nn.Module):
+    """Validates its tensor alpha in forward (`if self.alpha < 0`): a data-dependent branch,
+    which dynamo cannot trace (a graph break; an error under fullgraph).
+
+    Measured on torch 2.13.0: `float(buffer)` / `.item()` no longer graph-break here (dynamo
+    traces them into the Function's argument and stays correct after `fill_`), so the mutant
+    uses the Python branch on a tensor that still does.
+    """
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+
+    def set_alpha(self, alpha):
+        self.alpha.fill_(float(alpha))
+
+    def forward(self, x):
+        if self.alpha < 0:
+            raise ValueError("alpha must be non-negative")
+        return _Reverse.apply(x, self.alpha)
+
+
+_ALPHAS: dict[int, float] = {}
+
+
+@torch._dynamo.assume_constant_result
+def _frozen_alpha(key: int) -> float:
+    return _ALPHAS[key]
+
+
+class _GuardlessAlpha(nn.Module):
+    """Alpha read through `assume_constant_result`: dynamo bakes the first value in, no guard.
+
+    Eager is right at every alpha; a compiled graph keeps using the alpha it was traced with
+    (as a layer that caches its coefficient where the compiler cannot see it does).
+    """
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        _ALPHAS[id(self)] = float(alpha)
+
+    def set_alpha(self, alpha):
+        _ALPHAS[id(self)] = float(alpha)
+
+    def forward(self, x):
+        return _Reverse.apply(x, _frozen_alpha(id(self)))
+
+
+class _PerBatch(nn.Module):
+    """Loops over the batch dimension in Python: dynamo specializes on every batch size."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+
+    def set_alpha(self, alpha):
+        self.alpha.fill_(float(alpha))
+
+    def forward(self, x):
+        rows = 0
+        for _ in range(x.shape[0]):
+            rows += 1
+        return _Reverse.apply(x, self.alpha * (rows // x.shape[0]))
+
+
+@torch.library.custom_op("grl_selftest_compile::grl_float", mutates_args=())
+def _grl_float(x: Tensor, alpha: float) -> Tensor:
+    return x.clone()
+
+
+@_grl_float.register_fake
+def _(x, alpha):
+    return torch.empty_like(x)
+
+
+def _float_setup(ctx, inputs, output):
+    ctx.alpha = inputs[1]
+
+
+def _float_backward(ctx, grad):
+    return -ctx.alpha * grad, None
+
+
+_grl_float.register_autograd(_float_backward, setup_context=_float_setup)
+
+
+class _CustomOpFloatAlpha(nn.Module):
+    """A custom op taking alpha as a Python float: dynamo recompiles for every distinct value,
+    and being opaque to inductor it costs a kernel of its own plus its clone."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def set_alpha(self, alpha):
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        return _grl_float(x, self.alpha)
+
+
+MUTANTS = [
+    mutant("compile_graph_break", _GraphBreak,
+           trips={"compile.eager": "error", "compile.aot_eager": "error", "compile.inductor": "error"},
+           why="a Python branch on the alpha tensor graph-breaks; fullgraph must not pass"),
+    mutant("compile_guardless_alpha", _GuardlessAlpha,
+           trips={"compile.alpha_schedule": "fail"},
+           passes=("compile.aot_eager",),
+           why="alpha baked into the compiled graph without a guard: stale after set_alpha"),
+    mutant("compile_per_batch_recompile", _PerBatch,
+           trips={"compile.dynamic_shapes": "fail"},
+           passes=("compile.aot_eager",),
+           why="a Python loop over the batch dimension recompiles for every batch size"),
+    mutant("compile_custom_op_float_alpha", _CustomOpFloatAlpha, kind="library",
+           trips={"compile.alpha_schedule": "error", "compile.fusion": "fail"},
+           passes=("compile.eager", "opcheck"),
+           why="a float alpha argument of a custom op recompiles per value (hits the limit); "
+               "the opaque op adds kernels"),
+]

@@ -1,0 +1,203 @@
+"""Mutants for the transform checks (harness/checks/transforms.py)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tests.selftest.mutation import mutant
+
+
+class _AlphaLayer(nn.Module):
+    """Seed API with alpha a Python float; subclasses define forward."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def set_alpha(self, alpha):
+        self.alpha = float(alpha)
+
+
+class _OldStyle(torch.autograd.Function):
+    """forward(ctx, ...) without setup_context: correct in eager, refused by torch.func."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+class _NewStyle(torch.autograd.Function):
+    """setup_context style, correct backward, no vmap rule and no jvp."""
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+class _ZeroJvp(_NewStyle):
+    """vmap rule generated, but the jvp returns a zero tangent (as custom_op does)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def jvp(ctx, x_tangent, alpha_tangent):
+        return torch.zeros_like(x_tangent)
+
+
+class _OldStyleLayer(_AlphaLayer):
+    def forward(self, x):
+        return _OldStyle.apply(x, self.alpha)
+
+
+class _NewStyleLayer(_AlphaLayer):
+    def forward(self, x):
+        return _NewStyle.apply(x, self.alpha)
+
+
+class _ZeroJvpLayer(_AlphaLayer):
+    def forward(self, x):
+        return _ZeroJvp.apply(x, self.alpha)
+
+
+class _HookLayer(nn.Module):
+    """Reverses through a tensor hook with a lambda: TorchScript cannot compile it."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def set_alpha(self, alpha):
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        y = x.view_as(x)
+        if y.requires_grad:
+            y.register_hook(lambda grad: grad * -self.alpha)
+        return y
+
+
+class _ScriptIdentity(nn.Module):
+    """Falls back to the identity when scripted ('TorchScript-friendly'): the reversal is gone."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def set_alpha(self, alpha: float):
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        if torch.jit.is_scripting():
+            return x
+        return self._reverse(x)
+
+    @torch.jit.unused
+    def _reverse(self, x):
+        return _NewStyle.apply(x, self.alpha)
+
+
+# An op whose schema says it returns a fresh tensor while its kernel returns its input.
+_LIB = torch.library.Library("grl_selftest_transforms", "DEF")
+_LIB.define("grl_alias(Tensor x, float alpha) -> Tensor")
+_LIB.impl("grl_alias", lambda x, alpha: x, "CompositeExplicitAutograd")
+_LIB.impl("grl_alias", lambda x, alpha: torch.empty_like(x), "Meta")
+
+
+def _alias_setup(ctx, inputs, output):
+    ctx.alpha = inputs[1]
+
+
+def _alias_backward(ctx, grad):
+    return -ctx.alpha * grad, None
+
+
+torch.library.register_autograd("grl_selftest_transforms::grl_alias", _alias_backward,
+                                setup_context=_alias_setup)
+
+
+class _SchemaLiesLayer(_AlphaLayer):
+    def forward(self, x):
+        return torch.ops.grl_selftest_transforms.grl_alias(x, self.alpha)
+
+
+@torch.library.custom_op("grl_selftest_transforms::grl", mutates_args=())
+def _grl(x: Tensor, alpha: Tensor) -> Tensor:
+    return x.clone()
+
+
+@_grl.register_fake
+def _(x, alpha):
+    return torch.empty_like(x)
+
+
+def _grl_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _grl_backward(ctx, grad):
+    (alpha,) = ctx.saved_tensors
+    return -alpha.to(grad.dtype) * grad, None
+
+
+_grl.register_autograd(_grl_backward, setup_context=_grl_setup)
+
+
+class _CustomOpLayer(nn.Module):
+    """A correct custom_op GRL with a 0-d tensor alpha buffer (the library_op pattern).
+
+    torch.func's forward mode sees no jvp for it: the tangent comes out zero.
+    """
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.register_buffer("alpha", torch.tensor(float(alpha)))
+
+    def set_alpha(self, alpha):
+        self.alpha.fill_(float(alpha))
+
+    def forward(self, x):
+        return _grl(x, self.alpha)
+
+
+MUTANTS = [
+    mutant("transforms_old_style_function", _OldStyleLayer,
+           trips={"func.vmap": "error", "func.grad": "error", "func.jvp": "error"},
+           why="an old-style autograd.Function (no setup_context) is refused by torch.func"),
+    mutant("transforms_no_vmap_rule", _NewStyleLayer,
+           trips={"func.vmap": "error", "export": "fail"},
+           passes=("func.grad", "jit.script"),
+           why="no vmap staticmethod and no generate_vmap_rule; export drops the Function's backward"),
+    mutant("transforms_zero_jvp", _ZeroJvpLayer,
+           trips={"func.jvp": "fail"},
+           passes=("func.vmap", "func.grad"),
+           why="jvp returns a zero tangent while the backward reverses"),
+    mutant("transforms_unscriptable_hook", _HookLayer,
+           trips={"jit.script": "error", "func.vmap": "fail", "func.jvp": "fail"},
+           passes=("func.grad",),
+           why="a lambda tensor hook cannot be compiled by TorchScript; under vmap the hook sits on "
+               "the batched tensor and never runs; forward mode never sees it"),
+    mutant("transforms_script_identity", _ScriptIdentity,
+           trips={"jit.script": "fail"},
+           why="returns x unchanged when scripted: the scripted module silently loses the reversal"),
+    mutant("transforms_schema_lies", _SchemaLiesLayer, kind="library",
+           trips={"opcheck": "fail", "compile.fusion": "fail"},
+           why="the op returns its input while its schema declares a fresh tensor; inductor, "
+               "trusting the schema, computes a wrong gradient on sin -> op -> cos"),
+    mutant("transforms_custom_op", _CustomOpLayer, kind="library",
+           trips={"func.jvp": "fail", "compile.fusion": "fail"},
+           passes=("opcheck", "export", "compile.aot_eager", "compile.alpha_schedule"),
+           why="a correct custom_op GRL: zero jvp tangent, opaque to inductor (+kernels)"),
+]
