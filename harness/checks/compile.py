@@ -380,7 +380,8 @@ def _require_inductor() -> int:
 
 @check("compile.fusion")
 def compile_fusion(impl):
-    """A traceable GRL should fuse into its neighbours' kernels; an opaque one costs extra kernels."""
+    """A traceable GRL fuses into its neighbours' kernels, an opaque one costs extra kernels; and
+    the fused graph must still reverse (a schema that lies about aliasing misleads inductor)."""
     baseline = _require_inductor()
     layer = impl.api.layer(alpha=ALPHA)
     x = torch.zeros(16, requires_grad=True)
@@ -398,6 +399,6 @@ def compile_fusion(impl):
     summary = f"{extra:+d} kernel{'s' if abs(extra) != 1 else ''}"
     detail = (f"sin -> GRL -> cos, forward + backward under inductor: {count} generated kernels, "
               f"{baseline} with an identity in its place ({summary}); gradients equal eager")
-    if extra > 0:
-        raise Failed(detail + ": the GRL is not fused into its neighbours", summary=summary)
-    return passed(detail + ": fused away", summary=summary)
+    # Extra kernels are a cost, not a wrong result: the cell passes and the count shows it.
+    how = "fused away" if extra <= 0 else "not fused into its neighbours (opaque to inductor)"
+    return passed(f"{detail}: {how}", summary=summary)

@@ -19,24 +19,26 @@ REFERENCE = {
         ("naive_function", "opcheck"): "n/a",
         # jit.script passes on 2.13 (the Function runs as an opaque Python op; the detail says
         # save/load does not round-trip). On 2.14 scripting any autograd.Function raises.
-        # Rows below measured from branch `impls` at b36325a (read-only copy) on 2.13.0/cpu.
-        # hook: export, jit.script and func.jvp are declared unsupported by the entry (xfail).
-        # vmap is not: a hook registered on the batched tensor inside vmap never runs for the
-        # gradient of the unbatched output, so backward through vmap is unreversed (a real
-        # silent failure of the kind, +upstream instead of -alpha * upstream).
-        ("hook", "export"): "xfail",
+        # hook: jit.script is declared unsupported by the entry (TorchScript cannot compile the
+        # hook closure): its error shows as xfail. export, vmap and jvp lose the reversal
+        # silently, and a silent wrong gradient stays `fail` whatever the entry declares:
+        # export drops the hook, a hook registered on the batched tensor inside vmap never runs
+        # for the unbatched output, and forward mode never runs a hook (tangent = +t).
+        ("hook", "export"): "fail",
         ("hook", "jit.script"): "xfail",
         ("hook", "func.vmap"): "fail",
-        ("hook", "func.jvp"): "xfail",
+        ("hook", "func.jvp"): "fail",
         ("hook", "opcheck"): "n/a",
         ("detach", "opcheck"): "n/a",
         # custom_op + register_autograd: torch.func.grad refuses the autograd.Function that
-        # custom_op generates (no setup_context), and forward mode has no rule: zero tangent.
-        ("library_op", "func.grad"): "error",
+        # custom_op generates (no setup_context; declared unsupported, so xfail), and forward
+        # mode has no rule: a zero tangent, silently wrong, so fail.
+        ("library_op", "func.grad"): "xfail",
         ("library_op", "func.jvp"): "fail",
-        # A C++ torch::autograd::Function cannot be used with functorch grad/jvp at all.
-        ("cpp_op", "func.grad"): "error",
-        ("cpp_op", "func.jvp"): "error",
+        # A C++ torch::autograd::Function cannot be used with functorch grad/jvp at all
+        # (declared unsupported: the refusal is an expected failure).
+        ("cpp_op", "func.grad"): "xfail",
+        ("cpp_op", "func.jvp"): "xfail",
     },
 }
 

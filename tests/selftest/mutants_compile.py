@@ -137,8 +137,8 @@ MUTANTS = [
            passes=("compile.aot_eager",),
            why="a Python loop over the batch dimension recompiles for every batch size"),
     mutant("compile_custom_op_float_alpha", _CustomOpFloatAlpha, kind="library",
-           trips={"compile.alpha_schedule": "error", "compile.fusion": "fail"},
+           trips={"compile.alpha_schedule": "error"},
            passes=("compile.eager", "opcheck"),
            why="a float alpha argument of a custom op recompiles per value (hits the limit); "
-               "the opaque op adds kernels"),
+               "the opaque op adds kernels (a cost the fusion cell reports, not a failure)"),
 ]
