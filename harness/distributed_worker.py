@@ -141,8 +141,18 @@ def reference_grads(device, world: int) -> list[dict]:
     return out
 
 
-def _device_and_backend(local_rank: int, world: int) -> tuple[torch.device, str, str]:
-    want = os.environ.get("GRL_DIST_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
+def options() -> dict:
+    """The knobs, read from the environment by the launching process and passed to the ranks
+    (a forkserver child sees the server's environment, not the launcher's current one)."""
+    return {
+        "timeout_s": float(os.environ.get("GRL_DIST_TIMEOUT", 120)),
+        "device": os.environ.get("GRL_DIST_DEVICE", ""),  # "" = cuda when available, else cpu
+        "compile_backend": os.environ.get("GRL_DDP_COMPILE_BACKEND", "aot_eager"),
+    }
+
+
+def _device_and_backend(local_rank: int, world: int, want: str) -> tuple[torch.device, str, str]:
+    want = want or ("cuda" if torch.cuda.is_available() else "cpu")
     if want == "cuda":
         if torch.cuda.device_count() >= min(world, int(os.environ.get("LOCAL_WORLD_SIZE", world))):
             return torch.device("cuda", local_rank), "nccl", ""
@@ -151,7 +161,7 @@ def _device_and_backend(local_rank: int, world: int) -> tuple[torch.device, str,
     return torch.device("cpu"), "gloo", ""
 
 
-def _wrap(check_id: str, net: nn.Module, device, backend: str):
+def _wrap(check_id: str, net: nn.Module, device, backend: str, opts: dict):
     mode = MODES[check_id]
     if mode in ("ddp", "ddp_compiled"):
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -159,8 +169,7 @@ def _wrap(check_id: str, net: nn.Module, device, backend: str):
         ids = [device.index] if device.type == "cuda" and backend == "nccl" else None
         model = DDP(net, device_ids=ids)
         if mode == "ddp_compiled":
-            backend_name = os.environ.get("GRL_DDP_COMPILE_BACKEND", "aot_eager")
-            model = torch.compile(model, backend=backend_name)
+            model = torch.compile(model, backend=opts["compile_backend"])
         return model
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -174,14 +183,15 @@ def _full(grad):
     return grad.full_tensor() if hasattr(grad, "full_tensor") else grad
 
 
-def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, backend: str) -> list:
+def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, backend: str,
+                opts: dict) -> list:
     """Every rank: the schedule through DDP / FSDP2, gradients recorded after each backward."""
     from harness.registry import resolve
 
     impl = resolve(impl_ref)
     layer = impl.api.layer(alpha=1.0)
     net = build(layer, device)
-    model = _wrap(check_id, net, device, backend)
+    model = _wrap(check_id, net, device, backend, opts)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     recorded = []
     for step, (alpha, who) in enumerate(SCHEDULE):
@@ -193,9 +203,10 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
         loss_fn(model(x[rows]), yt[rows], yd[rows]).backward()
         grads = {}
         for n, p in net.named_parameters():
-            if p.grad is None:
+            if p.grad is None and not n.startswith("grl."):
                 raise RuntimeError(f"step {step}: no gradient reached {n}")
-            grads[n] = _full(p.grad).detach().to("cpu", copy=True)
+            if p.grad is not None:
+                grads[n] = _full(p.grad).detach().to("cpu", copy=True)
         recorded.append(grads)
         opt.step()
     return recorded
@@ -203,7 +214,7 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
 
 def _max_rel(a: dict, b: dict) -> tuple[float, str]:
     worst, where = 0.0, ""
-    for n in a:
+    for n in b:
         d = ((a[n] - b[n]).abs() / (b[n].abs() + ATOL / RTOL)).max().item()
         if d > worst:
             worst, where = d, n
@@ -211,7 +222,7 @@ def _max_rel(a: dict, b: dict) -> tuple[float, str]:
 
 
 def _close(a: dict, b: dict) -> bool:
-    return all(torch.allclose(a[n], b[n], rtol=RTOL, atol=ATOL) for n in a)
+    return all(torch.allclose(a[n], b[n], rtol=RTOL, atol=ATOL) for n in b)
 
 
 def judge(check_id: str, per_rank: list[list[dict]], reference: list[dict], note: str) -> dict:
@@ -250,6 +261,9 @@ def judge(check_id: str, per_rank: list[list[dict]], reference: list[dict], note
                           f"neither every rank using {a_new:.4g} nor ranks keeping their own alpha "
                           f"(max rel err {err:.3g})"}
     across = ("identical on every rank" if not fsdp else "full_tensor() of the sharded gradients")
+    extra = sorted(set(per_rank[0][0]) - set(reference[0]["synced"]))
+    if extra:  # the GRL's own parameters: not in the reference model, reported, not judged
+        note = f"; the GRL has trainable parameters {', '.join(extra)}" + note
     return {"status": "pass", "summary": summary,
             "detail": f"{len(SCHEDULE) - 1} steps with set_alpha on every rank (DANN schedule, "
                       f"0 included) match the single-process reference (float32, rtol {RTOL:g}, atol {ATOL:g}), "
@@ -257,26 +271,27 @@ def judge(check_id: str, per_rank: list[list[dict]], reference: list[dict], note
 
 
 def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: str,
-             timeout_s: float, local_rank: int | None = None) -> dict | None:
+             opts: dict, local_rank: int | None = None) -> dict | None:
     """One rank's whole job. Returns rank 0's verdict (None on other ranks)."""
     WORLD[0] = world
     torch.set_num_threads(1)
-    device, backend, note = _device_and_backend(rank if local_rank is None else local_rank, world)
+    device, backend, note = _device_and_backend(rank if local_rank is None else local_rank, world,
+                                                opts["device"])
     if MODES[check_id] == "fsdp" and backend == "gloo" and device.type == "cuda":
         device, note = torch.device("cpu"), " (fsdp on cpu/gloo: one GPU cannot host two NCCL ranks)"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
-                            timeout=timedelta(seconds=max(timeout_s, 1.0)))
+                            timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
-        recorded = train_steps(check_id, impl_ref, rank, world, device, backend)
+        recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
         gathered = [None] * world
         dist.all_gather_object(gathered, recorded)
         if rank != 0:
             return None
         reference = reference_grads(torch.device("cpu"), world)
         where = f" [{backend} on {device.type}, world size {world}" + (
-            f", compiled with backend {os.environ.get('GRL_DDP_COMPILE_BACKEND', 'aot_eager')} "
+            f", compiled with backend {opts['compile_backend']} "
             "around the DDP module" if check_id == "ddp.compiled" else "") + "]"
         return judge(check_id, gathered, reference, note + where)
     finally:
@@ -284,9 +299,10 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
 
 
 def describe_failure(exc: BaseException, frames: int = 3) -> str:
-    """`Type: message (at file:line fn <- ...)`: the last frames of a child's traceback, one line."""
+    """`Type: message (at file:line fn <- ...)`: a child's last frames outside torch, one line."""
     message = " ".join(str(exc).split())[:200]
-    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
+    tb = traceback.extract_tb(exc.__traceback__)
+    tb = ([f for f in tb if "/torch/" not in f.filename] or tb)[-frames:]
     where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(tb))
     return f"{type(exc).__name__}: {message}" + (f" (at {where})" if where else "")
 
@@ -301,14 +317,14 @@ def _set_pdeathsig() -> None:
 
 
 def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method: str,
-                out_dir: str, timeout_s: float) -> None:
+                out_dir: str, opts: dict) -> None:
     """Target of `torch.multiprocessing.start_processes` (first argument: the rank)."""
     os.setsid()  # own process group: the parent can kill this rank and anything it started
     _set_pdeathsig()  # and the rank dies with the parent
     with open(os.path.join(out_dir, f"rank{rank}.pid"), "w") as fh:
         fh.write(str(os.getpid()))
     try:
-        verdict = run_rank(check_id, impl_ref, rank, world, init_method, timeout_s)
+        verdict = run_rank(check_id, impl_ref, rank, world, init_method, opts)
     except BaseException as exc:
         with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as fh:
             fh.write(describe_failure(exc))
@@ -327,14 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("check_id", choices=sorted(MODES))
     parser.add_argument("impl_ref", help="MODULE:ATTR, as harness.registry.resolve takes it")
     parser.add_argument("--out", help="rank 0 writes its verdict (JSON) here")
-    parser.add_argument("--timeout", type=float, default=float(os.environ.get("GRL_DIST_TIMEOUT", 300)))
     args = parser.parse_args(argv)
     if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
         parser.error("run under torchrun (RANK, WORLD_SIZE, MASTER_ADDR unset); inside the "
                      "harness the check spawns its own ranks")
     sys.path.insert(0, os.getcwd())
     verdict = run_rank(args.check_id, args.impl_ref, int(os.environ["RANK"]),
-                       int(os.environ["WORLD_SIZE"]), "env://", args.timeout,
+                       int(os.environ["WORLD_SIZE"]), "env://", options(),
                        int(os.environ.get("LOCAL_RANK", 0)))
     if verdict is not None:
         print(json.dumps(verdict))

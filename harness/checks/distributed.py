@@ -21,13 +21,27 @@ from harness.checks import check
 from harness.outcome import Errored, Failed, Outcome, Skipped, passed
 
 WORLD_SIZE = 2
-DEFAULT_TIMEOUT_S = 120.0
 # pids of the ranks of the last launch in this process (self-tests check they are gone)
 LAST_SPAWN: dict = {"pids": [], "survivors": []}
 
 
-def timeout_s() -> float:
-    return float(os.environ.get("GRL_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+# forkserver: one server process per session imports torch once (PRELOAD) and forks each
+# rank from it, about 3x cheaper per cell than spawn on 2 busy cores (docs/distributed.md).
+# GRL_DIST_START_METHOD=spawn gives every rank a fresh interpreter instead.
+PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
+           "torch.distributed.device_mesh", "torch._dynamo", "harness.registry",
+           "harness.distributed_worker"]
+
+
+def start_method() -> str:
+    import multiprocessing
+
+    method = os.environ.get("GRL_DIST_START_METHOD", "forkserver")
+    if method not in multiprocessing.get_all_start_methods():
+        method = "spawn"
+    if method == "forkserver":
+        multiprocessing.set_forkserver_preload(PRELOAD)  # no effect once the server runs
+    return method
 
 
 def group_members(pgids) -> list[int]:
@@ -86,11 +100,12 @@ def launch(check_id: str, impl) -> dict:
         raise Skipped("torch.distributed is not available in this build")
     from harness import distributed_worker as worker
 
-    limit = timeout_s()
+    opts = worker.options()
+    limit = opts["timeout_s"]
     with tempfile.TemporaryDirectory(prefix="grl-dist-") as tmp:
         ctx = mp.start_processes(worker.spawn_entry,
-                                 args=(check_id, impl.ref, WORLD_SIZE, f"file://{tmp}/init", tmp, limit),
-                                 nprocs=WORLD_SIZE, join=False, start_method="spawn")
+                                 args=(check_id, impl.ref, WORLD_SIZE, f"file://{tmp}/init", tmp, opts),
+                                 nprocs=WORLD_SIZE, join=False, start_method=start_method())
         procs = ctx.processes
         pids = [p.pid for p in procs]
         LAST_SPAWN["pids"], LAST_SPAWN["survivors"] = pids, []
@@ -134,6 +149,11 @@ def launch(check_id: str, impl) -> dict:
             raise Errored(f"timeout after {limit:g}s (GRL_DIST_TIMEOUT): rank(s) {stuck} still "
                           f"running, killed" + (f"; {said}" if said else ""), summary="timeout")
         if first_bad is not None:
+            # The first error written is the cause; a peer's "connection closed" comes after.
+            written = {r: os.stat(os.path.join(tmp, f"rank{r}.err")).st_mtime_ns
+                       for r, e in errors.items() if e}
+            if written:
+                first_bad = min(written, key=written.get)
             primary = errors.get(first_bad) or f"exit code {procs[first_bad].exitcode}"
             others = [f"rank {r}: {e}" for r, e in errors.items() if e and r != first_bad]
             raise Errored(f"rank {first_bad} failed: {primary}"
