@@ -46,17 +46,17 @@ class _HostSync(_PythonFloatAlpha):
         return _FloatReverse.apply(x, self.alpha)
 
 
-class _CountsCallsInPlace(_PythonFloatAlpha):
-    """Counts its calls in a plain CUDA tensor attribute updated in place (for a schedule or a
-    log): under reduce-overhead an input mutated outside cudagraph-managed memory makes
-    cudagraph trees skip the graph ("mutated inputs")."""
+_CALLS = torch.zeros((), device="cuda" if torch.cuda.is_available() else "cpu")
 
-    def __init__(self, alpha=1.0):
-        super().__init__(alpha)
-        self.calls = torch.zeros((), device="cuda" if torch.cuda.is_available() else "cpu")
+
+class _CountsCallsInGlobal(_PythonFloatAlpha):
+    """Counts its calls in a module-level CUDA tensor updated in place (for a schedule or a
+    log). Dynamo lifts a global tensor as a graph input that is not static (tensor attributes
+    of a module would be), and cudagraph trees skip a graph that mutates such an input
+    ("mutated inputs")."""
 
     def forward(self, x):
-        self.calls.add_(1)
+        _CALLS.add_(1)
         return _FloatReverse.apply(x, self.alpha)
 
 
@@ -69,7 +69,7 @@ MUTANTS = [
     mutant("cuda_host_sync", _HostSync,
            trips={"cuda.graph": "error", "cuda.graphed_callables": "error"},
            why="a host sync in forward cannot be captured", requires=CUDA),
-    mutant("cuda_counter_inplace", _CountsCallsInPlace, trips={"cuda.reduce_overhead": "fail"},
-           why="an in-place update of a non-buffer tensor makes reduce-overhead skip CUDA graphs",
+    mutant("cuda_global_counter", _CountsCallsInGlobal, trips={"cuda.reduce_overhead": "fail"},
+           why="an in-place update of a global tensor makes reduce-overhead skip CUDA graphs",
            requires=CUDA),
 ]
