@@ -46,7 +46,7 @@ class _HostSync(_PythonFloatAlpha):
         return _FloatReverse.apply(x, self.alpha)
 
 
-_CALLS = torch.zeros((), device="cuda" if torch.cuda.is_available() else "cpu")
+_CALLS = None  # created with the first layer, so importing this file initialises no CUDA
 
 
 class _CountsCallsInGlobal(_PythonFloatAlpha):
@@ -54,6 +54,12 @@ class _CountsCallsInGlobal(_PythonFloatAlpha):
     log). Dynamo lifts a global tensor as a graph input that is not static (tensor attributes
     of a module would be), and cudagraph trees skip a graph that mutates such an input
     ("mutated inputs")."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__(alpha)
+        global _CALLS
+        if _CALLS is None:
+            _CALLS = torch.zeros((), device="cuda" if torch.cuda.is_available() else "cpu")
 
     def forward(self, x):
         _CALLS.add_(1)
