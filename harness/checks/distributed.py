@@ -41,7 +41,27 @@ def start_method() -> str:
         method = "spawn"
     if method == "forkserver":
         multiprocessing.set_forkserver_preload(PRELOAD)  # no effect once the server runs
+        if not _STOP_AT_EXIT:
+            import atexit
+
+            atexit.register(_stop_forkserver)
+            _STOP_AT_EXIT.append(True)
     return method
+
+
+_STOP_AT_EXIT: list = []
+
+
+def _stop_forkserver() -> None:
+    """At exit, close the server's pipe and wait for it, so no server outlives the session."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython >= 3.8, private
+    if stop is not None:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - it would exit on EOF anyway, a moment later
+            pass
 
 
 def group_members(pgids) -> list[int]:

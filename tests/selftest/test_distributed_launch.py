@@ -123,3 +123,26 @@ def test_torchrun_entry_refuses_without_torchrun(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         worker.main(["ddp.eager", "impls.naive_function:IMPL"])
     assert "torchrun" in capsys.readouterr().err
+
+
+def test_no_process_outlives_the_session(tmp_path):
+    """A whole session in a subprocess: once it exits, neither ranks nor forkserver remain."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "session.py"
+    script.write_text(
+        "from multiprocessing import forkserver\n"
+        "from harness import checks\n"
+        "from harness.checks import distributed\n"
+        "from harness.registry import resolve\n"
+        "from harness.runner import run_check\n"
+        "if __name__ == '__main__':\n"
+        "    o = run_check(resolve('impls.naive_function:IMPL'), checks.get('ddp.eager'))\n"
+        "    print(o.status, forkserver._forkserver._forkserver_pid, *distributed.LAST_SPAWN['pids'])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    status, *pids = done.stdout.split()[-(distributed.WORLD_SIZE + 2):]
+    assert status == "pass", done.stdout + done.stderr
+    left = [int(p) for p in pids if p != "None" and _alive(int(p))]
+    assert not left, f"still running after the session exited: {left}"
