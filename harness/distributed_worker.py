@@ -307,6 +307,21 @@ def describe_failure(exc: BaseException, frames: int = 3) -> str:
     return f"{type(exc).__name__}: {message}" + (f" (at {where})" if where else "")
 
 
+def where_stuck(dump: str, frames: int = 3) -> str:
+    """The main thread's innermost frames outside torch, from a faulthandler dump, one line."""
+    sections = dump.split("\n\n") if "\n\n" in dump else [dump]
+    main = next((sec for sec in sections if "spawn_entry" in sec or "run_rank" in sec), "")
+    found = []
+    for line in main.splitlines():  # most recent call first
+        line = line.strip()
+        if not line.startswith("File ") or "/torch/" in line:
+            continue
+        path, _, rest = line[len("File "):].partition(", line ")
+        lineno, _, fn = rest.partition(" in ")
+        found.append(f"{os.path.basename(path.strip(chr(34)))}:{lineno} {fn}")
+    return " <- ".join(found[:frames])
+
+
 def _set_pdeathsig() -> None:
     try:
         import ctypes
@@ -321,8 +336,13 @@ def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method
     """Target of `torch.multiprocessing.start_processes` (first argument: the rank)."""
     os.setsid()  # own process group: the parent can kill this rank and anything it started
     _set_pdeathsig()  # and the rank dies with the parent
-    with open(os.path.join(out_dir, f"rank{rank}.pid"), "w") as fh:
-        fh.write(str(os.getpid()))
+    import faulthandler
+    import signal
+
+    # On timeout the parent sends SIGUSR1 first: every thread's Python stack lands in this
+    # file (faulthandler writes from the signal handler, even while a collective blocks).
+    stacks = open(os.path.join(out_dir, f"rank{rank}.stack"), "w")  # noqa: SIM115 - lives with the rank
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     try:
         verdict = run_rank(check_id, impl_ref, rank, world, init_method, opts)
     except BaseException as exc:

@@ -99,6 +99,27 @@ def _kill_ranks(procs) -> None:
             _kill(os.kill, p.pid)
 
 
+def _dump_stacks(procs, tmp: str, wait_s: float = 2.0) -> None:
+    """Ask each live rank for its Python stacks (SIGUSR1 -> faulthandler) before it is killed."""
+    live = [(r, p) for r, p in enumerate(procs) if p.exitcode is None]
+    for _, p in live:
+        _kill_with(signal.SIGUSR1, p.pid)
+    deadline = time.monotonic() + wait_s
+    for r, _ in live:
+        path = os.path.join(tmp, f"rank{r}.stack")
+        while time.monotonic() < deadline and not _read(path):
+            time.sleep(0.05)
+    if live:
+        time.sleep(0.2)  # let the handlers finish writing
+
+
+def _kill_with(sig: int, pid: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _read(path: str) -> str:
     try:
         with open(path) as fh:
@@ -146,6 +167,8 @@ def launch(check_id: str, impl) -> dict:
                         first_bad = rank
                 if first_bad is not None:
                     break
+            if timed_out:
+                _dump_stacks(procs, tmp)
         finally:
             _kill_ranks(procs)
             for p in procs:
@@ -165,9 +188,12 @@ def launch(check_id: str, impl) -> dict:
         errors = {r: _read(os.path.join(tmp, f"rank{r}.err")) for r in range(WORLD_SIZE)}
         if timed_out:
             stuck = [r for r, p in enumerate(procs) if p.exitcode in (-signal.SIGKILL, None)]
+            where = [f"rank {r} at {w}" for r in stuck
+                     if (w := worker.where_stuck(_read(os.path.join(tmp, f"rank{r}.stack"))))]
             said = "; ".join(f"rank {r}: {e}" for r, e in errors.items() if e)
             raise Errored(f"timeout after {limit:g}s (GRL_DIST_TIMEOUT): rank(s) {stuck} still "
-                          f"running, killed" + (f"; {said}" if said else ""), summary="timeout")
+                          f"running, killed" + (f"; {'; '.join(where)}" if where else "")
+                          + (f"; {said}" if said else ""), summary="timeout")
         if first_bad is not None:
             # The first error written is the cause; a peer's "connection closed" comes after.
             written = {r: os.stat(os.path.join(tmp, f"rank{r}.err")).st_mtime_ns

@@ -46,6 +46,8 @@ def test_hanging_rank_times_out_and_leaves_no_process(monkeypatch):
     monkeypatch.setenv("GRL_DIST_TIMEOUT", "15")
     outcome = run_check(by_name("dist_hang_rank1"), catalogue.get("ddp.eager"))
     assert outcome.status == "error" and "timeout" in outcome.detail, outcome
+    # where each stuck rank was, from its faulthandler dump: rank 1 inside the GRL's forward
+    assert "rank 1 at mutants_distributed.py" in outcome.detail, outcome.detail
     assert outcome.duration_s < 60, outcome.duration_s
     _assert_nothing_left()
 
