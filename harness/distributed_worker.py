@@ -2,8 +2,9 @@
 
 One function, `run_rank`, runs on every rank under either launcher:
 
-- inside the harness: `harness.checks.distributed` spawns world size 2 with
-  `torch.multiprocessing` (spawn) and `file://` init in a temporary directory;
+- inside the harness: `harness.checks.distributed` starts world size 2 with
+  `torch.multiprocessing.start_processes` (forkserver by default, spawn on request) and
+  `file://` init in a temporary directory;
 - on a cluster: torchrun sets RANK / WORLD_SIZE / MASTER_ADDR and this module's `main` uses
   `env://` init, for example on two nodes with one process per GPU:
 
@@ -17,7 +18,7 @@ single-process reference over the same global batch, computed with a trusted in-
 Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
 FSDP2 themselves, no hand-written communication.
 
-Kept lean on purpose: a spawned child imports torch, this module and the implementation,
+Kept lean on purpose: a rank imports torch, this module, the registry and the implementation,
 nothing else from the harness.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch import nn
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp"}
 BATCH = 4  # rows per rank
+WORLD = [2]  # world size of this run, set by run_rank (the global batch depends on it)
 DTYPE = torch.float32  # what DANN trains in; float64 alpha precision is backward.reversal's job
 
 
@@ -90,7 +92,7 @@ class ReferenceGRL(nn.Module):
 
 
 def batch(step: int, device) -> tuple[torch.Tensor, ...]:
-    """The global batch of a step (2 * BATCH rows per rank pair, any world size)."""
+    """The global batch of a step: BATCH rows per rank, the same on every rank."""
     g = torch.Generator().manual_seed(1000 + step)
     n = BATCH * WORLD[0]
     x = torch.randn(n, 6, generator=g, dtype=DTYPE)
@@ -99,19 +101,15 @@ def batch(step: int, device) -> tuple[torch.Tensor, ...]:
     return tuple(t.to(device) for t in (x, yt, yd))
 
 
-WORLD = [2]
-
-
 def loss_fn(outputs, yt, yd):
     task, dom = outputs
     return (task - yt).pow(2).mean() + (dom - yd).pow(2).mean()
 
 
 def build(grl: nn.Module, device) -> DannNet:
+    """The same initial weights on every rank and in the reference (seeded here)."""
     torch.manual_seed(0)
-    net = DannNet(nn.Identity())
-    net.grl = grl
-    return net.to(device=device, dtype=DTYPE)
+    return DannNet(grl).to(device=device, dtype=DTYPE)
 
 
 def reference_grads(device, world: int) -> list[dict]:
