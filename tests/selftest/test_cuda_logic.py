@@ -52,3 +52,70 @@ def test_skip_verdict_fails_on_any_skip():
 def test_cuda_checks_skip_with_a_reason_on_cpu(check_id):
     outcome = run_check(resolve("impls.naive_function:IMPL"), catalogue.get(check_id))
     assert outcome.status == "skip" and "CUDA" in outcome.detail, outcome
+
+
+# --- the capture code paths, dry-run on CPU with CUDA stand-ins ------------------------------
+
+class _FakeGraph:
+    """A CUDA graph that captures nothing: replay is a no-op, like a graph whose kernels were
+    frozen at capture. The checks must notice (stale gradients, frozen alpha)."""
+
+    def replay(self):
+        pass
+
+
+class _Nothing:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def wait_stream(self, other):
+        pass
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    monkeypatch.setattr(cuda, "_need_cuda", lambda: torch)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.cuda, "Stream", _Nothing)
+    monkeypatch.setattr(torch.cuda, "stream", _Nothing)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _Nothing())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", _Nothing)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, args: module)
+
+
+def _run(check_id):
+    from harness.checks import get
+
+    return run_check(resolve("impls.naive_function:IMPL"), get(check_id))
+
+
+def test_dry_run_graph_notices_a_replay_that_does_nothing(fake_cuda):
+    outcome = _run("cuda.graph")  # replay 0 equals the capture-time step; replay 1 is stale
+    assert outcome.status == "fail" and outcome.detail.startswith("replay 1"), outcome
+
+
+def test_dry_run_graphed_callables_flow(fake_cuda):
+    outcome = _run("cuda.graphed_callables")  # the stand-in runs eagerly: must pass
+    assert outcome.status == "pass", outcome
+
+
+def test_dry_run_alpha_after_capture_reports_a_frozen_alpha(fake_cuda):
+    outcome = _run("cuda.alpha_after_capture")  # the no-op replay keeps the captured alpha
+    assert outcome.status == "fail" and outcome.summary == "alpha frozen", outcome
+
+
+def test_dry_run_reduce_overhead_counts_a_skip(fake_cuda):
+    """On CPU, inductor never builds CUDA graphs and bumps the skip counter: the whole path
+    (three alphas, nine steps compared with eager, then the counter) must end in `fail`.
+    Costs one inductor CPU compile (about 10 s on 2 cores)."""
+    outcome = _run("cuda.reduce_overhead")
+    assert outcome.status == "fail" and "cudagraph skip" in outcome.summary, outcome
