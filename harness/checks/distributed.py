@@ -1,0 +1,244 @@
+"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (DESIGN.md, 'Distributed').
+
+Each cell spawns world size 2 with `torch.multiprocessing` (spawn, `file://` init in a temporary
+directory); the ranks run `harness.distributed_worker.run_rank` and rank 0 writes a verdict.
+The parent only launches, waits with a deadline, and cleans up: every rank runs in its own
+process group (setsid), which is killed on timeout, failure and success alike, and the cell
+verifies that no process of those groups survives.
+
+GRL_DIST_TIMEOUT (seconds, default 120) bounds one cell; a hung collective becomes `error`
+with "timeout". GRL_DDP_COMPILE_BACKEND (default aot_eager) picks the `ddp.compiled` backend.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from multiprocessing.connection import wait
+
+from harness.checks import check
+from harness.outcome import Errored, Failed, Outcome, Skipped, passed
+
+WORLD_SIZE = 2
+# pids of the ranks of the last launch in this process (self-tests check they are gone)
+LAST_SPAWN: dict = {"pids": [], "survivors": []}
+
+
+# forkserver: one server process per session imports torch once (PRELOAD) and forks each
+# rank from it, about 3x cheaper per cell than spawn on 2 busy cores (docs/distributed.md).
+# GRL_DIST_START_METHOD=spawn gives every rank a fresh interpreter instead.
+PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
+           "torch.distributed.device_mesh", "torch._dynamo", "harness.registry",
+           "harness.distributed_worker"]
+
+
+def start_method() -> str:
+    import multiprocessing
+
+    method = os.environ.get("GRL_DIST_START_METHOD", "forkserver")
+    if method not in multiprocessing.get_all_start_methods():
+        method = "spawn"
+    if method == "forkserver":
+        multiprocessing.set_forkserver_preload(PRELOAD)  # no effect once the server runs
+        if not _STOP_AT_EXIT:
+            import atexit
+
+            atexit.register(_stop_forkserver)
+            _STOP_AT_EXIT.append(True)
+    return method
+
+
+_STOP_AT_EXIT: list = []
+
+
+def _stop_forkserver() -> None:
+    """At exit, close the server's pipe and wait for it, so no server outlives the session."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython >= 3.8, private
+    if stop is not None:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - it would exit on EOF anyway, a moment later
+            pass
+
+
+def group_members(pgids) -> list[int]:
+    """Live (non-zombie) processes whose process group is one of `pgids`, read from /proc."""
+    pgids, found = set(pgids), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp in pgids and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def _kill(kill, pid: int) -> None:
+    try:
+        kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_ranks(procs) -> None:
+    """SIGKILL each rank's process group (setsid made it the leader) and the rank itself.
+
+    The rank itself only while it is unreaped (exitcode None): its pid cannot have been reused.
+    """
+    for p in procs:
+        _kill(os.killpg, p.pid)
+        if p.exitcode is None:
+            _kill(os.kill, p.pid)
+
+
+def _dump_stacks(procs, tmp: str, wait_s: float = 2.0) -> None:
+    """Ask each live rank for its Python stacks (SIGUSR1 -> faulthandler) before it is killed."""
+    live = [(r, p) for r, p in enumerate(procs) if p.exitcode is None]
+    for _, p in live:
+        _kill_with(signal.SIGUSR1, p.pid)
+    deadline = time.monotonic() + wait_s
+    for r, _ in live:
+        path = os.path.join(tmp, f"rank{r}.stack")
+        while time.monotonic() < deadline and not _read(path):
+            time.sleep(0.05)
+    if live:
+        time.sleep(0.2)  # let the handlers finish writing
+
+
+def _kill_with(sig: int, pid: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def launch(check_id: str, impl) -> dict:
+    """Run the ranks; return rank 0's verdict or raise Errored (timeout, crash, traceback)."""
+    import json
+
+    if not impl.ref:
+        raise Errored("implementation has no ref: a child process cannot rebuild it")
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        raise Skipped("torch.distributed is not available in this build")
+    from harness import distributed_worker as worker
+
+    opts = worker.options()
+    limit = opts["timeout_s"]
+    with tempfile.TemporaryDirectory(prefix="grl-dist-") as tmp:
+        ctx = mp.start_processes(worker.spawn_entry,
+                                 args=(check_id, impl.ref, WORLD_SIZE, f"file://{tmp}/init", tmp, opts),
+                                 nprocs=WORLD_SIZE, join=False, start_method=start_method())
+        procs = ctx.processes
+        pids = [p.pid for p in procs]
+        LAST_SPAWN["pids"], LAST_SPAWN["survivors"] = pids, []
+        first_bad = None
+        timed_out = False
+        try:
+            deadline = time.monotonic() + limit
+            pending = {p.sentinel: r for r, p in enumerate(procs)}
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                for sentinel in wait(list(pending), timeout=left):
+                    rank = pending.pop(sentinel)
+                    procs[rank].join()
+                    if procs[rank].exitcode != 0 and first_bad is None:
+                        first_bad = rank
+                if first_bad is not None:
+                    break
+            if timed_out:
+                _dump_stacks(procs, tmp)
+        finally:
+            _kill_ranks(procs)
+            for p in procs:
+                p.join(timeout=10)
+            survivors = group_members(pids)
+            if survivors:  # something escaped the first kill: once more, then report it
+                for pid in survivors:
+                    _kill(os.kill, pid)
+                time.sleep(0.2)
+                survivors = group_members(pids)
+            LAST_SPAWN["survivors"] = survivors
+            for path in ctx.error_files:
+                if path and os.path.exists(path):
+                    os.unlink(path)
+        if survivors:
+            raise Errored(f"processes {survivors} survived the kill of the rank process groups")
+        errors = {r: _read(os.path.join(tmp, f"rank{r}.err")) for r in range(WORLD_SIZE)}
+        if timed_out:
+            stuck = [r for r, p in enumerate(procs) if p.exitcode in (-signal.SIGKILL, None)]
+            where = [f"rank {r} at {w}" for r in stuck
+                     if (w := worker.where_stuck(_read(os.path.join(tmp, f"rank{r}.stack"))))]
+            said = "; ".join(f"rank {r}: {e}" for r, e in errors.items() if e)
+            raise Errored(f"timeout after {limit:g}s (GRL_DIST_TIMEOUT): rank(s) {stuck} still "
+                          f"running, killed" + (f"; {'; '.join(where)}" if where else "")
+                          + (f"; {said}" if said else ""), summary="timeout")
+        if first_bad is not None:
+            # The first error written is the cause; a peer's "connection closed" comes after.
+            written = {r: os.stat(os.path.join(tmp, f"rank{r}.err")).st_mtime_ns
+                       for r, e in errors.items() if e}
+            if written:
+                first_bad = min(written, key=written.get)
+            primary = errors.get(first_bad) or f"exit code {procs[first_bad].exitcode}"
+            others = [f"rank {r}: {e}" for r, e in errors.items() if e and r != first_bad]
+            raise Errored(f"rank {first_bad} failed: {primary}"
+                          + (f" (then {others[0]})" if others else ""), summary=f"rank {first_bad} raised")
+        verdict = _read(os.path.join(tmp, "verdict.json"))
+        if not verdict:
+            raise Errored("ranks exited cleanly but rank 0 wrote no verdict")
+        return json.loads(verdict)
+
+
+def _outcome(verdict: dict) -> Outcome:
+    if verdict["status"] == "fail":
+        raise Failed(verdict["detail"], summary=verdict.get("summary", ""))
+    if verdict["status"] != "pass":
+        raise Errored(verdict["detail"])
+    return passed(verdict["detail"], summary=verdict.get("summary", ""))
+
+
+def _fsdp_available() -> None:
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError as exc:
+        raise Skipped(f"FSDP2 fully_shard not importable: {exc}") from None
+
+
+@check("ddp.eager")
+def ddp_eager(impl) -> Outcome:
+    """Under DDP every rank must train with the alpha it was given and match one process."""
+    return _outcome(launch("ddp.eager", impl))
+
+
+@check("ddp.compiled")
+def ddp_compiled(impl) -> Outcome:
+    """torch.compile around a DDP module (DDPOptimizer splits the graph) must keep the reversal."""
+    return _outcome(launch("ddp.compiled", impl))
+
+
+@check("fsdp")
+def fsdp(impl) -> Outcome:
+    """FSDP2 (fully_shard) shards the GRL's neighbours; the reversed gradient must survive it."""
+    _fsdp_available()
+    return _outcome(launch("fsdp", impl))

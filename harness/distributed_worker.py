@@ -1,0 +1,382 @@
+"""The per-rank side of the distributed checks (`ddp.eager`, `ddp.compiled`, `fsdp`).
+
+One function, `run_rank`, runs on every rank under either launcher:
+
+- inside the harness: `harness.checks.distributed` starts world size 2 with
+  `torch.multiprocessing.start_processes` (forkserver by default, spawn on request) and
+  `file://` init in a temporary directory;
+- on a cluster: torchrun sets RANK / WORLD_SIZE / MASTER_ADDR and this module's `main` uses
+  `env://` init, for example on two nodes with one process per GPU:
+
+      torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \
+          --rdzv-endpoint HOST:29500 -m harness.distributed_worker ddp.eager \
+          impls.naive_function:IMPL --out result.json
+
+Every rank runs the same short DANN-style sequence (alpha changes between steps through
+`set_alpha`, an SGD step after each), records its gradients, and rank 0 judges them against a
+single-process reference over the same global batch, computed with a trusted in-harness GRL.
+Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
+FSDP2 themselves, no hand-written communication.
+
+Kept lean on purpose: a rank imports torch, this module, the registry and the implementation,
+nothing else from the harness.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import traceback
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp"}
+BATCH = 4  # rows per rank
+WORLD = [2]  # world size of this run, set by run_rank (the global batch depends on it)
+DTYPE = torch.float32  # what DANN trains in; float64 alpha precision is backward.reversal's job
+
+
+def dann_alpha(p: float) -> float:
+    """The DANN schedule (Ganin et al., JMLR 2016, 5.2.2)."""
+    return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0
+
+
+# (alpha, who calls set_alpha). The last step is the rank-0-only probe: a `@rank_zero_only`
+# callback or a checkpoint restored on rank 0 alone. Under DDP a buffer alpha reaches rank 1
+# through the buffer broadcast at the next forward; a plain attribute does not.
+SCHEDULE = ((dann_alpha(0.05), "all"), (dann_alpha(0.15), "all"), (0.0, "all"),
+            (dann_alpha(0.30), "all"), (dann_alpha(0.60), "rank0"))
+RTOL, ATOL = 1e-5, 1e-6  # float32; only the reduction order differs from the reference
+
+
+class DannNet(nn.Module):
+    """Shared trunk, a task head, and a domain head behind the GRL (DANN's shape)."""
+
+    def __init__(self, grl: nn.Module) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(6, 8)
+        self.task = nn.Linear(8, 3)
+        self.domain = nn.Linear(8, 2)
+        self.grl = grl
+
+    def forward(self, x):
+        f = torch.tanh(self.trunk(x))
+        return self.task(f), self.domain(self.grl(f))
+
+
+class _RowAlphaReversal(torch.autograd.Function):
+    """Trusted reference: backward is -alpha_row * grad, one alpha per batch row."""
+
+    @staticmethod
+    def forward(ctx, x, alphas):
+        ctx.save_for_backward(alphas)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (alphas,) = ctx.saved_tensors
+        return -alphas.unsqueeze(-1) * grad, None
+
+
+class ReferenceGRL(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alphas = None
+
+    def forward(self, x):
+        return _RowAlphaReversal.apply(x, self.alphas)
+
+
+def batch(step: int, device) -> tuple[torch.Tensor, ...]:
+    """The global batch of a step: BATCH rows per rank, the same on every rank."""
+    g = torch.Generator().manual_seed(1000 + step)
+    n = BATCH * WORLD[0]
+    x = torch.randn(n, 6, generator=g, dtype=DTYPE)
+    yt = torch.randn(n, 3, generator=g, dtype=DTYPE)
+    yd = torch.randn(n, 2, generator=g, dtype=DTYPE)
+    return tuple(t.to(device) for t in (x, yt, yd))
+
+
+def loss_fn(outputs, yt, yd):
+    task, dom = outputs
+    return (task - yt).pow(2).mean() + (dom - yd).pow(2).mean()
+
+
+def build(grl: nn.Module, device) -> DannNet:
+    """The same initial weights on every rank and in the reference (seeded here)."""
+    torch.manual_seed(0)
+    return DannNet(grl).to(device=device, dtype=DTYPE)
+
+
+def reference_grads(device, world: int) -> list[dict]:
+    """Single process, global batch, trusted GRL: the gradients of every step.
+
+    Two candidates per step: alpha as every rank was told ("synced"), and alpha as each rank
+    last set it itself ("per_rank"); they differ only in the rank-0-only step.
+    """
+    out = []
+    ref = ReferenceGRL()
+    net = build(ref, device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    local = [1.0] * world  # the alpha each rank has set (layers start at alpha=1.0)
+    for step, (alpha, who) in enumerate(SCHEDULE):
+        local = [alpha if who == "all" or r == 0 else local[r] for r in range(world)]
+        x, yt, yd = batch(step, device)
+        cands = {}
+        for name, per_rank in (("synced", [alpha] * world), ("per_rank", local)):
+            ref.alphas = torch.tensor(per_rank, dtype=DTYPE, device=device).repeat_interleave(BATCH)
+            net.zero_grad(set_to_none=True)
+            loss_fn(net(x), yt, yd).backward()
+            cands[name] = {n: p.grad.detach().clone() for n, p in net.named_parameters()}
+        for n, p in net.named_parameters():  # train on with the synced gradient
+            p.grad = cands["synced"][n]
+        opt.step()
+        out.append(cands)
+    return out
+
+
+def options() -> dict:
+    """The knobs, read from the environment by the launching process and passed to the ranks
+    (a forkserver child sees the server's environment, not the launcher's current one)."""
+    return {
+        "timeout_s": float(os.environ.get("GRL_DIST_TIMEOUT", 120)),
+        "device": os.environ.get("GRL_DIST_DEVICE", ""),  # "" = cuda when available, else cpu
+        "compile_backend": os.environ.get("GRL_DDP_COMPILE_BACKEND", "aot_eager"),
+    }
+
+
+def _device_and_backend(local_rank: int, world: int, want: str) -> tuple[torch.device, str, str]:
+    want = want or ("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda":
+        if torch.cuda.device_count() >= min(world, int(os.environ.get("LOCAL_WORLD_SIZE", world))):
+            return torch.device("cuda", local_rank), "nccl", ""
+        # One GPU for two ranks: NCCL refuses two ranks on one device; gloo takes CUDA tensors.
+        return torch.device("cuda", 0), "gloo", " (one GPU shared by the ranks: gloo on CUDA tensors)"
+    return torch.device("cpu"), "gloo", ""
+
+
+def _wrap(check_id: str, net: nn.Module, device, backend: str, opts: dict):
+    mode = MODES[check_id]
+    if mode in ("ddp", "ddp_compiled"):
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" and backend == "nccl" else None
+        model = DDP(net, device_ids=ids)
+        if mode == "ddp_compiled":
+            model = torch.compile(model, backend=opts["compile_backend"])
+        return model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    fully_shard(net, mesh=mesh)
+    return net
+
+
+def _full(grad):
+    return grad.full_tensor() if hasattr(grad, "full_tensor") else grad
+
+
+def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, backend: str,
+                opts: dict) -> list:
+    """Every rank: the schedule through DDP / FSDP2, gradients recorded after each backward."""
+    from harness.registry import resolve
+
+    impl = resolve(impl_ref)
+    layer = impl.api.layer(alpha=1.0)
+    net = build(layer, device)
+    model = _wrap(check_id, net, device, backend, opts)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    recorded = []
+    for step, (alpha, who) in enumerate(SCHEDULE):
+        if who == "all" or rank == 0:
+            layer.set_alpha(alpha)
+        x, yt, yd = batch(step, device)
+        rows = slice(rank * BATCH, (rank + 1) * BATCH)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x[rows]), yt[rows], yd[rows]).backward()
+        grads = {}
+        for n, p in net.named_parameters():
+            if p.grad is None and not n.startswith("grl."):
+                raise RuntimeError(f"step {step}: no gradient reached {n}")
+            if p.grad is not None:
+                grads[n] = _full(p.grad).detach().to("cpu", copy=True)
+        recorded.append(grads)
+        opt.step()
+    return recorded
+
+
+def _max_rel(a: dict, b: dict) -> tuple[float, str]:
+    worst, where = 0.0, ""
+    for n in b:
+        d = ((a[n] - b[n]).abs() / (b[n].abs() + ATOL / RTOL)).max().item()
+        if d > worst:
+            worst, where = d, n
+    return worst, where
+
+
+def _close(a: dict, b: dict) -> bool:
+    return all(torch.allclose(a[n], b[n], rtol=RTOL, atol=ATOL) for n in b)
+
+
+def judge(check_id: str, per_rank: list[list[dict]], reference: list[dict], note: str) -> dict:
+    """Rank 0's verdict: `{"status", "detail", "summary"}` (pure, unit-testable)."""
+    fsdp = MODES[check_id] == "fsdp"
+    last = len(SCHEDULE) - 1
+    for step in range(len(SCHEDULE)):
+        for r in range(1, len(per_rank)):
+            for n, g in per_rank[0][step].items():
+                if not torch.equal(g, per_rank[r][step][n]):
+                    diff = (g - per_rank[r][step][n]).abs().max().item()
+                    return {"status": "fail", "summary": "ranks disagree",
+                            "detail": f"step {step}: rank {r}'s gradient of {n} differs from rank 0's "
+                                      f"(max abs diff {diff:.3g}); replicas diverge"}
+        got, want = per_rank[0][step], reference[step]
+        if step < last:
+            if not _close(got, want["synced"]):
+                err, where = _max_rel(got, want["synced"])
+                return {"status": "fail", "summary": f"wrong grad step {step}",
+                        "detail": f"step {step} (every rank called set_alpha({SCHEDULE[step][0]:.4g})): "
+                                  f"gradient of {where} differs from the single-process reference "
+                                  f"over the global batch (max rel err {err:.3g}, rtol {RTOL:g})"}
+    got, want = per_rank[0][last], reference[last]
+    a_new, a_old = SCHEDULE[last][0], SCHEDULE[last - 1][0]
+    if _close(got, want["synced"]):
+        probe, summary = (f"a rank-0-only set_alpha({a_new:.4g}) reached every rank (alpha is state "
+                          "the wrapper synchronises)"), "alpha synced"
+    elif _close(got, want["per_rank"]):
+        probe, summary = (f"a rank-0-only set_alpha({a_new:.4g}) stayed on rank 0; the other ranks "
+                          f"kept {a_old:.4g} (alpha is rank-local: call set_alpha on every rank)"), \
+            "alpha per rank"
+    else:
+        err, where = _max_rel(got, want["synced"])
+        return {"status": "fail", "summary": "wrong grad (rank-0 step)",
+                "detail": f"rank-0-only set_alpha({a_new:.4g}) step: gradient of {where} matches "
+                          f"neither every rank using {a_new:.4g} nor ranks keeping their own alpha "
+                          f"(max rel err {err:.3g})"}
+    across = ("identical on every rank" if not fsdp else "full_tensor() of the sharded gradients")
+    extra = sorted(set(per_rank[0][0]) - set(reference[0]["synced"]))
+    if extra:  # the GRL's own parameters: not in the reference model, reported, not judged
+        note = f"; the GRL has trainable parameters {', '.join(extra)}" + note
+    return {"status": "pass", "summary": summary,
+            "detail": f"{len(SCHEDULE) - 1} steps with set_alpha on every rank (DANN schedule, "
+                      f"0 included) match the single-process reference (float32, rtol {RTOL:g}, atol {ATOL:g}), "
+                      f"{across}; {probe}{note}"}
+
+
+def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: str,
+             opts: dict, local_rank: int | None = None) -> dict | None:
+    """One rank's whole job. Returns rank 0's verdict (None on other ranks)."""
+    WORLD[0] = world
+    torch.set_num_threads(1)
+    device, backend, note = _device_and_backend(rank if local_rank is None else local_rank, world,
+                                                opts["device"])
+    if MODES[check_id] == "fsdp" and backend == "gloo" and device.type == "cuda":
+        device, note = torch.device("cpu"), " (fsdp on cpu/gloo: one GPU cannot host two NCCL ranks)"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
+    try:
+        recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, recorded)
+        if rank != 0:
+            return None
+        reference = reference_grads(torch.device("cpu"), world)
+        where = f" [{backend} on {device.type}, world size {world}" + (
+            f", compiled with backend {opts['compile_backend']} "
+            "around the DDP module" if check_id == "ddp.compiled" else "") + "]"
+        return judge(check_id, gathered, reference, note + where)
+    finally:
+        dist.destroy_process_group()
+
+
+def describe_failure(exc: BaseException, frames: int = 3) -> str:
+    """`Type: message (at file:line fn <- ...)`: a child's last frames outside torch, one line."""
+    message = " ".join(str(exc).split())[:200]
+    tb = traceback.extract_tb(exc.__traceback__)
+    tb = ([f for f in tb if "/torch/" not in f.filename] or tb)[-frames:]
+    where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(tb))
+    return f"{type(exc).__name__}: {message}" + (f" (at {where})" if where else "")
+
+
+def where_stuck(dump: str, frames: int = 3) -> str:
+    """The main thread's innermost frames outside torch, from a faulthandler dump, one line."""
+    sections = dump.split("\n\n") if "\n\n" in dump else [dump]
+    main = next((sec for sec in sections if "spawn_entry" in sec or "run_rank" in sec), "")
+    found = []
+    for line in main.splitlines():  # most recent call first
+        line = line.strip()
+        if not line.startswith("File ") or "/torch/" in line:
+            continue
+        path, _, rest = line[len("File "):].partition(", line ")
+        lineno, _, fn = rest.partition(" in ")
+        found.append(f"{os.path.basename(path.strip(chr(34)))}:{lineno} {fn}")
+    return " <- ".join(found[:frames])
+
+
+def _set_pdeathsig() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:  # noqa: BLE001 - not Linux: the parent's cleanup still kills the group
+        pass
+
+
+def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method: str,
+                out_dir: str, opts: dict) -> None:
+    """Target of `torch.multiprocessing.start_processes` (first argument: the rank)."""
+    os.setsid()  # own process group: the parent can kill this rank and anything it started
+    _set_pdeathsig()  # and the rank dies with the parent
+    import faulthandler
+    import signal
+
+    # On timeout the parent sends SIGUSR1 first: every thread's Python stack lands in this
+    # file (faulthandler writes from the signal handler, even while a collective blocks).
+    stacks = open(os.path.join(out_dir, f"rank{rank}.stack"), "w")  # noqa: SIM115 - lives with the rank
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    try:
+        verdict = run_rank(check_id, impl_ref, rank, world, init_method, opts)
+    except BaseException as exc:
+        with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as fh:
+            fh.write(describe_failure(exc))
+        raise
+    if verdict is not None:
+        with open(os.path.join(out_dir, "verdict.json"), "w") as fh:
+            json.dump(verdict, fh)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """torchrun entry: `python -m harness.distributed_worker CHECK_ID MODULE:ATTR [--out FILE]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.distributed_worker",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("check_id", choices=sorted(MODES))
+    parser.add_argument("impl_ref", help="MODULE:ATTR, as harness.registry.resolve takes it")
+    parser.add_argument("--out", help="rank 0 writes its verdict (JSON) here")
+    args = parser.parse_args(argv)
+    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
+        parser.error("run under torchrun (RANK, WORLD_SIZE, MASTER_ADDR unset); inside the "
+                     "harness the check spawns its own ranks")
+    sys.path.insert(0, os.getcwd())
+    verdict = run_rank(args.check_id, args.impl_ref, int(os.environ["RANK"]),
+                       int(os.environ["WORLD_SIZE"]), "env://", options(),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+    if verdict is not None:
+        print(json.dumps(verdict))
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump(verdict, fh)
+        return 0 if verdict["status"] == "pass" else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

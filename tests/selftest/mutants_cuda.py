@@ -1,0 +1,81 @@
+"""Mutants for the CUDA-graph checks (harness/checks/cuda.py).
+
+All are correct in eager mode and break only under capture, so their trips need a GPU
+(`requires=("cuda",)`): on a CPU machine test_mutants.py asserts the cells are `skip` with a
+reason instead. What each trips on CUDA is written from reading PyTorch, not yet run on a GPU.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tests.selftest.mutation import mutant
+
+
+class _FloatReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * -ctx.alpha, None
+
+
+class _PythonFloatAlpha(nn.Module):
+    """Alpha is a Python float handed to the kernel: capture bakes it into the graph."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def set_alpha(self, alpha):
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        return _FloatReverse.apply(x, self.alpha)
+
+
+class _HostSync(_PythonFloatAlpha):
+    """Forward checks its input for NaN on the host (`bool(tensor)` syncs): capture breaks."""
+
+    def forward(self, x):
+        if bool(torch.isnan(x).any()):
+            raise ValueError("nan in GRL input")
+        return _FloatReverse.apply(x, self.alpha)
+
+
+_CALLS = None  # created with the first layer, so importing this file initialises no CUDA
+
+
+class _CountsCallsInGlobal(_PythonFloatAlpha):
+    """Counts its calls in a module-level CUDA tensor updated in place (for a schedule or a
+    log). Dynamo lifts a global tensor as a graph input that is not static (tensor attributes
+    of a module would be), and cudagraph trees skip a graph that mutates such an input
+    ("mutated inputs")."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__(alpha)
+        global _CALLS
+        if _CALLS is None:
+            _CALLS = torch.zeros((), device="cuda" if torch.cuda.is_available() else "cpu")
+
+    def forward(self, x):
+        _CALLS.add_(1)
+        return _FloatReverse.apply(x, self.alpha)
+
+
+CUDA = ("cuda",)
+
+MUTANTS = [
+    mutant("cuda_alpha_frozen", _PythonFloatAlpha, trips={"cuda.alpha_after_capture": "fail"},
+           why="a Python-float alpha is frozen into the captured backward", requires=CUDA,
+           passes=("cuda.graph",)),
+    mutant("cuda_host_sync", _HostSync,
+           trips={"cuda.graph": "error", "cuda.graphed_callables": "error"},
+           why="a host sync in forward cannot be captured", requires=CUDA),
+    mutant("cuda_global_counter", _CountsCallsInGlobal, trips={"cuda.reduce_overhead": "fail"},
+           why="an in-place update of a global tensor makes reduce-overhead skip CUDA graphs",
+           requires=CUDA),
+]
