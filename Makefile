@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 JOBS ?= 2
 STAMP := $(VENV)/.grl-installed-torch-$(TORCH)
 
-.PHONY: setup test report clean
+.PHONY: setup test report sweep clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -25,6 +25,14 @@ test: setup
 # The matrix alone: printed, and written to reports/ as Markdown and JSON.
 report: setup
 	$(PY) -m pytest -n $(JOBS) tests/conformance
+
+# Latency and memory sweep (not part of `make test`): reports/latency-<torch>-<device>.md/json/png.
+# Extra options: make sweep SWEEP_ARGS="--quick" (see docs/sweep.md). The PNG needs the plot extra.
+SWEEP_ARGS ?=
+sweep: setup
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[plot]" \
+		|| echo "matplotlib not installed: the sweep writes no PNG"
+	$(PY) -m harness.cli sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf .venv .venv-torch* build *.egg-info
