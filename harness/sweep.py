@@ -127,7 +127,7 @@ class Config:
     only: tuple[str, ...] = ()
     impl_refs: tuple[str, ...] = ()
     out: Path = Path("reports")
-    min_run_time: float = 0.2
+    min_run_time: float = 0.1
     threads: int = 0
     kernels: bool = True
     plot: bool = True
@@ -158,12 +158,24 @@ def _error_text(exc: BaseException) -> str:
     return one_line(describe_exception(exc), 300)
 
 
+MIN_BLOCKS = 5
+
+
 def _timer(fn: Callable[[], Any], cfg: Config):
+    """blocked_autorange (warm-up, block size, blocks until min_run_time), topped up to
+    MIN_BLOCKS blocks where one call outlasts min_run_time, so median and IQR mean something."""
     from torch.utils import benchmark
 
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=cfg.threads,
                             label="grl-sweep")
-    return timer.blocked_autorange(min_run_time=cfg.min_run_time)
+    m = timer.blocked_autorange(min_run_time=cfg.min_run_time)
+    if len(m.raw_times) >= MIN_BLOCKS:
+        return m
+    raw = list(m.raw_times)
+    while len(raw) < MIN_BLOCKS:
+        extra = timer.timeit(number=m.number_per_run)
+        raw.extend(extra.raw_times)
+    return benchmark.Measurement(m.number_per_run, raw, m.task_spec, m.metadata)
 
 
 class SavedBytes:
@@ -306,6 +318,12 @@ def run(cfg: Config) -> dict:
             except Exception as exc:  # noqa: BLE001
                 kernels[impl.name] = {"error": _error_text(exc)}
     env = environment.describe()
+    if cfg.device == "cpu" and env["device_slug"] != "cpu":  # --device cpu on a CUDA machine
+        import os
+        import platform
+
+        env["device_slug"] = "cpu"
+        env["device"] = f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
     doc = {
         "schema": latency_report.SCHEMA,
         "kind": "grl-latency-sweep",
@@ -512,7 +530,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     only = tuple(n.strip() for a in args.only for n in a.split(",") if n.strip())
     return Config(device=device, sizes=sizes, dtypes=dtypes, modes=modes, contexts=contexts,
                   phases=phases, only=only, impl_refs=tuple(args.impl), out=Path(args.out),
-                  min_run_time=args.min_run_time or (0.05 if args.quick else 0.2),
+                  min_run_time=args.min_run_time or (0.05 if args.quick else 0.1),
                   threads=args.threads, kernels=not args.no_kernels, plot=not args.no_plot,
                   quick=args.quick, verbose=not args.quiet)
 
