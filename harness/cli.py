@@ -33,7 +33,8 @@ def _sweep(sub) -> None:
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="output directory (default reports/)")
     p.add_argument("--min-run-time", type=float, metavar="S",
-                   help="seconds of timing per measurement (default 0.1, at least 5 blocks; --quick 0.05)")
+                   help="seconds of timing per point (default 0.1, at least 5 blocks; "
+                        "--quick 0.05)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads while timing (default: torch.get_num_threads())")
     p.add_argument("--no-kernels", action="store_true",

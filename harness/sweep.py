@@ -455,7 +455,8 @@ _KERNEL_CALL = re.compile(
 def kernels_in(code: str) -> int:
     """Kernel launches in inductor output code: the lines calling a kernel inside `call()`."""
     total = 0
-    for body in re.findall(r"def call\(self, args\):\n(.*?)(?=\n\S|\Z)", code, flags=re.S) or [code]:
+    for body in re.findall(r"def call\((?:self, )?args\):\n(.*?)(?=\n\S|\Z)", code,
+                           flags=re.S) or [code]:
         total += len(_KERNEL_CALL.findall(body))
     return total
 
