@@ -206,10 +206,16 @@ def render_markdown(doc: dict) -> str:
                            headers=["subject", "context", "mode", "dtype", "stage", "error"],
                            tablefmt="github"), ""]
     if doc.get("compile_s"):
-        lines += ["## Compile times (first forward+backward)", "",
-                  tabulate([[f"`{c['subject']}`", c["context"], c["dtype"], f"{c['seconds']} s"]
+        lines += ["## Compiles (first forward+backward)", "",
+                  "`graphs`: dynamo graphs after the first call, then after every size (more "
+                  "means a recompile: the dynamic shape did not hold); graph breaks at the first "
+                  "call.", "",
+                  tabulate([[f"`{c['subject']}`", c["context"], c["dtype"], f"{c['seconds']} s",
+                             f"{c.get('graphs', '-')} → {c.get('graphs_after_sweep', '-')}",
+                             c.get("graph_breaks", "-")]
                             for c in doc["compile_s"]],
-                           headers=["subject", "context", "dtype", "compile"], tablefmt="github"),
+                           headers=["subject", "context", "dtype", "compile", "graphs",
+                                    "graph breaks"], tablefmt="github"),
                   ""]
     lines += ["## Details", "",
               "Each cell: median ± IQR, ratio (alone: ÷ floor; model: ÷ no_grl), GB/s where the "

@@ -142,7 +142,7 @@ class Config:
                 "threads": self.threads, "quick": self.quick, "alpha": ALPHA,
                 "model": "tanh(GRL(sigmoid(x))), x of N elements (1-D)",
                 "compile": "torch.compile(backend='inductor', dynamic=True), once per subject, "
-                           "dtype and context"}
+                           "dtype and context; donated_buffer=False"}
 
 
 # --- measurement ---------------------------------------------------------------------------
@@ -206,11 +206,15 @@ def _fresh_bytes(y, x) -> int:
 
 
 def _cpu_memory(call: Callable[[torch.Tensor], Any], x: torch.Tensor) -> int:
-    """Saved-for-backward bytes plus a fresh output storage, for one forward (CPU figure)."""
+    """Saved-for-backward bytes plus a fresh output storage, for one forward (the CPU memory
+    figure; recorded as `saved_bytes` on every device)."""
     saved = SavedBytes()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
         y = call(x)
-    total = saved.total + _fresh_bytes(y, x)
+    fresh = _fresh_bytes(y, x)
+    if isinstance(y, torch.Tensor) and y.untyped_storage().data_ptr() in saved.storages:
+        fresh = 0  # the output is itself saved (tanh saves its result): count it once
+    total = saved.total + fresh
     del y
     return total
 
@@ -271,10 +275,21 @@ def floor_bytes(phase: str, n: int, itemsize: int) -> int:
 
 def run(cfg: Config) -> dict:
     """The whole sweep; returns the JSON document (also written when `write` is called)."""
-    start = time.time()
     if cfg.threads <= 0:
         cfg.threads = torch.get_num_threads()
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    # The backward-only statement runs one compiled backward many times (retain_graph=True),
+    # which donated buffers forbid; they save an allocation, not a pass over memory, and the
+    # floor allocates its output too. One subject per dynamo cache: a raised limit is a guard.
+    import torch._dynamo.config
+    import torch._functorch.config
+
+    with torch._functorch.config.patch(donated_buffer=False), \
+            torch._dynamo.config.patch(recompile_limit=64):
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> dict:
+    start = time.time()
     rows: list[dict] = []
     errors: list[dict] = []
     try:
@@ -361,36 +376,42 @@ def _measure_subject(cfg: Config, subject: Subject, mode: str, dname: str, dtype
         errors.append({**key, "stage": "build", "error": _error_text(exc)})
         _log(cfg, f"  {where}: build error: {errors[-1]['error']}")
         return
-    compiled_once = False
-    for exp in cfg.sizes:
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compile_entry: dict | None = None
+    for index, exp in enumerate(cfg.sizes):
         n = 1 << exp
+        stage = f"2^{exp}"
         try:
             base = torch.randn(n, device=cfg.device, dtype=dtype)
             x = base.clone().requires_grad_(True)
             g = torch.randn(n, device=cfg.device, dtype=dtype)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                if not subject.floor and not compiled_once:
+                if index == 0:  # warm-up; in compiled mode this compiles forward and backward
+                    stage = "compile" if mode == "compiled" else stage
                     t0 = time.perf_counter()
-                    torch.autograd.grad(call(x), x, g)  # compiles forward and backward
+                    if subject.floor:
+                        floor_fns[0](x.detach()), floor_fns[1](g)
+                    else:
+                        torch.autograd.grad(call(x), x, g)
                     if mode == "compiled":
-                        compile_s.append({**key, "seconds": round(time.perf_counter() - t0, 2)})
-                    compiled_once = True
-                elif subject.floor and mode == "compiled" and not compiled_once:
-                    floor_fns[0](x.detach()), floor_fns[1](g)
-                    compiled_once = True
+                        compile_entry = {**key, "seconds": round(time.perf_counter() - t0, 2),
+                                         "graphs": counters["stats"]["unique_graphs"],
+                                         "graph_breaks": sum(counters["graph_break"].values())}
+                        compile_s.append(compile_entry)
+                    stage = f"2^{exp}"
                 fns = _phase_fns(subject, call, x, g, floor_fns)
-                mem_cpu = None
-                if cfg.device == "cpu" and not subject.floor:
-                    mem_cpu = _cpu_memory(call, x)
+                saved = 0 if subject.floor else _cpu_memory(call, x)
                 for phase in cfg.phases:
                     m = _timer(fns[phase], cfg)
                     entry = {**key, "phase": phase, "exp": exp, "n": n,
                              "median_s": m.median, "iqr_s": m.iqr, "runs": len(m.times),
                              "number_per_run": m.number_per_run,
                              "floor_bytes": floor_bytes(phase, n, itemsize)}
+                    entry["saved_bytes"] = saved  # kept for backward + fresh output storage
                     if cfg.device == "cpu":
-                        entry["mem_bytes"] = 0 if subject.floor else mem_cpu
+                        entry["mem_bytes"] = saved
                         entry["mem_kind"] = "saved+fresh"
                     else:
                         entry["mem_bytes"] = _cuda_peak(fns[phase])
@@ -398,14 +419,16 @@ def _measure_subject(cfg: Config, subject: Subject, mode: str, dname: str, dtype
                     results.append(entry)
             del fns
         except Exception as exc:  # noqa: BLE001 - one failing subject never stops the sweep
-            errors.append({**key, "stage": f"2^{exp}", "error": _error_text(exc)})
-            _log(cfg, f"  {where} 2^{exp}: error: {errors[-1]['error']}")
+            errors.append({**key, "stage": stage, "error": _error_text(exc)})
+            _log(cfg, f"  {where} {stage}: error: {errors[-1]['error']}")
             break
         finally:
             fns = x = g = base = None
             gc.collect()
             if cfg.device == "cuda":
                 torch.cuda.empty_cache()
+        if compile_entry is not None:  # graphs compiled so far: more than at 2^first = recompiles
+            compile_entry["graphs_after_sweep"] = counters["stats"]["unique_graphs"]
         last = [r for r in results if r["exp"] == exp and all(r[k] == v for k, v in key.items())]
         _log(cfg, f"  {where} 2^{exp}: " + ", ".join(
             f"{r['phase']} {latency_report.fmt_time(r['median_s'])}" for r in last))

@@ -40,10 +40,33 @@ def sweep_raising(x, alpha=1.0):
     return _RaiseInBackward.apply(x)
 
 
+@torch.library.custom_op("grl_sweep_selftest::reverse", mutates_args=())
+def _reverse(x: torch.Tensor, neg_alpha: float) -> torch.Tensor:
+    return x.clone()
+
+
+@_reverse.register_fake
+def _(x, neg_alpha):
+    return torch.empty_like(x)
+
+
+def _reverse_setup(ctx, inputs, output):
+    ctx.neg_alpha = inputs[1]
+
+
+_reverse.register_autograd(lambda ctx, g: (g * ctx.neg_alpha, None), setup_context=_reverse_setup)
+
+
+def sweep_custom_op(x, alpha=1.0):
+    """An opaque custom-op GRL: clones forward, so inductor cannot fuse it away."""
+    return _reverse(x, -float(alpha))
+
+
 def _run(tmp_path, *extra, rows="naive_function,sweep_broken,sweep_raising"):
     argv = ["sweep", "--sizes", "4:6", "--dtypes", "float32", "--min-run-time", "0.002",
             "--threads", "1", "--out", str(tmp_path), "--only", rows, "--no-plot", "-q",
-            "--impl", f"{THIS}:sweep_broken", "--impl", f"{THIS}:sweep_raising", *extra]
+            "--impl", f"{THIS}:sweep_broken", "--impl", f"{THIS}:sweep_raising",
+            "--impl", f"{THIS}:sweep_custom_op", *extra]
     assert cli.main(argv) == 0
     doc = json.loads((tmp_path / "latency-latest.json").read_text())
     slug = latency_report.slug_of(doc)
@@ -152,15 +175,22 @@ runner = Runner(partitions=[])
     assert kernels_in(code) == 5
 
 
-@pytest.mark.skipif(not hasattr(torch, "compile"), reason="no torch.compile")
-def test_compiled_row_and_extra_kernels(tmp_path):
-    """One row through inductor: compiled once, every size timed, kernels counted."""
-    doc, md = _run(tmp_path, "--modes", "compiled", "--contexts", "model", "--phases", "fwdbwd",
-                   "--sizes", "4,6", rows="naive_function")
-    got = {(r["subject"], r["exp"]) for r in doc["results"]}
-    assert got == {(s, e) for s in ("no_grl", "naive_function") for e in (4, 6)}
-    assert {c["subject"] for c in doc["compile_s"]} == {"no_grl", "naive_function"}
-    # the textbook Function is traceable: inductor fuses its scale into the neighbours
+def test_compiled_rows_and_extra_kernels(tmp_path):
+    """Two rows through inductor: compiled once, every size and phase timed, kernels counted.
+
+    The custom op inside the model is the case where a compiled backward has donated
+    buffers, which the backward-only statement (retain_graph=True) must not trip over."""
+    subjects = ("no_grl", "naive_function", "sweep_custom_op")
+    doc, md = _run(tmp_path, "--modes", "compiled", "--contexts", "model", "--sizes", "4,6",
+                   rows="naive_function,sweep_custom_op")
+    assert doc["errors"] == []
+    got = {(r["subject"], r["phase"], r["exp"]) for r in doc["results"]}
+    assert got == {(s, p, e) for s in subjects for p in ("fwd", "bwd", "fwdbwd") for e in (4, 6)}
+    assert {c["subject"] for c in doc["compile_s"]} == set(subjects)
+    assert all(c["graphs_after_sweep"] >= c["graphs"] >= 1 for c in doc["compile_s"])
+    # the textbook Function is traceable: inductor fuses its scale into the neighbours;
+    # an opaque op is a call of its own and splits the fused forward around it
     assert doc["kernels"]["naive_function"]["extra"] == 0
     assert doc["kernels"]["naive_function"]["with"] >= 2
+    assert doc["kernels"]["sweep_custom_op"]["extra"] >= 1
     assert "inductor extra kernels" in md
