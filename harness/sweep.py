@@ -280,11 +280,10 @@ def run(cfg: Config) -> dict:
     # The backward-only statement runs one compiled backward many times (retain_graph=True),
     # which donated buffers forbid; they save an allocation, not a pass over memory, and the
     # floor allocates its output too. One subject per dynamo cache: a raised limit is a guard.
-    import torch._dynamo.config
-    import torch._functorch.config
+    from torch._dynamo import config as dynamo_config
+    from torch._functorch import config as functorch_config
 
-    with torch._functorch.config.patch(donated_buffer=False), \
-            torch._dynamo.config.patch(recompile_limit=64):
+    with functorch_config.patch(donated_buffer=False), dynamo_config.patch(recompile_limit=64):
         return _run(cfg)
 
 
@@ -446,8 +445,10 @@ def _derive(results: list[dict]) -> None:
     for r in results:
         k = (r["mode"], r["dtype"], r["phase"], r["exp"])
         f = floor.get(k)
+        # bandwidth at the floor's bytes: for the floor and the rows (the identity skips the work)
         r["gbps"] = (r["floor_bytes"] / r["median_s"] / 1e9
-                     if r["context"] == "alone" and r["floor_bytes"] and r["median_s"] > 0 else None)
+                     if r["context"] == "alone" and r["subject"] != "identity"
+                     and r["floor_bytes"] and r["median_s"] > 0 else None)
         if r["context"] == "alone":
             r["ratio_floor"] = r["median_s"] / f["median_s"] if f else None
             base = ident.get(k)
