@@ -364,10 +364,3 @@ def annotate(impls: list[dict], doc: dict | None, source: str = "") -> list[dict
                            "created": doc["created"], "source": source}
     return impls
 
-
-def matrix_column(impl: dict) -> str:
-    """The matrix cell for a row's latency entry (used by harness.report)."""
-    lat = impl.get("latency")
-    if not lat:
-        return "-"
-    return fmt_ratio(lat.get("ratio_floor"))
