@@ -13,7 +13,7 @@ PEERS := torch-gradient-reversal==1.0.0 pytorch-revgrad==0.2.0 pytorch-adapt==0.
 PEER_DEPS := pytorch-metric-learning==1.6.3
 PEER_LIGHT := scipy tqdm
 
-.PHONY: setup peers test report gate clean
+.PHONY: setup peers test report gate sweep clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -53,6 +53,14 @@ gate: setup
 	status=$$?; \
 	$(PY) -m harness.cli diff "$$base" $(GATE_DIR)/latest.json; \
 	exit $$status
+
+# Latency and memory sweep (not part of `make test`): reports/latency-<torch>-<device>.md/json/png.
+# Extra options: make sweep SWEEP_ARGS="--quick" (see docs/sweep.md). The PNG needs the plot extra.
+SWEEP_ARGS ?=
+sweep: setup
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[plot]" \
+		|| echo "matplotlib not installed: the sweep writes no PNG"
+	$(PY) -m harness.cli sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf .venv .venv-torch* build *.egg-info

@@ -1,17 +1,60 @@
-"""`grl-harness`: command-line tools around the reports.
+"""`grl-harness`: the harness's command line, one subcommand per tool.
 
-One function per subcommand (`add_<name>(subparsers)` registers it and sets `func`); adding a
-subcommand is adding one function and one entry in COMMANDS.
+Each subcommand is a function below that adds its parser and returns the handler; handlers
+import their (torch-heavy) modules lazily, so `grl-harness --help` stays fast. Adding a
+subcommand is one more `_name(sub)` function and one line in SUBCOMMANDS.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, Sequence
+
+
+def _sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="latency and memory sweep (reports/latency-*.md/json/png)",
+                       description="Time forward, backward and forward+backward of every "
+                                   "registry row against a one-kernel floor; see docs/sweep.md.")
+    p.add_argument("--sizes", metavar="SPEC",
+                   help="exponents of two: LO:HI[:STEP] or a comma list (default 10:24:2 "
+                             "on CPU, 10:26:2 on CUDA; --quick: 10,14,18)")
+    p.add_argument("--dtypes", metavar="LIST",
+                   help="comma list of float32,bfloat16,float16,float64 "
+                             "(default float32,bfloat16; --quick: float32)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME[,NAME]",
+                   help="registry rows to sweep (default: all); baselines always run")
+    p.add_argument("--impl", action="append", default=[], metavar="MODULE:ATTR",
+                   help="add an implementation from outside the repo (as --grl-impl)")
+    p.add_argument("--modes", metavar="LIST", help="eager,compiled (default both)")
+    p.add_argument("--contexts", metavar="LIST", help="alone,model (default both)")
+    p.add_argument("--phases", metavar="LIST", help="fwd,bwd,fwdbwd (default all)")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="default: cuda where available, else cpu")
+    p.add_argument("--out", default="reports", metavar="DIR",
+                   help="output directory (default reports/)")
+    p.add_argument("--min-run-time", type=float, metavar="S",
+                   help="seconds of timing per point (default 0.1, at least 5 blocks; "
+                        "--quick 0.05)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads while timing (default: torch.get_num_threads())")
+    p.add_argument("--no-kernels", action="store_true",
+                   help="skip the inductor kernel count")
+    p.add_argument("--no-plot", action="store_true", help="write no PNG")
+    p.add_argument("--quick", action="store_true",
+                   help="development run: 2^10, 2^14, 2^18, float32, 0.05 s per point")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    def run(args: argparse.Namespace) -> int:
+        from harness import sweep
+
+        return sweep.main(args)
+
+    p.set_defaults(handler=run)
 
 
 # --- diff: compare two JSON reports (or expectations files) ------------------------------
 
-def add_diff(subparsers) -> None:
+def _diff(subparsers) -> None:
     p = subparsers.add_parser(
         "diff", help="tabulated diff of two JSON reports (or baselines): regressions first",
         description="Compare two compatibility reports cell by cell. A regression is a cell that "
@@ -23,7 +66,7 @@ def add_diff(subparsers) -> None:
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit with status 1 when NEW has a regression")
     p.add_argument("--width", type=int, default=100, help="detail column width (default 100)")
-    p.set_defaults(func=run_diff)
+    p.set_defaults(handler=run_diff)
 
 
 def run_diff(args: argparse.Namespace) -> int:
@@ -46,16 +89,28 @@ def run_diff(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
-COMMANDS = [add_diff]
+SUBCOMMANDS: list[Callable] = [_diff, _sweep]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="grl-harness", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grl-harness",
+                                     description="grl-conformance tools (the matrix itself runs "
+                                                 "under pytest: `make test`, `make report`)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """`grl-sweep ...` = `grl-harness sweep ...`."""
+    return main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

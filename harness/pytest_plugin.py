@@ -181,9 +181,21 @@ class MatrixSession:
             impls += [m for n, m in self.impl_meta.items() if n not in known]
             checks = [c.id for c in catalogue.all_checks()]
             env = environment.describe()
+            self._add_latency(impls, env)
             self.slug = f"{env['torch'].split('+')[0]}-{env['device_slug']}"
             self.doc = report.build(env, impls, checks, self.cells.values(), time.time() - self.start)
         return self.doc
+
+    def _add_latency(self, impls: list[dict], env: dict) -> None:
+        """Each row's overhead from the latest latency sweep of this torch and device, if any."""
+        from harness import latency_report
+
+        dirs = [self.config.getoption("--grl-report-dir") or "", self.config.rootpath / "reports"]
+        try:
+            doc = latency_report.find([d for d in dirs if d], env["torch"], env["device_slug"])
+            latency_report.annotate(impls, doc, source="latency sweep")
+        except Exception:  # noqa: BLE001 - a stale or odd sweep file never breaks the matrix
+            pass
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         doc = self.report_doc()

@@ -79,10 +79,14 @@ def render_terminal(doc: dict) -> str:
     names = [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
     out = []
     width = 7
+    latency = _latency(doc)
     for start in range(0, len(checks), width):
         group = checks[start:start + width]
-        rows = [[name] + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
-        out.append(tabulate(rows, headers=["impl"] + group, tablefmt="simple"))
+        lat = latency if latency and start == 0 else {}
+        rows = [[name] + ([lat[name]] if lat else [])
+                + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
+        out.append(tabulate(rows, headers=["impl"] + ([LATENCY_HEADER] if lat else []) + group,
+                            tablefmt="simple"))
     tally = ", ".join(f"{n} {s}" for s, n in counts(doc).items())
     out.append(f"{len(doc['cells'])} cells: {tally}")
     worst = [c for c in doc["cells"] if c["status"] == "fail"]
@@ -97,9 +101,10 @@ def render_markdown(doc: dict) -> str:
     checks = _columns(doc)
     names = [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
     notes: list[str] = []
+    latency = _latency(doc)
     rows = []
     for name in names:
-        row = [f"`{name}`"]
+        row = [f"`{name}`"] + ([latency[name]] if latency else [])
         for check in checks:
             cell = index.get((name, check))
             text = cell_label(cell, MARK)
@@ -123,8 +128,10 @@ def render_markdown(doc: dict) -> str:
         "Rows are implementations, columns are checks (ids from DESIGN.md). A footnote on every "
         "cell that is not a plain pass gives its detail.",
         "",
-        tabulate(rows, headers=["impl"] + [f"`{c}`" for c in checks], tablefmt="github"),
+        tabulate(rows, headers=["impl"] + ([LATENCY_HEADER] if latency else [])
+                 + [f"`{c}`" for c in checks], tablefmt="github"),
         "",
+        *([_latency_note(doc), ""] if latency else []),
         "## Legend",
         "",
         tabulate([[MARK[s], LEGEND[s]] for s in ("fail", "error", "xfail", "skip", "n/a", "pass")],
@@ -141,6 +148,27 @@ def render_markdown(doc: dict) -> str:
     if notes:
         lines += ["## Notes", ""] + notes + [""]
     return "\n".join(lines)
+
+
+LATENCY_HEADER = "fwd+bwd ÷ floor"
+
+
+def _latency(doc: dict) -> dict[str, str]:
+    """Row name -> overhead ratio text, where a latency sweep annotated the rows; else {}."""
+    if not any(i.get("latency") for i in doc["impls"]):
+        return {}
+    out = {}
+    for impl in doc["impls"]:
+        ratio = (impl.get("latency") or {}).get("ratio_floor")
+        out[impl["name"]] = "-" if ratio is None else f"×{ratio:.2f}"
+    return out
+
+
+def _latency_note(doc: dict) -> str:
+    lat = next(i["latency"] for i in doc["impls"] if i.get("latency"))
+    return (f"`{LATENCY_HEADER}`: median time of {lat['at']} ({lat['device']}) divided by the "
+            f"one-kernel floor (`grad * -alpha`), from the latency sweep of {lat['created']} "
+            "(`grl-harness sweep`, docs/sweep.md); not part of the pass/fail verdict.")
 
 
 def _md_escape(text: str) -> str:
