@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 JOBS ?= 2
 STAMP := $(VENV)/.grl-installed-torch-$(TORCH)
 
-.PHONY: setup test report clean
+.PHONY: setup test report clean train-plot
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -28,3 +28,7 @@ report: setup
 
 clean:
 	rm -rf .venv .venv-torch* build *.egg-info
+
+# The train area's picture (matplotlib optional: without it, a message and no picture).
+train-plot: setup
+	$(PY) -m harness.train_plot -o reports/dann-moons.png

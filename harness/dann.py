@@ -169,25 +169,27 @@ class Result:
         return self._mean(self.domain_acc)
 
     def failures(self) -> list[str]:
-        """Which pass criteria are not met (empty: adapted)."""
+        """Which pass criteria are not met (empty: adapted), compactly."""
         out = []
-        bad = [(s, a) for s, a in zip(self.seeds, self.source_acc) if a < MIN_SOURCE_ACC]
-        if bad:
-            out.append(f"source acc < {MIN_SOURCE_ACC} on seed(s) " + ", ".join(f"{s} ({a:.3f})" for s, a in bad))
-        bad = [(s, a) for s, a in zip(self.seeds, self.domain_acc) if a > MAX_DOMAIN_ACC]
-        if bad:
-            out.append(f"domain-head acc > {MAX_DOMAIN_ACC} on seed(s) " + ", ".join(f"{s} ({a:.3f})" for s, a in bad))
-        bad = [(s, a) for s, a in zip(self.seeds, self.target_acc) if a < MIN_TARGET_ACC]
-        if bad:
-            out.append(f"target acc < {MIN_TARGET_ACC} on seed(s) " + ", ".join(f"{s} ({a:.3f})" for s, a in bad))
+        n = len(self.seeds)
+        for name, values, bad, limit in (
+                ("source acc <", self.source_acc, lambda a: a < MIN_SOURCE_ACC, MIN_SOURCE_ACC),
+                ("domain-head acc >", self.domain_acc, lambda a: a > MAX_DOMAIN_ACC, MAX_DOMAIN_ACC),
+                ("target acc <", self.target_acc, lambda a: a < MIN_TARGET_ACC, MIN_TARGET_ACC)):
+            hits = [a for a in values if bad(a)]
+            if hits:
+                worst = min(hits) if "<" in name else max(hits)
+                out.append(f"{name} {limit} on {len(hits)}/{n} seeds (worst {worst:.3f})")
         if self.mean_target < MIN_MEAN_TARGET_ACC:
             out.append(f"mean target acc {self.mean_target:.3f} < {MIN_MEAN_TARGET_ACC}")
         return out
 
     def summary_line(self) -> str:
-        return (f"source {self.mean_source:.3f} (worst {min(self.source_acc):.3f}), "
-                f"target {self.mean_target:.3f} (worst {min(self.target_acc):.3f}), "
-                f"domain head {self.mean_domain:.3f} (worst {max(self.domain_acc):.3f})")
+        """Mean and worst seed of each accuracy."""
+        return (f"acc mean/worst of seeds {','.join(map(str, self.seeds))}: "
+                f"source {self.mean_source:.3f}/{min(self.source_acc):.3f}, "
+                f"target {self.mean_target:.3f}/{min(self.target_acc):.3f}, "
+                f"domain head {self.mean_domain:.3f}/{max(self.domain_acc):.3f}")
 
 
 @contextmanager
