@@ -42,24 +42,27 @@ def dann_moons(impl):
 @check("train.dann_moons_compiled")
 def dann_moons_compiled(impl):
     """The same DANN with the model compiled by inductor must adapt just as well as eager."""
-    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
 
     layer = impl.api.layer(alpha=dann.ALPHA)
     torch._dynamo.reset()  # a fresh cache: earlier cells must not push this one to the recompile limit
-    counter = CompileCounterWithBackend("inductor")
-    start = time.perf_counter()
+    counters.clear()
     first: list[int] = []
+    start = time.perf_counter()
     try:
-        result = dann.train(layer, compile_backend=counter,
-                            after_first_step=lambda: first.append(counter.frame_count))
+        result = dann.train(layer, compile_backend="inductor",
+                            after_first_step=lambda: first.append(counters["frames"]["total"]))
+        graphs = counters["stats"]["unique_graphs"]
+        breaks = sum(counters["graph_break"].values())
+        frames = counters["frames"]["total"]
     finally:
         torch._dynamo.reset()
     train_s = time.perf_counter() - start
-    if counter.frame_count == 0:
+    if graphs == 0:
         raise Errored("torch.compile compiled nothing: the model ran eagerly, so this cell would "
                       "test eager training again", summary="not compiled")
-    recompiles = counter.frame_count - first[0]
-    how = (f"inductor (forward+loss; optimizer eager): {first[0]} graph(s), {recompiles} "
-           f"recompile(s) after step 0, first step {result.compile_s:.1f} s, {result.steps} steps "
-           f"{train_s:.1f} s")
+    recompiles = frames - first[0]
+    how = (f"inductor on forward+loss (optimizer eager): {graphs} graph(s), {breaks} graph "
+           f"break(s), {recompiles} recompile(s) after step 0; first step {result.compile_s:.1f} s, "
+           f"{result.steps} steps {train_s:.1f} s")
     return _verdict(result, how, f", {recompiles} recompile(s)" if recompiles else "")
