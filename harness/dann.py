@@ -287,3 +287,75 @@ def reference_grl() -> Callable[[], nn.Module]:
             return _Rev.apply(x, self.alpha)
 
     return ReferenceGRL
+
+
+# --- evidence: `python -m harness.dann --seeds 100` -----------------------------------------
+
+def _variants() -> dict[str, Callable[[], nn.Module | None]]:
+    """What the sweep trains: a correct GRL, the baseline, and the train mutants (if importable)."""
+    out: dict[str, Callable[[], nn.Module | None]] = {
+        "correct": lambda: reference_grl()(ALPHA),
+        "baseline": lambda: None,
+        "correct_alpha1": lambda: reference_grl()(1.0),
+    }
+    try:
+        from tests.selftest.mutants_train import MUTANTS
+    except ImportError:  # installed without the tests: sweep the correct GRL and the baseline only
+        return out
+    for m in MUTANTS:
+        out[m.impl.name] = (lambda m=m: m.impl.api.layer(alpha=ALPHA))
+    return out
+
+
+def sweep(n_seeds: int, steps: int, names: Sequence[str] | None, compile_backend: str | None) -> list[str]:
+    """Per variant: mean/worst of each accuracy over n_seeds seeds, how many seeds break each
+    per-seed criterion, and how many disjoint 5-seed groups the cell would fail."""
+    import time
+
+    variants = _variants()
+    lines = []
+    seeds = tuple(range(n_seeds))
+    for name in names or list(variants):
+        if compile_backend:
+            torch._dynamo.reset()
+        start = time.perf_counter()
+        r = train(variants[name](), seeds, steps, average_last=min(AVERAGE_LAST, steps // 4),
+                  compile_backend=compile_backend)
+        took = time.perf_counter() - start
+        groups = [Result(seeds[i:i + 5], r.source_acc[i:i + 5], r.target_acc[i:i + 5],
+                         r.domain_acc[i:i + 5], steps) for i in range(0, n_seeds - n_seeds % 5, 5)]
+        failing = sum(bool(g.failures()) for g in groups)
+        lines.append(
+            f"{name:24s} source {r.mean_source:.3f}/{min(r.source_acc):.3f}  "
+            f"target {r.mean_target:.3f}/{min(r.target_acc):.3f}/{max(r.target_acc):.3f}  "
+            f"domain {r.mean_domain:.3f}/{max(r.domain_acc):.3f}  seeds breaking "
+            f"src/dom/tgt/any {sum(a < MIN_SOURCE_ACC for a in r.source_acc)}/"
+            f"{sum(a > MAX_DOMAIN_ACC for a in r.domain_acc)}/"
+            f"{sum(a < MIN_TARGET_ACC for a in r.target_acc)}/"
+            f"{sum(a < MIN_SOURCE_ACC or c > MAX_DOMAIN_ACC or b < MIN_TARGET_ACC for a, b, c in zip(r.source_acc, r.target_acc, r.domain_acc))}  "
+            f"5-seed cells failing {failing}/{len(groups)}  ({took:.1f} s)")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.dann",
+        description="Evidence for the train criteria: train correct, baseline and mutant GRLs on "
+                    "many seeds. Columns: mean/worst source acc, mean/worst/best target acc, "
+                    "mean/worst domain-head acc.")
+    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--only", default=None, help="comma-separated variant names")
+    parser.add_argument("--compile", default=None, metavar="BACKEND", help="e.g. inductor")
+    args = parser.parse_args(argv)
+    print(f"{args.seeds} seeds, {args.steps} steps, alpha {ALPHA}, "
+          f"{'compiled with ' + args.compile if args.compile else 'eager'}; torch {torch.__version__}")
+    sweep(args.seeds, args.steps, args.only.split(",") if args.only else None, args.compile)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
