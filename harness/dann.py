@@ -186,7 +186,9 @@ class Result:
 
     def summary_line(self) -> str:
         """Mean and worst seed of each accuracy."""
-        return (f"acc mean/worst of seeds {','.join(map(str, self.seeds))}: "
+        seeds = (f"{self.seeds[0]}-{self.seeds[-1]}" if self.seeds == tuple(range(self.seeds[0], self.seeds[-1] + 1))
+                 else ",".join(map(str, self.seeds)))
+        return (f"acc mean/worst over seeds {seeds}: "
                 f"source {self.mean_source:.3f}/{min(self.source_acc):.3f}, "
                 f"target {self.mean_target:.3f}/{min(self.target_acc):.3f}, "
                 f"domain head {self.mean_domain:.3f}/{max(self.domain_acc):.3f}")

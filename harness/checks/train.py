@@ -21,7 +21,7 @@ from harness.outcome import Errored, Failed, passed
 
 def _verdict(result: dann.Result, note: str, extra: str = ""):
     base = dann.baseline()
-    detail = f"{result.summary_line()}; baseline (detached) target {base.mean_target:.3f}; {note}"
+    detail = f"{result.summary_line()}; baseline target {base.mean_target:.3f}; {note}"
     problems = result.failures()
     if problems:
         raise Failed("did not adapt: " + "; ".join(problems) + ". " + detail,
@@ -62,7 +62,7 @@ def dann_moons_compiled(impl):
         raise Errored("torch.compile compiled nothing: the model ran eagerly, so this cell would "
                       "test eager training again", summary="not compiled")
     recompiles = frames - first[0]
-    how = (f"inductor on forward+loss (optimizer eager): {graphs} graph(s), {breaks} graph "
-           f"break(s), {recompiles} recompile(s) after step 0; first step {result.compile_s:.1f} s, "
+    how = (f"inductor on forward+loss, Adam eager: {graphs} graph(s), {breaks} break(s), "
+           f"{recompiles} recompile(s) after step 0; first step {result.compile_s:.1f} s, "
            f"{result.steps} steps {train_s:.1f} s")
     return _verdict(result, how, f", {recompiles} recompile(s)" if recompiles else "")
