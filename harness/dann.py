@@ -2,8 +2,8 @@
 
 Source: two interleaving moons (150 points each, the `sklearn.datasets.make_moons` formulas,
 Gaussian noise 0.05), labelled. Target: a fresh sample of the same kind rotated by 35 degrees
-about the origin, unlabelled during training (its labels only score the model). Both are centred
-by the source mean and multiplied by 2.
+(counter-clockwise) about the source mean, unlabelled during training (its labels only score the
+model). Both are centred by the source mean and multiplied by 2.
 
 Network: one hidden layer of 15 sigmoid units shared by a label head (logistic) and a domain
 head (logistic) that sees the features through the GRL under test. Every seed has its own data
@@ -31,7 +31,6 @@ N_PER_MOON = 150
 NOISE = 0.05
 ROTATION_DEG = 35.0
 SCALE = 2.0
-ROTATE_ABOUT_MEAN = True
 HIDDEN = 15
 ALPHA = 6.0
 LR = 0.01
@@ -82,10 +81,7 @@ def make_data(seeds: Sequence[int], dtype: torch.dtype = torch.float32) -> Data:
         s, sy = make_moons(N_PER_MOON, NOISE, gen)
         t, ty = make_moons(N_PER_MOON, NOISE, gen)
         mean = s.mean(0)
-        if ROTATE_ABOUT_MEAN:
-            t = rotate(t - mean, ROTATION_DEG) + mean
-        else:
-            t = rotate(t, ROTATION_DEG)
+        t = rotate(t - mean, ROTATION_DEG) + mean
         xs.append((s - mean) * SCALE)
         xt.append((t - mean) * SCALE)
         ys.append(sy)
