@@ -13,7 +13,7 @@ PEERS := torch-gradient-reversal==1.0.0 pytorch-revgrad==0.2.0 pytorch-adapt==0.
 PEER_DEPS := pytorch-metric-learning==1.6.3
 PEER_LIGHT := scipy tqdm
 
-.PHONY: setup peers test report gate sweep clean
+.PHONY: setup peers plot test report gate sweep train-plot clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -35,9 +35,15 @@ peers:
 test: setup
 	$(PY) -m pytest -n $(JOBS)
 
-# The matrix alone: printed, and written to reports/ as Markdown and JSON.
-report: setup
+# The optional plotting extra (matplotlib) for the PNGs; everything runs without it.
+plot: setup
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[plot]" \
+		|| echo "matplotlib not installed: no PNGs"
+
+# The matrix alone: printed, and written to reports/ as Markdown and JSON; then the DANN picture.
+report: setup plot
 	$(PY) -m pytest -n $(JOBS) tests/conformance
+	$(MAKE) --no-print-directory train-plot
 
 # The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
 # matrix run against the expectations for it (or the newest older torch), then the diff.
@@ -57,10 +63,12 @@ gate: setup
 # Latency and memory sweep (not part of `make test`): reports/latency-<torch>-<device>.md/json/png.
 # Extra options: make sweep SWEEP_ARGS="--quick" (see docs/sweep.md). The PNG needs the plot extra.
 SWEEP_ARGS ?=
-sweep: setup
-	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[plot]" \
-		|| echo "matplotlib not installed: the sweep writes no PNG"
+sweep: setup plot
 	$(PY) -m harness.cli sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf .venv .venv-torch* build *.egg-info
+
+# The train area's picture (matplotlib optional: without it, a message and no picture).
+train-plot: setup
+	$(PY) -m harness.train_plot -o reports/dann-moons.png

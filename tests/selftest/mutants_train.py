@@ -1,0 +1,64 @@
+"""Mutants for the train checks (harness/checks/train.py): GRLs a DANN cannot adapt through."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tests.selftest.mutation import mutant
+
+
+class _AlphaLayer(nn.Module):
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def set_alpha(self, alpha):
+        self.alpha = float(alpha)
+
+
+class _IdentityBackward(_AlphaLayer):
+    """Forward and backward are both the identity: the features cooperate with the domain head."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+
+class _InputHook(_AlphaLayer):
+    """Reverses through a hook on its input: the shared features, so the label head's gradient
+    is reversed too."""
+
+    def forward(self, x):
+        if x.requires_grad:
+            alpha = self.alpha
+            x.register_hook(lambda g: g * -alpha)
+        return x
+
+
+class _Scale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.alpha, None
+
+
+class _SignFlipped(_AlphaLayer):
+    """Backward multiplies by +alpha instead of -alpha."""
+
+    def forward(self, x):
+        return _Scale.apply(x, self.alpha)
+
+
+_BOTH = {"train.dann_moons": "fail", "train.dann_moons_compiled": "fail"}
+
+MUTANTS = [
+    mutant("train_identity_backward", _IdentityBackward, trips=_BOTH,
+           why="no reversal: the features learn to separate the domains"),
+    mutant("train_input_hook", _InputHook, trips=_BOTH, kind="hook",
+           why="a hook on the shared features reverses the label head's gradient too"),
+    mutant("train_sign_flipped", _SignFlipped, trips=_BOTH,
+           why="backward is +alpha * grad: features help the domain head"),
+]
