@@ -183,7 +183,11 @@ class MatrixSession:
             env = environment.describe()
             self._add_latency(impls, env)
             self.slug = f"{env['torch'].split('+')[0]}-{env['device_slug']}"
-            self.doc = report.build(env, impls, checks, self.cells.values(), time.time() - self.start)
+            areas: dict[str, list[str]] = {}
+            for chk in catalogue.all_checks():
+                areas.setdefault(chk.area, []).append(chk.id)
+            self.doc = report.build(env, impls, checks, self.cells.values(),
+                                    time.time() - self.start, areas)
         return self.doc
 
     def _add_latency(self, impls: list[dict], env: dict) -> None:

@@ -28,7 +28,7 @@ TERM = {"pass": "pass", "fail": "FAIL", "error": "error", "skip": "skip", "n/a":
 
 
 def build(env: dict, impls: Iterable[dict], checks: Iterable[str], cells: Iterable[dict],
-          duration_s: float) -> dict:
+          duration_s: float, areas: dict[str, list[str]] | None = None) -> dict:
     """The report document; cells ordered by implementation then check."""
     impls = list(impls)
     checks = list(checks)
@@ -45,6 +45,7 @@ def build(env: dict, impls: Iterable[dict], checks: Iterable[str], cells: Iterab
         "impls": impls,
         "checks": checks,
         "cells": ordered,
+        **({"areas": areas} if areas else {}),
         **({"extra": env["extra"]} if env.get("extra") else {}),
     }
 
@@ -72,21 +73,40 @@ def counts(doc: dict) -> dict[str, int]:
     return {s: n for s, n in tally.items() if n}
 
 
-def render_terminal(doc: dict) -> str:
-    """Matrix for the terminal: one table per group of columns, so it fits a screen."""
+def _rows(doc: dict) -> list[str]:
     index = _index(doc)
+    return [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
+
+
+def _groups(doc: dict, width: int | None = None) -> list[tuple[str, list[str]]]:
+    """Columns grouped by area (when the report names areas), each group at most `width` wide."""
     checks = _columns(doc)
-    names = [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
-    out = []
-    width = 7
+    areas = doc.get("areas") or {}
+    grouped = [(area, [c for c in ids if c in checks]) for area, ids in areas.items()]
+    seen = {c for _, ids in grouped for c in ids}
+    grouped = [(a, ids) for a, ids in grouped if ids] + ([("", [c for c in checks if c not in seen])]
+                                                         if len(seen) < len(checks) else [])
+    if width:
+        grouped = [(area, ids[i:i + width]) for area, ids in grouped for i in range(0, len(ids), width)]
+    return grouped
+
+
+def _row_tally(doc: dict, name: str) -> list[int]:
+    statuses = [c["status"] for c in doc["cells"] if c["impl"] == name]
+    return [statuses.count(s) for s in STATUS_ORDER]
+
+
+def render_terminal(doc: dict) -> str:
+    """Matrix for the terminal: one table per area (split when wide), so it fits a screen."""
+    index = _index(doc)
+    names = _rows(doc)
     latency = _latency(doc)
-    for start in range(0, len(checks), width):
-        group = checks[start:start + width]
-        lat = latency if latency and start == 0 else {}
-        rows = [[name] + ([lat[name]] if lat else [])
-                + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
-        out.append(tabulate(rows, headers=["impl"] + ([LATENCY_HEADER] if lat else []) + group,
-                            tablefmt="simple"))
+    out = [tabulate([[n] + ([latency[n]] if latency else []) + _row_tally(doc, n) for n in names],
+                    headers=["impl"] + ([LATENCY_HEADER] if latency else []) + list(STATUS_ORDER),
+                    tablefmt="simple")]
+    for area, group in _groups(doc, width=8):
+        rows = [[name] + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
+        out.append(tabulate(rows, headers=[area or "impl"] + group, tablefmt="simple"))
     tally = ", ".join(f"{n} {s}" for s, n in counts(doc).items())
     out.append(f"{len(doc['cells'])} cells: {tally}")
     worst = [c for c in doc["cells"] if c["status"] == "fail"]
@@ -98,22 +118,26 @@ def render_terminal(doc: dict) -> str:
 
 def render_markdown(doc: dict) -> str:
     index = _index(doc)
-    checks = _columns(doc)
-    names = [i["name"] for i in doc["impls"] if any(k[0] == i["name"] for k in index)]
-    notes: list[str] = []
+    names = _rows(doc)
     latency = _latency(doc)
-    rows = []
-    for name in names:
-        row = [f"`{name}`"] + ([latency[name]] if latency else [])
-        for check in checks:
-            cell = index.get((name, check))
-            text = cell_label(cell, MARK)
-            if cell is not None and (cell["status"] != "pass" or cell.get("summary") == "unexpected"):
-                notes.append(f"[^{len(notes) + 1}]: `{name}` / `{check}` ({cell['status']}): "
-                             f"{_md_escape(cell['detail']) or '(no detail)'}")
-                text += f" [^{len(notes)}]"
-            row.append(text)
-        rows.append(row)
+    notes: dict[tuple[str, str], int] = {}  # (status, detail) -> footnote number: one note per text
+
+    def label(name: str, check: str) -> str:
+        cell = index.get((name, check))
+        text = cell_label(cell, MARK)
+        if cell is not None and (cell["status"] != "pass" or cell.get("summary") == "unexpected"):
+            key = (cell["status"], _md_escape(cell["detail"]) or "(no detail)")
+            number = notes.setdefault(key, len(notes) + 1)
+            text += f" [^{number}]"
+        return text
+
+    tables: list[str] = []
+    for area, group in _groups(doc):
+        rows = [[f"`{name}`"] + [label(name, c) for c in group] for name in names]
+        tables += [f"### {area}" if area else "### checks", "",
+                   tabulate(rows, headers=["impl"] + [f"`{c}`" for c in group], tablefmt="github"), ""]
+    summary = [[f"`{n}`"] + ([latency[n]] if latency else []) + [v or "" for v in _row_tally(doc, n)]
+               for n in names]
     impl_rows = [[f"`{i['name']}`", i["kind"], i["origin"]] for i in doc["impls"] if i["name"] in names]
     lines = [
         f"# GRL compatibility matrix: torch {doc['torch']}, {doc['device']}",
@@ -123,15 +147,18 @@ def render_markdown(doc: dict) -> str:
                   ["cells", ", ".join(f"{n} {s}" for s, n in counts(doc).items())]],
                  headers=["environment", ""], tablefmt="github"),
         "",
-        "## Matrix",
+        "## Summary",
         "",
-        "Rows are implementations, columns are checks (ids from DESIGN.md). A footnote on every "
-        "cell that is not a plain pass gives its detail.",
-        "",
-        tabulate(rows, headers=["impl"] + ([LATENCY_HEADER] if latency else [])
-                 + [f"`{c}`" for c in checks], tablefmt="github"),
+        tabulate(summary, headers=["impl"] + ([LATENCY_HEADER] if latency else [])
+                 + [MARK[s] for s in STATUS_ORDER], tablefmt="github"),
         "",
         *([_latency_note(doc), ""] if latency else []),
+        "## Matrix",
+        "",
+        "Rows are implementations, columns are checks (ids from DESIGN.md), one table per area. "
+        "A footnote on every cell that is not a plain pass gives its detail.",
+        "",
+        *tables,
         "## Legend",
         "",
         tabulate([[MARK[s], LEGEND[s]] for s in ("fail", "error", "xfail", "skip", "n/a", "pass")],
@@ -146,7 +173,8 @@ def render_markdown(doc: dict) -> str:
     for title, text in extra.items():
         lines += [f"## {title}", "", text, ""]
     if notes:
-        lines += ["## Notes", ""] + notes + [""]
+        lines += ["## Notes", ""]
+        lines += [f"[^{n}]: {status}: {detail}" for (status, detail), n in notes.items()] + [""]
     return "\n".join(lines)
 
 

@@ -422,7 +422,7 @@ def _measure_subject(cfg: Config, subject: Subject, mode: str, dname: str, dtype
             _log(cfg, f"  {where} {stage}: error: {errors[-1]['error']}")
             break
         finally:
-            fns = x = g = base = None
+            x = g = base = None
             gc.collect()
             if cfg.device == "cuda":
                 torch.cuda.empty_cache()

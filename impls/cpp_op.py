@@ -22,14 +22,14 @@ import threading
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from impls._alpha import NegAlphaLayer, neg_alpha_tensor
 from harness.registry import GRL, Impl
 from impls._cpp_build import build_and_load
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "grl_op.cpp"
 LIBRARY = "grl_cpp"
-ALPHA_DTYPE = torch.float64
 
 _lock = threading.Lock()
 _loaded: str | None = None
@@ -50,40 +50,18 @@ def _fake_reverse(x: Tensor, neg_alpha: Tensor) -> Tensor:
     return torch.empty_like(x)
 
 
-class GradientReversalLayer(nn.Module):
-    neg_alpha: Tensor
-
+class GradientReversalLayer(NegAlphaLayer):
     def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
         load_library()
-        self.register_buffer("neg_alpha", torch.tensor(-float(alpha), dtype=ALPHA_DTYPE))
-
-    @torch.no_grad()
-    def set_alpha(self, alpha) -> None:
-        if isinstance(alpha, Tensor):
-            self.neg_alpha.copy_(alpha.detach().neg())
-        else:
-            self.neg_alpha.fill_(-float(alpha))
-
-    @property
-    def alpha(self) -> float:
-        """The current alpha as a float (a device sync on CUDA; never used in forward)."""
-        return -float(self.neg_alpha)
+        super().__init__(alpha)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.ops.grl_cpp.reverse(x, self.neg_alpha)
 
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
-
 
 def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
     load_library()
-    if isinstance(alpha, Tensor):
-        neg_alpha = -alpha.detach().to(ALPHA_DTYPE)
-    else:
-        neg_alpha = torch.tensor(-float(alpha), dtype=ALPHA_DTYPE)
-    return torch.ops.grl_cpp.reverse(x, neg_alpha)
+    return torch.ops.grl_cpp.reverse(x, neg_alpha_tensor(alpha))
 
 
 def _load_api() -> GRL:

@@ -31,11 +31,11 @@ Being ordinary ops, it works under torch.func, export and TorchScript with no re
 and inductor fuses it into its neighbours.
 """
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from impls._alpha import NegAlphaLayer
 from harness.registry import Impl, seed_api
 
-ALPHA_DTYPE = torch.float64
 
 
 def _reverse(x: Tensor, neg_alpha) -> Tensor:
@@ -43,30 +43,9 @@ def _reverse(x: Tensor, neg_alpha) -> Tensor:
     return y if y.dtype == x.dtype else y.to(x.dtype)  # 0-d x with the 0-d float64 alpha
 
 
-class GradientReversalLayer(nn.Module):
-    neg_alpha: Tensor
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("neg_alpha", torch.tensor(-float(alpha), dtype=ALPHA_DTYPE))
-
-    @torch.no_grad()
-    def set_alpha(self, alpha) -> None:
-        if isinstance(alpha, Tensor):
-            self.neg_alpha.copy_(alpha.detach().neg())
-        else:
-            self.neg_alpha.fill_(-float(alpha))
-
-    @property
-    def alpha(self) -> float:
-        """The current alpha as a float (a device sync on CUDA; never used in forward)."""
-        return -float(self.neg_alpha)
-
+class GradientReversalLayer(NegAlphaLayer):
     def forward(self, x: Tensor) -> Tensor:
         return _reverse(x, self.neg_alpha)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
 
 def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:

@@ -22,11 +22,11 @@ activation-sized is saved. A vmap rule is registered so torch.func.vmap and batc
 work without the slow per-sample fallback.
 """
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from impls._alpha import NegAlphaLayer, neg_alpha_tensor
 from harness.registry import Impl, seed_api
 
-ALPHA_DTYPE = torch.float64
 
 
 @torch.library.custom_op("grl::reverse", mutates_args=())
@@ -64,40 +64,13 @@ def _(info, in_dims, x: Tensor, neg_alpha: Tensor):
     return torch.stack([reverse(xi, ai) for xi, ai in zip(xs, alphas)]), 0
 
 
-def _neg_alpha_tensor(alpha, like: Tensor | None = None) -> Tensor:
-    if isinstance(alpha, Tensor):
-        return -alpha.detach().to(ALPHA_DTYPE) if alpha.dtype != ALPHA_DTYPE else -alpha.detach()
-    return torch.tensor(-float(alpha), dtype=ALPHA_DTYPE)
-
-
-class GradientReversalLayer(nn.Module):
-    neg_alpha: Tensor
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("neg_alpha", torch.tensor(-float(alpha), dtype=ALPHA_DTYPE))
-
-    @torch.no_grad()
-    def set_alpha(self, alpha) -> None:
-        if isinstance(alpha, Tensor):
-            self.neg_alpha.copy_(alpha.detach().neg())
-        else:
-            self.neg_alpha.fill_(-float(alpha))
-
-    @property
-    def alpha(self) -> float:
-        """The current alpha as a float (a device sync on CUDA; never used in forward)."""
-        return -float(self.neg_alpha)
-
+class GradientReversalLayer(NegAlphaLayer):
     def forward(self, x: Tensor) -> Tensor:
         return torch.ops.grl.reverse(x, self.neg_alpha)  # torch.ops: scriptable, unlike the def
 
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
-
 
 def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
-    return reverse(x, _neg_alpha_tensor(alpha))
+    return reverse(x, neg_alpha_tensor(alpha))
 
 
 IMPL = Impl(name="library_op", kind="library", load=seed_api(__name__), unsupported={

@@ -10,7 +10,7 @@ The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-
 from __future__ import annotations
 
 from harness.checks import check
-from harness.outcome import Errored, Failed, Skipped, passed
+from harness.outcome import Errored, Failed, Skipped
 
 RTOL, ATOL = 1e-5, 1e-6  # float32; the captured kernels should be the eager ones
 COMPILED_RTOL, COMPILED_ATOL = 1e-4, 1e-5  # inductor may fuse and reorder
