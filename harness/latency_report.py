@@ -359,7 +359,7 @@ def annotate(impls: list[dict], doc: dict | None, source: str = "") -> list[dict
         if not row:
             continue
         ratio = (row.get("eager") or {}).get("ratio_floor")
-        impl["latency"] = {"ratio_floor": None if ratio is None else round(ratio, 3),
+        impl["latency"] = {"ratio_floor": ratio,  # unrounded: the renderers round once
                            "at": summary["label"], "device": doc["device_slug"],
                            "created": doc["created"], "source": source}
     return impls
