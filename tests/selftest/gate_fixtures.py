@@ -1,17 +1,7 @@
 """GRLs for the gate's end-to-end self-test, added to a run with --grl-impl."""
-import torch
 from torch import nn
 
-
-class _Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, alpha):
-        ctx.alpha = alpha
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.alpha * grad, None
+from tests.selftest.mutation import Reverse
 
 
 class GateGood(nn.Module):
@@ -25,14 +15,14 @@ class GateGood(nn.Module):
         self.alpha = alpha
 
     def forward(self, x):
-        return _Reverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 class GateMutant(GateGood):
     """Forward scales its input: the baseline claims it passed, so it is a planted regression."""
 
     def forward(self, x):
-        return _Reverse.apply(x * (1 + 1e-3), self.alpha)
+        return Reverse.apply(x * (1 + 1e-3), self.alpha)
 
 
 class GateNew(GateGood):

@@ -4,23 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.mutation import mutant
-
-
-class _Reverse(torch.autograd.Function):
-    """A correct new-style reversal; the mutants below break what surrounds it."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.alpha * grad, None
+from tests.selftest.mutation import Reverse, mutant
 
 
 class _GraphBreak(nn.Module):
@@ -42,7 +26,7 @@ class _GraphBreak(nn.Module):
     def forward(self, x):
         if self.alpha < 0:
             raise ValueError("alpha must be non-negative")
-        return _Reverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 _ALPHAS: dict[int, float] = {}
@@ -68,7 +52,7 @@ class _GuardlessAlpha(nn.Module):
         _ALPHAS[id(self)] = float(alpha)
 
     def forward(self, x):
-        return _Reverse.apply(x, _frozen_alpha(id(self)))
+        return Reverse.apply(x, _frozen_alpha(id(self)))
 
 
 class _PerBatch(nn.Module):
@@ -85,7 +69,7 @@ class _PerBatch(nn.Module):
         rows = 0
         for _ in range(x.shape[0]):
             rows += 1
-        return _Reverse.apply(x, self.alpha * (rows // x.shape[0]))
+        return Reverse.apply(x, self.alpha * (rows // x.shape[0]))
 
 
 @torch.library.custom_op("grl_selftest_compile::grl_float", mutates_args=())

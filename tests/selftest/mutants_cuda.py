@@ -7,34 +7,15 @@ reason instead. What each trips on CUDA is written from reading PyTorch, not yet
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tests.selftest.mutation import mutant
-
-
-class _FloatReverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, alpha):
-        ctx.alpha = alpha
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * -ctx.alpha, None
+from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
 
 
-class _PythonFloatAlpha(nn.Module):
+class _PythonFloatAlpha(FloatAlphaLayer):
     """Alpha is a Python float handed to the kernel: capture bakes it into the graph."""
 
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
-
     def forward(self, x):
-        return _FloatReverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 class _HostSync(_PythonFloatAlpha):
@@ -43,7 +24,7 @@ class _HostSync(_PythonFloatAlpha):
     def forward(self, x):
         if bool(torch.isnan(x).any()):
             raise ValueError("nan in GRL input")
-        return _FloatReverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 _CALLS = None  # created with the first layer, so importing this file initialises no CUDA
@@ -63,7 +44,7 @@ class _CountsCallsInGlobal(_PythonFloatAlpha):
 
     def forward(self, x):
         _CALLS.add_(1)
-        return _FloatReverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 CUDA = ("cuda",)

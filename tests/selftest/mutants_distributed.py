@@ -11,20 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tests.selftest.mutation import mutant
-
-
-class _Reverse(torch.autograd.Function):
-    """A correct reversal with a Python-float alpha."""
-
-    @staticmethod
-    def forward(ctx, x, alpha):
-        ctx.alpha = alpha
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * -ctx.alpha, None
+from tests.selftest.mutation import Reverse, mutant
 
 
 def _rank() -> int:
@@ -47,7 +34,7 @@ class _RankZeroGlobalAlpha(nn.Module):
             _SCHEDULE["alpha"] = float(alpha)
 
     def forward(self, x):
-        return _Reverse.apply(x, _SCHEDULE["alpha"])
+        return Reverse.apply(x, _SCHEDULE["alpha"])
 
 
 class _ReverseTensorAlpha(torch.autograd.Function):
@@ -76,7 +63,7 @@ class _HangOnRank1(nn.Module):
         if _rank() == 1:
             while True:
                 time.sleep(3600)
-        return _Reverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 class _RaiseOnRank1(_HangOnRank1):
@@ -85,7 +72,7 @@ class _RaiseOnRank1(_HangOnRank1):
     def forward(self, x):
         if _rank() == 1:
             raise RuntimeError("deliberate failure on rank 1")
-        return _Reverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 class BufferAlphaGRL(nn.Module):

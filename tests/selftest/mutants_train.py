@@ -2,28 +2,18 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tests.selftest.mutation import mutant
-
-
-class _AlphaLayer(nn.Module):
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
+from tests.selftest.mutation import FloatAlphaLayer, mutant
 
 
-class _IdentityBackward(_AlphaLayer):
+class _IdentityBackward(FloatAlphaLayer):
     """Forward and backward are both the identity: the features cooperate with the domain head."""
 
     def forward(self, x):
         return x.view_as(x)
 
 
-class _InputHook(_AlphaLayer):
+class _InputHook(FloatAlphaLayer):
     """Reverses through a hook on its input: the shared features, so the label head's gradient
     is reversed too."""
 
@@ -45,7 +35,7 @@ class _Scale(torch.autograd.Function):
         return grad * ctx.alpha, None
 
 
-class _SignFlipped(_AlphaLayer):
+class _SignFlipped(FloatAlphaLayer):
     """Backward multiplies by +alpha instead of -alpha."""
 
     def forward(self, x):

@@ -4,18 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.mutation import mutant
-
-
-class _AlphaLayer(nn.Module):
-    """Seed API with alpha a Python float; subclasses define forward."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
+from tests.selftest.mutation import FloatAlphaLayer, mutant
 
 
 class _OldStyle(torch.autograd.Function):
@@ -57,17 +46,17 @@ class _ZeroJvp(_NewStyle):
         return torch.zeros_like(x_tangent)
 
 
-class _OldStyleLayer(_AlphaLayer):
+class _OldStyleLayer(FloatAlphaLayer):
     def forward(self, x):
         return _OldStyle.apply(x, self.alpha)
 
 
-class _NewStyleLayer(_AlphaLayer):
+class _NewStyleLayer(FloatAlphaLayer):
     def forward(self, x):
         return _NewStyle.apply(x, self.alpha)
 
 
-class _ZeroJvpLayer(_AlphaLayer):
+class _ZeroJvpLayer(FloatAlphaLayer):
     def forward(self, x):
         return _ZeroJvp.apply(x, self.alpha)
 
@@ -128,7 +117,7 @@ torch.library.register_autograd("grl_selftest_transforms::grl_alias", _alias_bac
                                 setup_context=_alias_setup)
 
 
-class _SchemaLiesLayer(_AlphaLayer):
+class _SchemaLiesLayer(FloatAlphaLayer):
     def forward(self, x):
         return torch.ops.grl_selftest_transforms.grl_alias(x, self.alpha)
 
