@@ -12,8 +12,7 @@ REFERENCE = {
         # tensor attribute, so set_alpha is seen (1 recompile, when np.float64 makes it a
         # float64 tensor), and dynamo traces the Function's backward into one graph that
         # inductor fuses (+0 kernels).
-        # Rows below measured from branch `impls` at b36325a (read-only copy) on 2.13.0/cpu;
-        # hook and detach pass every compile column.
+        # hook and detach pass every compile column (measured on 2.13.0/cpu).
         # library_op and cpp_op pass compile.fusion with "+1 kernel": a custom op is opaque to
         # inductor, its clone runs as a kernel of its own (a cost, shown in the cell, not a fail).
     },

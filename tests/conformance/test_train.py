@@ -7,8 +7,8 @@ AREA = "train"
 
 # How the reference rows really behave; unlisted cells of a listed version must pass.
 # Measured 2.13/cpu: naive_function passes both cells (target 0.964 eager, 0.961 compiled).
-# The rows of branch `impls` (hook, detach, library_op, cpp_op at its commit 0526774) pass both
-# too, with bitwise the same accuracies as naive_function: nothing to list.
+# hook, detach, library_op and cpp_op pass both too, with bitwise the same accuracies as
+# naive_function: nothing to list.
 REFERENCE = {
     "2.13/cpu": {
     },
