@@ -187,6 +187,13 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
     from harness.registry import resolve
 
     impl = resolve(impl_ref)
+    compiled = MODES[check_id] == "ddp_compiled"
+    if compiled:  # a fresh count, and no silent fallback to eager (TORCHDYNAMO_SUPPRESS_ERRORS)
+        from torch._dynamo.utils import counters
+
+        torch._dynamo.reset()
+        counters.clear()
+        torch._dynamo.config.suppress_errors = False
     layer = impl.api.layer(alpha=1.0)
     net = build(layer, device)
     model = _wrap(check_id, net, device, backend, opts)
@@ -207,6 +214,9 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
                 grads[n] = _full(p.grad).detach().to("cpu", copy=True)
         recorded.append(grads)
         opt.step()
+    if compiled and not counters["stats"]["unique_graphs"]:
+        raise RuntimeError("torch.compile compiled no graph: the DDP model ran eagerly, so this "
+                           "cell would test ddp.eager again")
     return recorded
 
 

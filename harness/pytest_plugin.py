@@ -97,7 +97,7 @@ class Cell:
         gate = getattr(self.item.config, "_grl_gate", None)
         if gate is not None:
             gate(cell)
-        if reference is not None and self.impl.origin == registry.LOCAL:
+        if reference is not None and self.impl.reference:
             table = reference.get(reference_key())
             want = None if table is None else table.get((self.impl.name, self.check.id), "pass")
             if want is not None and want != cell["status"]:

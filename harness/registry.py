@@ -41,6 +41,8 @@ class Impl:
     unsupported: check id -> reason, for what the implementation does not claim to support.
       Such a cell still runs: a non-pass shows as `xfail`, a pass is flagged as unexpected.
     ref: how a child process finds this entry again ("module:attr"); set by the registry.
+    reference: the harness's own fixture rows; their behaviour per torch is pinned by the
+      conformance modules' REFERENCE tables, so a deviation fails pytest. Leave it False.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Impl:
     origin: str = LOCAL
     unsupported: Mapping[str, str] = field(default_factory=dict)
     ref: str = ""
+    reference: bool = False  # one of the repo's own reference rows, pinned in REFERENCE tables
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -118,6 +121,9 @@ def from_attr(ref: str) -> Impl:
         return replace(obj, ref=ref)
     import torch
 
+    if isinstance(obj, torch.nn.Module):
+        raise LoadError(f"--grl-impl {ref}: {attr} is an nn.Module instance; pass its class "
+                        "(constructed with alpha=...)")
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module):
         if not callable(getattr(obj, "set_alpha", None)):
             raise LoadError(f"--grl-impl {ref}: {attr} is an nn.Module without set_alpha(alpha)")

@@ -69,7 +69,7 @@ def _load_api() -> GRL:
     return GRL(GradientReversalLayer, gradient_reversal)
 
 
-IMPL = Impl(name="cpp_op", kind="cpp", load=_load_api, unsupported={
+IMPL = Impl(name="cpp_op", kind="cpp", load=_load_api, reference=True, unsupported={
     "func.grad": "functorch refuses a C++ torch::autograd::Function",
     "func.jvp": "functorch refuses a C++ torch::autograd::Function",
 })

@@ -52,4 +52,4 @@ def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
     return _reverse(x, -alpha.detach() if isinstance(alpha, Tensor) else -float(alpha))
 
 
-IMPL = Impl(name="detach", kind="detach", load=seed_api(__name__))
+IMPL = Impl(name="detach", kind="detach", load=seed_api(__name__), reference=True)

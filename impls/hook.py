@@ -57,7 +57,7 @@ def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
     return _reverse(x, -alpha.detach() if isinstance(alpha, Tensor) else -float(alpha))
 
 
-IMPL = Impl(name="hook", kind="hook", load=seed_api(__name__), unsupported={
+IMPL = Impl(name="hook", kind="hook", load=seed_api(__name__), reference=True, unsupported={
     "func.jvp": "a hook acts on backward gradients; forward-mode AD never runs it",
     "export": "torch.export records the forward graph; the tensor hook is not part of it",
     "jit.script": "TorchScript cannot compile register_hook with a closure",

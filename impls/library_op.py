@@ -73,7 +73,7 @@ def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
     return reverse(x, neg_alpha_tensor(alpha))
 
 
-IMPL = Impl(name="library_op", kind="library", load=seed_api(__name__), unsupported={
+IMPL = Impl(name="library_op", kind="library", load=seed_api(__name__), reference=True, unsupported={
     "func.grad": "torch 2.13's custom_op autograd is an autograd.Function without setup_context",
     "func.jvp": "register_autograd has no forward-mode rule: the jvp tangent comes back zero",
 })

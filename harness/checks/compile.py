@@ -90,7 +90,10 @@ def fresh_dynamo(**config):
     torch._dynamo.reset()
     counters.clear()
     try:
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, **config):
+        # suppress_errors (TORCHDYNAMO_SUPPRESS_ERRORS=1) would turn a compile failure into a
+        # silent eager run; pinned off so the environment cannot decide a cell.
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, suppress_errors=False,
+                                        **config):
             yield counters
     finally:
         torch._dynamo.reset()

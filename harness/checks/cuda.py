@@ -174,34 +174,36 @@ def cuda_reduce_overhead(impl) -> str:
     from unittest import mock
 
     torch = _need_cuda()
-    import torch._dynamo
-    from torch._dynamo.utils import counters
     from torch._inductor import cudagraph_utils
 
-    torch._dynamo.reset()
-    counters.clear()
-    net, layer = _model(impl, 1.0)
-    compiled = torch.compile(net, mode="reduce-overhead")
-    batches = _batches()
-    steps = 0
-    log = cudagraph_utils.cudagraphs_log  # every skip is logged here and counted
-    with mock.patch.object(log, "warning", wraps=log.warning) as logged:
-        for alpha in (ALPHA_CAPTURED, ALPHA_AFTER, 0.25):
-            layer.set_alpha(alpha)
-            for x, y in batches:  # warm-up, record, replay under cudagraph trees
-                torch.compiler.cudagraph_mark_step_begin()
-                net.zero_grad(set_to_none=True)
-                _loss(compiled(x), y).backward()
-                got = _grads(net)
-                off = grad_mismatch(got, _eager_grads(impl, alpha, x, y), COMPILED_RTOL, COMPILED_ATOL)
-                if off:
-                    raise Failed(f"alpha {alpha:g}, step {steps}: {off} against eager",
-                                 summary="wrong grad")
-                steps += 1
-    reasons = [str(c.args[0]) % c.args[1:] if len(c.args) > 1 else str(c.args[0])
-               for c in logged.call_args_list if c.args]
-    skip_verdict(int(counters["inductor"]["cudagraph_skips"]), reasons)
-    graphs = int(counters["stats"]["unique_graphs"])
+    from harness.checks.compile import fresh_dynamo
+
+    with fresh_dynamo() as counters:  # clean state in and out, no silent fallback to eager
+        net, layer = _model(impl, 1.0)
+        compiled = torch.compile(net, mode="reduce-overhead")
+        batches = _batches()
+        steps = 0
+        log = cudagraph_utils.cudagraphs_log  # every skip is logged here and counted
+        with mock.patch.object(log, "warning", wraps=log.warning) as logged:
+            for alpha in (ALPHA_CAPTURED, ALPHA_AFTER, 0.25):
+                layer.set_alpha(alpha)
+                for x, y in batches:  # warm-up, record, replay under cudagraph trees
+                    torch.compiler.cudagraph_mark_step_begin()
+                    net.zero_grad(set_to_none=True)
+                    _loss(compiled(x), y).backward()
+                    got = _grads(net)
+                    off = grad_mismatch(got, _eager_grads(impl, alpha, x, y), COMPILED_RTOL,
+                                        COMPILED_ATOL)
+                    if off:
+                        raise Failed(f"alpha {alpha:g}, step {steps}: {off} against eager",
+                                     summary="wrong grad")
+                    steps += 1
+        reasons = [str(c.args[0]) % c.args[1:] if len(c.args) > 1 else str(c.args[0])
+                   for c in logged.call_args_list if c.args]
+        skip_verdict(int(counters["inductor"]["cudagraph_skips"]), reasons)
+        graphs = int(counters["stats"]["unique_graphs"])
+    if not graphs:
+        raise Errored("torch.compile compiled no graph: the model ran eagerly", summary="not compiled")
     return (f"{steps} steps over 3 alphas match eager (rtol {COMPILED_RTOL:g}); no cudagraph skip; "
             f"{graphs} dynamo graph(s) compiled")
 

@@ -92,6 +92,7 @@ def forward_identity(impl) -> str:
                            (lambda: base.clone(), False)):
             for label, f in forms:
                 x = make()
+                before = x.detach().clone()  # what the output must equal, even if f edits x in place
                 if grad:
                     x.requires_grad_(True)
                     y = f(x)
@@ -104,7 +105,9 @@ def forward_identity(impl) -> str:
                 expect(y.dtype == x.dtype, f"{where}: output dtype {y.dtype}")
                 expect(y.shape == x.shape, f"{where}: output shape {tuple(y.shape)}")
                 expect(y.device == x.device, f"{where}: output device {y.device}")
-                yd, xd = y.detach(), x.detach()
+                yd, xd = y.detach(), before
+                if not (_same(x.detach(), before) and torch.equal(torch.signbit(x.detach()), torch.signbit(before))):
+                    raise Failed(f"{where}: the forward modified its input in place")
                 if not (_same(yd, xd) and torch.equal(torch.signbit(yd), torch.signbit(xd))):
                     bad = ~((yd == xd) | (yd.isnan() & xd.isnan())) | (torch.signbit(yd) != torch.signbit(xd))
                     i = bad.nonzero()[0].tolist() if bad.any() else []
@@ -341,6 +344,7 @@ def _gradcheck_error():
 def _batched_grad_support(impl) -> str | None:
     """None when a batched (vmap) backward through the layer works, else why not."""
     x = _randn(3, 4, seed=1).requires_grad_(True)
+    label = "layer"
     try:
         for label, f in _forms(impl, 0.5):
             y = f(x)
@@ -557,6 +561,24 @@ def _saved_by(f, n: int):
     return sum(storages.values()), parts
 
 
+def _keeps_input_alive(f, n: int) -> bool:
+    """Whether the graph built by f keeps its (non-leaf) input alive by other means than
+    save_for_backward, e.g. `ctx.x = x` in a Function, which saved_tensors_hooks never sees."""
+    import gc
+    import weakref
+
+    leaf = torch.randn(n, generator=_gen(14)).requires_grad_(True)
+    x = leaf * 1.0
+    ref = weakref.ref(x)
+    y = f(x)
+    out = y.sum() if isinstance(y, torch.Tensor) else None
+    del x, y
+    gc.collect()
+    alive = ref() is not None
+    del out
+    return alive
+
+
 @check("memory.saved")
 def memory_saved(impl) -> str:
     """A GRL needs only alpha for backward: saving an activation-sized tensor wastes memory."""
@@ -569,6 +591,10 @@ def memory_saved(impl) -> str:
         if b_big > b_small or b_big >= big * 4 // 2:
             raise Failed(f"{label} saves activation-sized tensors for backward: {b_small} B at N={small}, "
                          f"{what}", summary=f"saves {b_big // 1024} KiB")
+        if _keeps_input_alive(f, big):
+            raise Failed(f"{label} keeps its input alive for backward outside save_for_backward "
+                         f"(e.g. a tensor stored on ctx): {big * 4} B held at N={big} float32",
+                         summary=f"keeps {big * 4 // 1024} KiB")
         notes.append(f"{label} {b_big} B" + (f" ({', '.join(parts)})" if parts else ""))
     return f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input"
 

@@ -50,8 +50,9 @@ def dann_moons_compiled(impl):
     first: list[int] = []
     start = time.perf_counter()
     try:
-        result = dann.train(layer, compile_backend="inductor",
-                            after_first_step=lambda: first.append(counters["frames"]["total"]))
+        with torch._dynamo.config.patch(suppress_errors=False):  # never a silent eager fallback
+            result = dann.train(layer, compile_backend="inductor",
+                                after_first_step=lambda: first.append(counters["frames"]["total"]))
         graphs = counters["stats"]["unique_graphs"]
         breaks = sum(counters["graph_break"].values())
         frames = counters["frames"]["total"]

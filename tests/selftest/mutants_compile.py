@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.mutation import Reverse, mutant
+from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
 
 
 class _GraphBreak(nn.Module):
@@ -108,7 +108,21 @@ class _CustomOpFloatAlpha(nn.Module):
         return _grl_float(x, self.alpha)
 
 
+class _ReversalDroppedWhenCompiled(FloatAlphaLayer):
+    """Reverses in eager, but the traced branch forgets the reversal: a compiled model trains
+    its features the wrong way while every eager test passes."""
+
+    def forward(self, x):
+        if torch.compiler.is_compiling():
+            return x.view_as(x)
+        return Reverse.apply(x, self.alpha)
+
+
 MUTANTS = [
+    mutant("compile_reversal_dropped", _ReversalDroppedWhenCompiled,
+           trips={"compile.eager": "fail", "compile.aot_eager": "fail", "compile.inductor": "fail",
+                  "compile.alpha_schedule": "fail"},
+           why="the compiled graph has no reversal: outputs equal, gradients of opposite sign"),
     mutant("compile_graph_break", _GraphBreak,
            trips={"compile.eager": "error", "compile.aot_eager": "error", "compile.inductor": "error"},
            why="a Python branch on the alpha tensor graph-breaks; fullgraph must not pass"),

@@ -49,6 +49,15 @@ class _CountsCallsInGlobal(_PythonFloatAlpha):
 
 CUDA = ("cuda",)
 
+class _ReversalDroppedWhileCapturing(_PythonFloatAlpha):
+    """Reverses in eager, but skips the reversal while a CUDA graph is being captured."""
+
+    def forward(self, x):
+        if torch.cuda.is_current_stream_capturing():
+            return x.view_as(x)
+        return Reverse.apply(x, self.alpha)
+
+
 MUTANTS = [
     mutant("cuda_alpha_frozen", _PythonFloatAlpha, trips={"cuda.alpha_after_capture": "fail"},
            why="a Python-float alpha is frozen into the captured backward", requires=CUDA,
@@ -56,6 +65,9 @@ MUTANTS = [
     mutant("cuda_host_sync", _HostSync,
            trips={"cuda.graph": "error", "cuda.graphed_callables": "error"},
            why="a host sync in forward cannot be captured", requires=CUDA),
+    mutant("cuda_reversal_dropped_in_capture", _ReversalDroppedWhileCapturing,
+           trips={"cuda.graph": "fail", "cuda.graphed_callables": "fail"},
+           why="the captured graph has no reversal: replays give unreversed gradients", requires=CUDA),
     mutant("cuda_global_counter", _CountsCallsInGlobal, trips={"cuda.reduce_overhead": "fail"},
            why="an in-place update of a global tensor makes reduce-overhead skip CUDA graphs",
            requires=CUDA),

@@ -133,6 +133,8 @@ def _detached(ctx, g):
 
 _NoDoubleBackward = _grl("NoDoubleBackward", backward=_detached)
 _SavesInput = _grl("SavesInput", setup=lambda ctx, x, a: ctx.save_for_backward(x))
+_SanitisesInput = _grl("SanitisesInput", forward=lambda x: x.nan_to_num_().view_as(x))
+_KeepsInputOnCtx = _grl("KeepsInputOnCtx", setup=lambda ctx, x, a: setattr(ctx, "x", x))
 
 
 # --- alpha handling --------------------------------------------------------------------------
@@ -248,6 +250,11 @@ MUTANTS = [
     mutant("eager_saves_input", _SavesInput, trips={"memory.saved": "fail"},
            why="saves its input for backward",
            passes=("backward.reversal", "backward.double", "alpha.update")),
+    mutant("eager_sanitises_input", _SanitisesInput, trips={"forward.identity": "fail"},
+           why="replaces nan/inf in its input in place: output and input agree, both are wrong"),
+    mutant("eager_keeps_input_on_ctx", _KeepsInputOnCtx, trips={"memory.saved": "fail"},
+           why="keeps its input as ctx.x, which saved_tensors_hooks never sees",
+           passes=("backward.reversal", "alpha.update")),
     mutant("eager_set_alpha_noop", _SetAlphaNoop,
            trips={"alpha.update": "fail", "backward.reversal": "fail"},
            why="set_alpha has no effect", passes=("forward.identity", "memory.saved")),

@@ -161,7 +161,19 @@ class _CustomOpLayer(nn.Module):
         return _grl(x, self.alpha)
 
 
+class _ReversalDroppedUnderFunctorch(FloatAlphaLayer):
+    """Reverses for autograd, but a functorch-wrapped input takes a plain path with no reversal."""
+
+    def forward(self, x):
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return x * 1.0
+        return _NewStyle.apply(x, self.alpha)
+
+
 MUTANTS = [
+    mutant("transforms_functorch_unreversed", _ReversalDroppedUnderFunctorch,
+           trips={"func.grad": "fail", "func.jvp": "fail"},
+           why="torch.func sees an identity: grad equals the upstream weights, jvp tangent is t"),
     mutant("transforms_old_style_function", _OldStyleLayer,
            trips={"func.vmap": "error", "func.grad": "error", "func.jvp": "error"},
            why="an old-style autograd.Function (no setup_context) is refused by torch.func"),

@@ -44,6 +44,13 @@ def test_mutant_not_flagged_elsewhere(mutant, check_id):
     assert outcome.status == "pass", f"{check_id} flagged {mutant.impl.name} wrongly: {outcome.detail}"
 
 
+def test_every_check_can_report_a_wrong_result():
+    """A check whose only trips are `error` has never shown it catches a silently wrong result."""
+    failing = {cid for m in MUTANTS for cid, want in m.trips.items() if want == "fail"}
+    never = [c.id for c in catalogue.all_checks() if c.id not in failing]
+    assert not never, f"checks no mutant makes `fail` (only `error`): {never}"
+
+
 def test_every_check_is_tripped_by_a_mutant():
     tripped = {cid for m in MUTANTS for cid in m.trips}
     untested = [c.id for c in catalogue.all_checks() if c.id not in tripped]
