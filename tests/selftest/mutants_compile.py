@@ -93,16 +93,9 @@ def _float_backward(ctx, grad):
 _grl_float.register_autograd(_float_backward, setup_context=_float_setup)
 
 
-class _CustomOpFloatAlpha(nn.Module):
+class _CustomOpFloatAlpha(FloatAlphaLayer):
     """A custom op taking alpha as a Python float: dynamo recompiles for every distinct value,
     and being opaque to inductor it costs a kernel of its own plus its clone."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
     def forward(self, x):
         return _grl_float(x, self.alpha)

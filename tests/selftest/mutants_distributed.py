@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tests.selftest.mutation import Reverse, mutant
+from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
 
 
 def _rank() -> int:
@@ -49,15 +49,8 @@ class _ReverseTensorAlpha(torch.autograd.Function):
         return grad * -alpha.detach(), None
 
 
-class _HangOnRank1(nn.Module):
+class _HangOnRank1(FloatAlphaLayer):
     """Forward blocks forever on rank 1 only: rank 0 waits in the gradient all-reduce."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
     def forward(self, x):
         if _rank() == 1:

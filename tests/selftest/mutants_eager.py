@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from tests.selftest.mutation import mutant
+from tests.selftest.mutation import FloatAlphaLayer, mutant
 
 
 class _ForwardScaled(nn.Module):
@@ -53,14 +53,7 @@ def _grl(name, *, forward=None, backward=None, setup=None, neg_alpha=None, mater
         def backward(ctx, grad):
             return (backward(ctx, grad) if backward else grad * ctx.neg_alpha), None
 
-    class Layer(nn.Module):
-        def __init__(self, alpha=1.0):
-            super().__init__()
-            self.alpha = float(alpha)
-
-        def set_alpha(self, alpha):
-            self.alpha = float(alpha)
-
+    class Layer(FloatAlphaLayer):
         def forward(self, x):
             return Fn.apply(x, self.alpha)
 
@@ -74,15 +67,8 @@ def _grl(name, *, forward=None, backward=None, setup=None, neg_alpha=None, mater
 _PlusZero = _grl("PlusZero", forward=lambda x: x + 0.0)
 
 
-class _DetachTrick(nn.Module):
+class _DetachTrick(FloatAlphaLayer):
     """The arithmetic GRL `(1 + a) * x.detach() - a * x`: right gradient, but inf - inf = nan."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
     def forward(self, x):
         return (1 + self.alpha) * x.detach() - self.alpha * x
@@ -167,15 +153,8 @@ class _StaleStateAlpha(nn.Module):
 
 # --- graph structure -------------------------------------------------------------------------
 
-class _InputHook(nn.Module):
+class _InputHook(FloatAlphaLayer):
     """Reverses by a hook on the layer's INPUT: every branch that uses the input is reversed."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
     def forward(self, x):
         if x.requires_grad:
@@ -184,16 +163,9 @@ class _InputHook(nn.Module):
         return x.view_as(x)
 
 
-class _OutputViewHook(nn.Module):
+class _OutputViewHook(FloatAlphaLayer):
     """Reverses by a hook on an output VIEW: relu_ on the output rebases the view's history and
     drops the hook, so the gradient silently arrives unreversed (measured on torch 2.13)."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
     def forward(self, x):
         y = x.view_as(x)

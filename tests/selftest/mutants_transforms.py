@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.mutation import FloatAlphaLayer, mutant
+from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
 
 
 class _OldStyle(torch.autograd.Function):
@@ -20,20 +20,8 @@ class _OldStyle(torch.autograd.Function):
         return -ctx.alpha * grad, None
 
 
-class _NewStyle(torch.autograd.Function):
+class _NewStyle(Reverse):
     """setup_context style, correct backward, no vmap rule and no jvp."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.alpha * grad, None
 
 
 class _ZeroJvp(_NewStyle):
@@ -61,15 +49,8 @@ class _ZeroJvpLayer(FloatAlphaLayer):
         return _ZeroJvp.apply(x, self.alpha)
 
 
-class _HookLayer(nn.Module):
+class _HookLayer(FloatAlphaLayer):
     """Reverses through a tensor hook with a lambda: TorchScript cannot compile it."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
     def forward(self, x):
         y = x.view_as(x)
