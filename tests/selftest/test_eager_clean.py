@@ -1,8 +1,8 @@
 """A correct GRL must pass every eager check: the checks do not false-alarm.
 
-Two small, clean GRLs written here (not taken from impls/, which may change): a
-`torch.autograd.Function` with `setup_context` that returns a view and multiplies the gradient
-by a stored `-alpha` once, and one that clones in forward and keeps alpha as a float64 0-d
+Two small, clean GRLs (not taken from impls/, which may change): the mutants' shared
+`Reverse` Function (`setup_context`, returns a view, one multiply by `-alpha`), which also
+proves the base every mutant breaks is itself correct, and one that clones in forward and keeps alpha as a float64 0-d
 buffer (state) updated in place.
 """
 from __future__ import annotations
@@ -14,32 +14,14 @@ from torch import nn
 from harness import checks as catalogue
 from harness.registry import GRL, Impl
 from harness.runner import run_check
+from tests.selftest.mutation import FloatAlphaLayer, Reverse
 
 
-class _Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(x, neg_alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.neg_alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.neg_alpha, None
-
-
-class CleanLayer(nn.Module):
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
+class CleanLayer(FloatAlphaLayer):
+    """The mutants' own correct building blocks, unbroken: they must pass every check."""
 
     def forward(self, x):
-        return _Reverse.apply(x, -self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 class _ReverseByBuffer(torch.autograd.Function):
