@@ -17,12 +17,6 @@ def device_slug() -> str:
     return "cpu"
 
 
-def torch_version() -> str:
-    import torch
-
-    return torch.__version__.split("+")[0]
-
-
 def describe() -> dict:
     """Environment fields of a report (JSON-ready)."""
     import torch

@@ -1,13 +1,11 @@
 """Outcomes of a check: the status vocabulary of DESIGN.md and how checks signal it."""
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 
 PASS, FAIL, ERROR, SKIP, NA, XFAIL = "pass", "fail", "error", "skip", "n/a", "xfail"
 STATUSES = (PASS, FAIL, ERROR, SKIP, NA, XFAIL)
-
-# Worst first: a silent wrong result outranks a crash, which outranks not running.
-SEVERITY = {FAIL: 0, ERROR: 1, XFAIL: 2, SKIP: 3, NA: 4, PASS: 5}
 
 
 @dataclass(frozen=True)
@@ -65,3 +63,27 @@ def expect(condition: bool, detail: str) -> None:
 
 def passed(detail: str = "", summary: str = "") -> Outcome:
     return Outcome(PASS, detail, summary=summary)
+
+
+# --- text helpers: how details read in a report ------------------------------------------
+
+DETAIL_LIMIT = 400
+
+
+def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """Squash a message into one report-friendly line."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message` plus the innermost frame outside torch, where it helps locate the cause."""
+    message = str(exc).strip().splitlines()
+    head = f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename and "/harness/" not in f.filename
+              and "/numpy/" not in f.filename]  # numpy's __getattr__ is never the culprit
+    if frames:
+        f = frames[-1]
+        head += f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno})"
+    return head

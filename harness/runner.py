@@ -2,33 +2,12 @@
 from __future__ import annotations
 
 import time
-import traceback
 import warnings
 
 from harness.checks import Check
-from harness.outcome import (ERROR, FAIL, NA, PASS, SKIP, XFAIL, CheckSignal, Outcome)
+from harness.outcome import (ERROR, FAIL, NA, PASS, SKIP, XFAIL, CheckSignal, Outcome,
+                             describe_exception, one_line)
 from harness.registry import Impl
-
-DETAIL_LIMIT = 400
-
-
-def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
-    """Squash a message into one report-friendly line."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
-
-
-def describe_exception(exc: BaseException) -> str:
-    """`Type: message` plus the innermost frame outside torch, where it helps locate the cause."""
-    message = str(exc).strip().splitlines()
-    head = f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename and "/harness/" not in f.filename
-              and "/numpy/" not in f.filename]  # numpy's __getattr__ is never the culprit
-    if frames:
-        f = frames[-1]
-        head += f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno})"
-    return head
 
 
 def run_check(impl: Impl, check: Check) -> Outcome:
@@ -72,4 +51,4 @@ def _apply_claims(impl: Impl, check_id: str, outcome: Outcome) -> Outcome:
     return outcome
 
 
-__all__ = ["run_check", "one_line", "describe_exception", "ERROR", "FAIL", "NA", "PASS", "SKIP"]
+__all__ = ["run_check"]

@@ -153,7 +153,7 @@ def _log(cfg: Config, text: str) -> None:
 
 
 def _error_text(exc: BaseException) -> str:
-    from harness.runner import describe_exception, one_line
+    from harness.outcome import describe_exception, one_line
 
     return one_line(describe_exception(exc), 300)
 

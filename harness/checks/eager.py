@@ -17,7 +17,7 @@ import torch
 from harness import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from harness.checks import check
 from harness.outcome import CheckSignal, Errored, Failed, expect, passed
-from harness.runner import describe_exception
+from harness.outcome import describe_exception
 
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
