@@ -1,2 +1,4 @@
-# The harness's pytest plugin, active for plain `pytest` in the repo root.
-pytest_plugins = ["harness.pytest_plugin"]
+"""Repo root marker: pytest puts this directory on sys.path, so the self-tests import `tests.*`.
+
+The harness's plugin comes from the installed package's `pytest11` entry point.
+"""

@@ -89,13 +89,111 @@ def run_diff(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
-SUBCOMMANDS: list[Callable] = [_diff, _sweep]
+# --- run: the matrix for outside rows, from any directory -----------------------------------
+
+def _run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="the compatibility matrix for your GRL(s): printed, written as Markdown/JSON",
+        description="Run every check on the given implementations (each in its own sandboxed "
+                    "process) and write the matrix to --out. Exit status is pytest's: 0 unless "
+                    "a baseline gate finds a regression (red cells alone never fail the run).")
+    p.add_argument("refs", nargs="+", metavar="MODULE:ATTR",
+                   help="an nn.Module class with set_alpha, a function (x, alpha), or a registry "
+                        "Impl; MODULE is imported from the current directory or the environment")
+    p.add_argument("--out", default="grl-reports", metavar="DIR",
+                   help="where the reports go (default ./grl-reports)")
+    p.add_argument("-n", "--numprocesses", default="2", metavar="N",
+                   help="pytest-xdist workers (default 2; 0 runs in this process's children only)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-cell limit (default 300, or GRL_TIMEOUT)")
+    p.add_argument("--area", action="append", default=[], metavar="AREA[,AREA]",
+                   help="only these areas (default all): " + ", ".join(_areas()))
+    p.add_argument("--compare", action="append", default=[], metavar="NAME[,NAME]",
+                   help="add the package's own rows for comparison (names as in the report, "
+                        "e.g. naive_function,library_op; 'all' for every one)")
+    p.add_argument("--baseline", metavar="FILE|auto",
+                   help="gate: exit 1 when a cell is worse than in this expectations file; "
+                        "'auto' picks torch-<major.minor> (or the newest older) in --baselines")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write this run as --baselines/torch-<major.minor>.json")
+    p.add_argument("--baselines", default="grl-expectations", metavar="DIR",
+                   help="your committed expectations files (default ./grl-expectations)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
+                   help="anything after -- goes to pytest (e.g. -- -k 'compile' -x)")
+    p.set_defaults(handler=run_matrix)
+
+
+def _areas() -> list[str]:
+    from harness.checks import AREAS
+
+    return list(AREAS)
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for arg in values for v in arg.split(",") if v.strip()]
+
+
+def pytest_args_for_run(args: argparse.Namespace) -> list[str]:
+    """The pytest command line `grl-harness run` stands for (the self-tests run the same)."""
+    from pathlib import Path
+
+    import harness.conformance as conformance
+
+    here = Path(conformance.__file__).parent
+    areas = _split(args.area)
+    unknown = sorted(set(areas) - set(_areas()))
+    if unknown:
+        raise SystemExit(f"grl-harness run: unknown area {', '.join(unknown)}; "
+                         f"one of {', '.join(_areas())}")
+    targets = [str(here / f"test_{a}.py") for a in areas] or [str(here)]
+    out = ["-c", str(here / "grl-pytest.ini"), "--rootdir", str(here), *targets,
+           "--grl-report-dir", str(Path(args.out).resolve()),
+           "--grl-baseline-dir", str(Path(args.baselines).resolve())]
+    for ref in args.refs:
+        out += ["--grl-impl", ref]
+    compare = _split(args.compare)
+    if "all" not in compare:
+        out.append("--grl-no-builtin")
+        if compare:
+            out += ["--grl-only", ",".join(compare)]
+    if str(args.numprocesses) not in ("0", ""):
+        out += ["-n", str(args.numprocesses)]
+    else:
+        out += ["-p", "no:xdist"]
+    if args.timeout is not None:
+        out += ["--grl-timeout", str(args.timeout)]
+    if args.baseline:
+        out += ["--grl-baseline", args.baseline if args.baseline == "auto"
+                else str(Path(args.baseline).resolve())]
+    if args.update_baseline:
+        out.append("--grl-update-baseline")
+    extra = list(args.pytest_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return out + extra
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    import os
+
+    import pytest
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # MODULE:ATTR is found where the user's code lives, as `python -m`
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (cwd, os.environ.get("PYTHONPATH", "")) if p)  # and in the workers
+    return int(pytest.main(pytest_args_for_run(args)))
+
+
+SUBCOMMANDS: list[Callable] = [_run, _diff, _sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grl-harness",
-                                     description="grl-conformance tools (the matrix itself runs "
-                                                 "under pytest: `make test`, `make report`)")
+                                     description="grl-conformance: check gradient reversal "
+                                                 "layers. Start with `grl-harness run "
+                                                 "MODULE:ATTR`.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in SUBCOMMANDS:

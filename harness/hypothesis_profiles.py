@@ -1,6 +1,7 @@
 """Hypothesis profiles: derandomized in CI (CI=true), a deeper `dev` profile for exploring.
 
-Select explicitly with HYPOTHESIS_PROFILE=ci|default|dev.
+Select explicitly with HYPOTHESIS_PROFILE=ci|default|dev. Registering is all an import does;
+`load()` activates the profile.
 """
 from __future__ import annotations
 
@@ -18,4 +19,8 @@ def active_profile() -> str:
     return os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "default")
 
 
-settings.load_profile(active_profile())
+def load() -> str:
+    """Load the profile for this run (the plugin and each row's child call this)."""
+    name = active_profile()
+    settings.load_profile(name)
+    return name

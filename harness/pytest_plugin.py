@@ -1,12 +1,19 @@
 """pytest plugin: one test per (implementation, check), the matrix at the end of the run.
 
+Installed with the package (entry point `pytest11: grl_conformance`); it stays inert until
+conformance modules are collected (`pytest --pyargs harness.conformance`, or this repo's own
+`pytest`). Importing it loads no torch.
+
 A conformance test module declares its area (`AREA = "eager"`) and a test taking the
 `grl_cell` fixture; the plugin parametrizes it over every registered implementation and every
-check of that area. Cell outcomes travel to the controller in `user_properties`, so
-`pytest -n 2` (xdist) works; only the controller writes reports.
+check of that area. Each cell runs in its row's sandboxed child process (harness/sandbox.py),
+never in the pytest process. Cell outcomes travel to the controller in `user_properties`, so
+`pytest -n 2` (xdist) works; only the controller writes reports. Under xdist the cells of one
+row are kept on one worker (`--dist loadgroup`), so each row has one child for the session.
 
-A red cell is a finding, not a failing test. pytest's exit code reflects the harness
-itself (self-tests) and, when a baseline is given, regressions against it.
+A red cell is a finding, not a failing test: crashes and timeouts included. pytest's exit code
+reflects the harness itself (self-tests, the reference pins) and, when a baseline is given,
+regressions against it.
 """
 from __future__ import annotations
 
@@ -17,9 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import checks as catalogue
-from harness import hypothesis_profiles  # noqa: F401 - loads the profile for this run
-from harness import registry
-from harness.runner import run_check
+from harness import registry, sandbox
 
 CELL_KEY = "grl_cell"
 
@@ -32,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "with set_alpha, or a function (x, alpha).")
     group.addoption("--grl-only", action="append", default=[], metavar="NAME[,NAME]",
                     help="run only these implementation rows")
+    group.addoption("--grl-no-builtin", action="store_true",
+                    help="leave out this package's own rows (impls/), except those named by "
+                         "--grl-only: the matrix of your --grl-impl rows alone")
+    group.addoption("--grl-timeout", type=float, default=None, metavar="SECONDS",
+                    help="per-cell limit; on expiry the row's process is killed and the cell is "
+                         "error (also GRL_TIMEOUT; default 300)")
     group.addoption("--grl-report-dir", default=None, metavar="DIR",
                     help="where to write the reports (default: reports/ in the repo root)")
     group.addoption("--grl-no-report", action="store_true",
@@ -52,19 +63,54 @@ def _only(config: pytest.Config) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "conformance: a cell of the compatibility matrix")
+    config.addinivalue_line("markers", "xdist_group(name): cells of one row share a worker")
+    config._grl_impls = None
+    config._grl_sandbox = None
+    if (config.getoption("--grl-impl") or _only(config) or registry.external_refs()
+            or config.getoption("--grl-no-builtin")):
+        impls_of(config)  # the user named rows: a bad name stops the run here, in one line
     try:
-        config._grl_impls = registry.collect(config.getoption("--grl-impl"), _only(config))
-    except registry.LoadError as exc:
+        timeout = config.getoption("--grl-timeout")
+        config._grl_timeout = sandbox.timeout_from_env() if timeout is None else timeout
+        if not config._grl_timeout > 0:
+            raise ValueError(f"--grl-timeout must be positive, got {config._grl_timeout:g}")
+    except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
+        if getattr(config.option, "dist", "no") == "load":
+            config.option.dist = "loadgroup"  # a row's cells on one worker: one child per row
     from harness import gate_plugin  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
 
     gate_plugin.configure(config)
+    from harness import hypothesis_profiles
+
+    hypothesis_profiles.load()  # for self-tests that run checks in this process
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    box = getattr(config, "_grl_sandbox", None)
+    if box is not None:
+        box.close()
+        config._grl_sandbox = None
 
 
 def impls_of(config: pytest.Config) -> list[registry.Impl]:
+    """The rows of this run, collected on first use (a run without conformance cells loads none)."""
+    if config._grl_impls is None:
+        try:
+            config._grl_impls = registry.collect(config.getoption("--grl-impl"), _only(config),
+                                                 builtin=not config.getoption("--grl-no-builtin"))
+        except registry.LoadError as exc:
+            raise pytest.UsageError(str(exc)) from None
     return config._grl_impls
+
+
+def sandbox_of(config: pytest.Config) -> sandbox.Sandbox:
+    if config._grl_sandbox is None:
+        config._grl_sandbox = sandbox.Sandbox(config._grl_timeout)
+    return config._grl_sandbox
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -74,7 +120,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if area is None:
         raise pytest.UsageError(f"{metafunc.module.__name__}: conformance module needs AREA = '<area>'")
     checks = catalogue.checks_in(area)
-    params = [pytest.param((impl, chk), id=f"{impl.name}-{chk.id}", marks=pytest.mark.conformance)
+    params = [pytest.param((impl, chk), id=f"{impl.name}-{chk.id}",
+                           marks=[pytest.mark.conformance, pytest.mark.xdist_group(impl.name)])
               for impl in impls_of(metafunc.config) for chk in checks]
     metafunc.parametrize(CELL_KEY, params, indirect=True)
 
@@ -86,8 +133,8 @@ class Cell:
         self.impl, self.check, self.item = impl, check, item
 
     def run(self, reference: dict | None = None) -> dict:
-        """Run the cell; for the repo's own rows, compare with `reference` (see below)."""
-        outcome = run_check(self.impl, self.check)
+        """Run the cell in the row's sandbox; for the repo's own rows, compare with `reference`."""
+        outcome = sandbox_of(self.item.config).run(self.impl, self.check)
         cell = {"impl": self.impl.name, "check": self.check.id, "status": outcome.status,
                 "detail": outcome.detail, "duration_s": outcome.duration_s}
         if outcome.summary:
@@ -119,10 +166,12 @@ def reference_key() -> str:
 
 
 def cell_key_from_nodeid(nodeid: str) -> tuple[str, str] | None:
-    """(impl, check) from `...::test_cell[<impl>-<check>]`; check ids never contain '-'."""
-    if not nodeid.startswith("tests/conformance/") or not nodeid.endswith("]") or "[" not in nodeid:
+    """(impl, check) from `.../conformance/test_<area>.py::test_cell[<impl>-<check>]` (xdist's
+    loadgroup may append `@<group>`); check ids never contain '-'."""
+    path, sep, name = nodeid.partition("::test_cell[")
+    if not sep or "conformance/test_" not in path.replace("\\", "/") or "]" not in name:
         return None
-    param = nodeid[nodeid.index("[") + 1:-1]
+    param = name[:name.rindex("]")]
     impl, sep, check_id = param.rpartition("-")
     return (impl, check_id) if sep else None
 

@@ -150,7 +150,7 @@ def _broken_entry(module_name: str, exc: BaseException) -> Impl:
 
 
 def builtin_impls() -> list[Impl]:
-    """Every `IMPL` (or `IMPLS` list) defined by a module in `impls/`, in file order."""
+    """Every `IMPL` (or `IMPLS` list) defined by a module in `impls/`, modules sorted by name."""
     import impls
 
     found: list[Impl] = []
@@ -188,9 +188,18 @@ def external_refs(cli_refs: list[str] | None = None) -> list[str]:
     return refs
 
 
-def collect(cli_refs: list[str] | None = None, only: list[str] | None = None) -> list[Impl]:
-    """The rows of a run: built-in entries plus external ones, filtered by name."""
-    entries = builtin_impls() + [from_attr(ref) for ref in external_refs(cli_refs)]
+def collect(cli_refs: list[str] | None = None, only: list[str] | None = None,
+            builtin: bool = True) -> list[Impl]:
+    """The rows of a run: built-in entries plus external ones, filtered by name.
+
+    builtin=False leaves out the package's own rows (impls/) except those named in `only`.
+    """
+    external = [from_attr(ref) for ref in external_refs(cli_refs)]
+    own = builtin_impls()
+    if not builtin:
+        own = [e for e in own if e.name in (only or ())]
+        only = (list(only) + [e.name for e in external]) if only else None
+    entries = own + external
     names = [e.name for e in entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -11,12 +11,17 @@ from harness.registry import Impl
 
 
 def run_check(impl: Impl, check: Check) -> Outcome:
-    """Run one cell. Loading errors, exceptions and signals all become outcomes."""
+    """Run one cell in this process. Loading errors, exceptions and signals become outcomes.
+
+    The matrix never calls this in the pytest process: harness/sandbox.py runs it in the row's
+    own child (or, for a check with `own_processes`, here, where it only launches its ranks).
+    """
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            impl.api  # load first, so a load failure reads as such
+            if not check.own_processes:
+                impl.api  # load first, so a load failure reads as such
             result = check.fn(impl)
         if isinstance(result, Outcome):
             outcome = result

@@ -22,13 +22,20 @@ class Check:
     area: str
     fn: Callable
     doc: str
+    # The check runs the implementation only in processes of its own (distributed ranks): the
+    # harness calls it directly instead of sending it to the row's sandboxed child.
+    own_processes: bool = False
 
 
 _CHECKS: dict[str, Check] = {}
 
 
-def check(check_id: str) -> Callable[[Callable], Callable]:
-    """Register a check function under its public id (ids are part of the report format)."""
+def check(check_id: str, *, own_processes: bool = False) -> Callable[[Callable], Callable]:
+    """Register a check function under its public id (ids are part of the report format).
+
+    own_processes: the check never runs implementation code in the calling process (it launches
+    and judges processes of its own, with their own timeout and cleanup).
+    """
     if "-" in check_id or " " in check_id:
         raise ValueError(f"check id {check_id!r} must not contain '-' or spaces")
 
@@ -37,7 +44,7 @@ def check(check_id: str) -> Callable[[Callable], Callable]:
         if check_id in _CHECKS and _CHECKS[check_id].fn is not fn:
             raise ValueError(f"check {check_id!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _CHECKS[check_id] = Check(check_id, area, fn, doc)
+        _CHECKS[check_id] = Check(check_id, area, fn, doc, own_processes)
         return fn
 
     return register

@@ -19,6 +19,7 @@ import time
 from multiprocessing.connection import wait
 
 from harness.checks import check
+from harness.procs import group_members, read_text, signal_pid, start_method
 from harness.outcome import Errored, Failed, Outcome, Skipped, passed
 
 WORLD_SIZE = 2
@@ -26,107 +27,31 @@ WORLD_SIZE = 2
 LAST_SPAWN: dict = {"pids": [], "survivors": []}
 
 
-# forkserver: one server process per session imports torch once (PRELOAD) and forks each
-# rank from it, about 3x cheaper per cell than spawn on 2 busy cores (docs/distributed.md).
-# GRL_DIST_START_METHOD=spawn gives every rank a fresh interpreter instead.
-PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
-           "torch.distributed.device_mesh", "torch._dynamo", "harness.registry",
-           "harness.distributed_worker"]
-
-
-def start_method() -> str:
-    import multiprocessing
-
-    method = os.environ.get("GRL_DIST_START_METHOD", "forkserver")
-    if method not in multiprocessing.get_all_start_methods():
-        method = "spawn"
-    if method == "forkserver":
-        multiprocessing.set_forkserver_preload(PRELOAD)  # no effect once the server runs
-        if not _STOP_AT_EXIT:
-            import atexit
-
-            atexit.register(_stop_forkserver)
-            _STOP_AT_EXIT.append(True)
-    return method
-
-
-_STOP_AT_EXIT: list = []
-
-
-def _stop_forkserver() -> None:
-    """At exit, close the server's pipe and wait for it, so no server outlives the session."""
-    from multiprocessing import forkserver
-
-    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython >= 3.8, private
-    if stop is not None:
-        try:
-            stop()
-        except Exception:  # noqa: BLE001 - it would exit on EOF anyway, a moment later
-            pass
-
-
-def group_members(pgids) -> list[int]:
-    """Live (non-zombie) processes whose process group is one of `pgids`, read from /proc."""
-    pgids, found = set(pgids), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp in pgids and state not in ("Z", "X"):
-            found.append(int(entry))
-    return found
-
-
-def _kill(kill, pid: int) -> None:
-    try:
-        kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
+# Ranks fork from the session's one forkserver (harness/procs.py), about 3x cheaper per cell
+# than spawn on 2 busy cores (docs/distributed.md); GRL_DIST_START_METHOD=spawn gives spawn.
 def _kill_ranks(procs) -> None:
     """SIGKILL each rank's process group (setsid made it the leader) and the rank itself.
 
     The rank itself only while it is unreaped (exitcode None): its pid cannot have been reused.
     """
     for p in procs:
-        _kill(os.killpg, p.pid)
+        signal_pid(signal.SIGKILL, -p.pid)  # the group: setsid made the rank its leader
         if p.exitcode is None:
-            _kill(os.kill, p.pid)
+            signal_pid(signal.SIGKILL, p.pid)
 
 
 def _dump_stacks(procs, tmp: str, wait_s: float = 2.0) -> None:
     """Ask each live rank for its Python stacks (SIGUSR1 -> faulthandler) before it is killed."""
     live = [(r, p) for r, p in enumerate(procs) if p.exitcode is None]
     for _, p in live:
-        _kill_with(signal.SIGUSR1, p.pid)
+        signal_pid(signal.SIGUSR1, p.pid)
     deadline = time.monotonic() + wait_s
     for r, _ in live:
         path = os.path.join(tmp, f"rank{r}.stack")
-        while time.monotonic() < deadline and not _read(path):
+        while time.monotonic() < deadline and not read_text(path):
             time.sleep(0.05)
     if live:
         time.sleep(0.2)  # let the handlers finish writing
-
-
-def _kill_with(sig: int, pid: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
 
 
 def launch(check_id: str, impl) -> dict:
@@ -177,7 +102,7 @@ def launch(check_id: str, impl) -> dict:
             survivors = group_members(pids)
             if survivors:  # something escaped the first kill: once more, then report it
                 for pid in survivors:
-                    _kill(os.kill, pid)
+                    signal_pid(signal.SIGKILL, pid)
                 time.sleep(0.2)
                 survivors = group_members(pids)
             LAST_SPAWN["survivors"] = survivors
@@ -186,11 +111,11 @@ def launch(check_id: str, impl) -> dict:
                     os.unlink(path)
         if survivors:
             raise Errored(f"processes {survivors} survived the kill of the rank process groups")
-        errors = {r: _read(os.path.join(tmp, f"rank{r}.err")) for r in range(WORLD_SIZE)}
+        errors = {r: read_text(os.path.join(tmp, f"rank{r}.err")) for r in range(WORLD_SIZE)}
         if timed_out:
             stuck = [r for r, p in enumerate(procs) if p.exitcode in (-signal.SIGKILL, None)]
             where = [f"rank {r} at {w}" for r in stuck
-                     if (w := worker.where_stuck(_read(os.path.join(tmp, f"rank{r}.stack"))))]
+                     if (w := worker.where_stuck(read_text(os.path.join(tmp, f"rank{r}.stack"))))]
             said = "; ".join(f"rank {r}: {e}" for r, e in errors.items() if e)
             raise Errored(f"timeout after {limit:g}s (GRL_DIST_TIMEOUT): rank(s) {stuck} still "
                           f"running, killed" + (f"; {'; '.join(where)}" if where else "")
@@ -205,7 +130,7 @@ def launch(check_id: str, impl) -> dict:
             others = [f"rank {r}: {e}" for r, e in errors.items() if e and r != first_bad]
             raise Errored(f"rank {first_bad} failed: {primary}"
                           + (f" (then {others[0]})" if others else ""), summary=f"rank {first_bad} raised")
-        verdict = _read(os.path.join(tmp, "verdict.json"))
+        verdict = read_text(os.path.join(tmp, "verdict.json"))
         if not verdict:
             raise Errored("ranks exited cleanly but rank 0 wrote no verdict")
         return json.loads(verdict)
@@ -226,19 +151,19 @@ def _fsdp_available() -> None:
         raise Skipped(f"FSDP2 fully_shard not importable: {exc}") from None
 
 
-@check("ddp.eager")
+@check("ddp.eager", own_processes=True)
 def ddp_eager(impl) -> Outcome:
     """Under DDP every rank must train with the alpha it was given and match one process."""
     return _outcome(launch("ddp.eager", impl))
 
 
-@check("ddp.compiled")
+@check("ddp.compiled", own_processes=True)
 def ddp_compiled(impl) -> Outcome:
     """torch.compile around a DDP module (DDPOptimizer splits the graph) must keep the reversal."""
     return _outcome(launch("ddp.compiled", impl))
 
 
-@check("fsdp")
+@check("fsdp", own_processes=True)
 def fsdp(impl) -> Outcome:
     """FSDP2 (fully_shard) shards the GRL's neighbours; the reversed gradient must survive it."""
     _fsdp_available()

@@ -1,0 +1,140 @@
+"""Child processes: one forkserver per session, process groups, and proof that none survive.
+
+Every process that runs implementation code (a row's cell server, a distributed rank) is forked
+from one server process that imported torch once (`PRELOAD`): a fork costs about 20 ms where a
+fresh interpreter importing torch costs about 3 s on 2 cores. Each such child calls `setsid`, so
+killing its process group takes whatever it started with it, and `group_members` reads /proc to
+prove that nothing of those groups is left. GRL_DIST_START_METHOD=spawn gives distributed ranks a
+fresh interpreter instead (the row servers always fork from the server).
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+# Imported once by the server; every child starts with them loaded.
+PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
+           "torch.distributed.device_mesh", "torch._dynamo", "torch._inductor.compile_fx",
+           "hypothesis", "harness.registry", "harness.runner", "harness.checks.eager",
+           "harness.checks.compile", "harness.checks.transforms", "harness.checks.train",
+           "harness.distributed_worker"]
+
+_STOP_AT_EXIT: list = []
+
+
+def start_method() -> str:
+    """`forkserver` (preloaded, stopped at exit) unless GRL_DIST_START_METHOD says otherwise."""
+    import multiprocessing
+
+    method = os.environ.get("GRL_DIST_START_METHOD", "forkserver")
+    if method not in multiprocessing.get_all_start_methods():
+        method = "spawn"
+    if method == "forkserver":
+        ensure_forkserver()
+    return method
+
+
+def ensure_forkserver():
+    """The forkserver context, with PRELOAD set before the server starts."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)  # no effect once the server runs
+    if not _STOP_AT_EXIT:
+        import atexit
+
+        atexit.register(stop_forkserver)
+        _STOP_AT_EXIT.append(True)
+    return ctx
+
+
+def stop_forkserver() -> None:
+    """Close the server's pipe and wait for it, so no server outlives the session."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython >= 3.8, private
+    if stop is not None:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - it would exit on EOF anyway, a moment later
+            pass
+
+
+def group_members(pgids) -> list[int]:
+    """Live (non-zombie) processes whose process group is one of `pgids`, read from /proc."""
+    pgids, found = set(pgids), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp in pgids and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def signal_pid(sig: int, pid: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def set_pdeathsig() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:  # noqa: BLE001 - not Linux: the parent's cleanup still kills the group
+        pass
+
+
+def exit_reason(exitcode: int | None) -> str:
+    """`killed by SIGSEGV` or `exit code 3` for a child's exit code."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def frames_outside_torch(dump: str, anchor: str, frames: int = 3) -> str:
+    """The innermost frames outside torch of the thread whose stack mentions `anchor`, one line.
+
+    `dump` is faulthandler's text (most recent call first, threads separated by blank lines).
+    """
+    sections = dump.split("\n\n") if "\n\n" in dump else [dump]
+    main = next((sec for sec in sections if anchor in sec), "")
+    found = []
+    for line in main.splitlines():
+        line = line.strip()
+        if (not line.startswith("File ") or "/torch/" in line or "/multiprocessing/" in line
+                or "/harness/sandbox.py" in line or "/threading.py" in line):
+            continue
+        path, _, rest = line[len("File "):].partition(", line ")
+        lineno, _, fn = rest.partition(" in ")
+        found.append(f"{os.path.basename(path.strip(chr(34)))}:{lineno} {fn}")
+    return " <- ".join(found[:frames])

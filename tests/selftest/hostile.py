@@ -1,0 +1,97 @@
+"""Hostile implementations: each breaks the process it runs in, not only its own gradient.
+
+The sandbox must turn each into red cells with a useful detail while every other row keeps
+exactly its cells (tests/selftest/test_sandbox.py). Rows are named for what they do.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+
+import torch
+
+from harness.registry import GRL, Impl
+from tests.selftest.mutation import FloatAlphaLayer, Reverse
+
+
+def hostile(name: str, layer: type) -> Impl:
+    api = GRL(layer, lambda x, alpha=1.0: layer(alpha=alpha)(x))
+    return Impl(name=name, kind="external", load=lambda: api, origin="tests/selftest/hostile.py")
+
+
+class _SegfaultInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+        return grad
+
+
+class _HangInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        while True:
+            time.sleep(0.1)
+
+
+class SegfaultLayer(FloatAlphaLayer):
+    def forward(self, x):
+        return _SegfaultInBackward.apply(x)
+
+
+class ExitLayer(FloatAlphaLayer):
+    def forward(self, x):
+        os._exit(7)
+
+
+class HangLayer(FloatAlphaLayer):
+    def forward(self, x):
+        return _HangInBackward.apply(x)
+
+
+class GradOffLayer(FloatAlphaLayer):
+    """A one-line bug: grad mode switched off for good after the forward."""
+
+    def forward(self, x):
+        out = Reverse.apply(x, self.alpha)
+        torch.set_grad_enabled(False)
+        return out
+
+
+class DefaultDtypeLayer(FloatAlphaLayer):
+    def forward(self, x):
+        torch.set_default_dtype(torch.float64)
+        return Reverse.apply(x, self.alpha)
+
+
+class ThreadLayer(FloatAlphaLayer):
+    """Starts a non-daemon thread that never ends (a process holding it cannot exit normally)."""
+
+    def forward(self, x):
+        threading.Thread(target=lambda: time.sleep(10**6), name="grl-forever").start()
+        return Reverse.apply(x, self.alpha)
+
+
+SEGFAULT = hostile("hostile_segfault", SegfaultLayer)
+EXIT = hostile("hostile_exit", ExitLayer)
+HANG = hostile("hostile_hang", HangLayer)
+GRAD_OFF = hostile("hostile_grad_off", GradOffLayer)
+DEFAULT_DTYPE = hostile("hostile_dtype", DefaultDtypeLayer)
+THREAD = hostile("hostile_thread", ThreadLayer)

@@ -1,0 +1,102 @@
+"""Hostile rows cannot hang, kill or falsify a run: plain pytest and `-n 2` alike.
+
+Each run goes through a subprocess pytest (the way a user runs the matrix) with the hostile
+rows of tests/selftest/hostile.py beside two reference rows, a short --grl-timeout and a few
+checks. The run must exit 0, write its report, give each hostile row its red cells with a
+useful detail, keep the reference rows' cells exactly as a run without the hostile rows has
+them, and leave no process behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = ["SEGFAULT", "EXIT", "HANG", "GRAD_OFF", "DEFAULT_DTYPE", "THREAD"]
+CHECKS = "forward.identity or backward.reversal or alpha.update or compile.eager"
+REFERENCE_ROWS = "naive_function,hook"
+
+
+def _run(tmp_path: Path, hostile: bool, workers: int) -> tuple[subprocess.CompletedProcess, dict, str]:
+    mark = uuid.uuid4().hex
+    out = tmp_path / ("hostile" if hostile else "clean")
+    cmd = [sys.executable, "-m", "pytest", "-q", "harness/conformance/test_eager.py",
+           "harness/conformance/test_compile.py", "-k", CHECKS, "--grl-timeout", "6",
+           "--grl-report-dir", str(out), "--grl-no-builtin", "--grl-only", REFERENCE_ROWS]
+    cmd += ["-n", str(workers)] if workers else ["-p", "no:xdist"]
+    if hostile:
+        for name in HOSTILE:
+            cmd += ["--grl-impl", f"tests.selftest.hostile:{name}"]
+    env = {**os.environ, "GRL_SELFTEST_MARK": mark, "CI": "true"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    report = out / "latest.json"
+    doc = json.loads(report.read_text()) if report.exists() else {}
+    return done, doc, mark
+
+
+def _left_behind(mark: str, grace_s: float = 5.0) -> list[int]:
+    """Processes still carrying this run's environment marker (children inherit it), after a
+    moment's grace for the forkserver and resource tracker, which exit on their pipe's EOF."""
+    import time
+
+    deadline = time.monotonic() + grace_s
+    while (found := _marked(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _marked(mark: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if f"GRL_SELFTEST_MARK={mark}".encode() in fh.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def clean_cells(tmp_path_factory):
+    done, doc, _ = _run(tmp_path_factory.mktemp("clean"), hostile=False, workers=0)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return {(c["impl"], c["check"]): c["status"] for c in doc["cells"]}
+
+
+def _cells(doc: dict) -> dict:
+    return {(c["impl"], c["check"]): c for c in doc["cells"]}
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["plain", "xdist-2"])
+def test_hostile_rows_become_red_cells_and_change_nothing_else(tmp_path, clean_cells, workers):
+    done, doc, mark = _run(tmp_path, hostile=True, workers=workers)
+    log = done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, log
+    assert doc, "no report written\n" + log
+    cells = _cells(doc)
+    # The reference rows beside the hostile ones keep exactly the cells they have alone.
+    assert {k: cells[k]["status"] for k in clean_cells} == clean_cells, log
+    want = {
+        ("hostile_segfault", "backward.reversal"): ("error", "killed by SIGSEGV"),
+        ("hostile_exit", "forward.identity"): ("error", "exit code 7"),
+        ("hostile_hang", "backward.reversal"): ("error", "timed out after 6 s"),
+        ("hostile_grad_off", "forward.identity"): ("error", "grad mode True -> False"),
+        ("hostile_dtype", "forward.identity"): ("error", "default dtype torch.float32 -> torch.float64"),
+        ("hostile_thread", "forward.identity"): ("error", "non-daemon thread(s) still running (grl-forever"),
+    }
+    for key, (status, words) in want.items():
+        assert cells[key]["status"] == status and words in cells[key]["detail"], (key, cells[key])
+    assert "hostile.py" in cells[("hostile_segfault", "backward.reversal")]["detail"]
+    assert "stuck at hostile.py" in cells[("hostile_hang", "backward.reversal")]["detail"]
+    # A fresh child takes the next cell after a kill: the hang row's forward still passes.
+    assert cells[("hostile_hang", "forward.identity")]["status"] == "pass"
+    assert not _left_behind(mark), "processes of the run outlived it"
