@@ -42,7 +42,7 @@ plot: setup
 
 # The matrix alone: printed, and written to reports/ as Markdown and JSON; then the DANN picture.
 report: setup plot
-	$(PY) -m pytest -n $(JOBS) tests/conformance
+	$(PY) -m pytest -n $(JOBS) harness/conformance
 	$(MAKE) --no-print-directory train-plot
 
 # The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
@@ -53,9 +53,9 @@ gate: setup
 	@base=$$($(PY) -c "from harness.gate import pick_baseline; import torch; \
 	p = pick_baseline('reports/baselines', torch.__version__); print(p or '')"); \
 	if [ -z "$$base" ]; then echo "no expectations file in reports/baselines for torch $(TORCH) or older:" \
-	  "create one on the current torch with: pytest tests/conformance --grl-update-baseline" >&2; exit 2; fi; \
+	  "create one on the current torch with: pytest harness/conformance --grl-update-baseline" >&2; exit 2; fi; \
 	echo "gate: torch $(TORCH) against $$base"; rm -rf $(GATE_DIR); \
-	$(PY) -m pytest -n $(JOBS) tests/conformance --grl-baseline "$$base" --grl-report-dir $(GATE_DIR); \
+	$(PY) -m pytest -n $(JOBS) harness/conformance --grl-baseline "$$base" --grl-report-dir $(GATE_DIR); \
 	status=$$?; \
 	$(PY) -m harness.cli diff "$$base" $(GATE_DIR)/latest.json; \
 	exit $$status

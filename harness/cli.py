@@ -118,9 +118,8 @@ def _run(sub) -> None:
                    help="write this run as --baselines/torch-<major.minor>.json")
     p.add_argument("--baselines", default="grl-expectations", metavar="DIR",
                    help="your committed expectations files (default ./grl-expectations)")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="-- PYTEST_ARGS",
-                   help="anything after -- goes to pytest (e.g. -- -k 'compile' -x)")
-    p.set_defaults(handler=run_matrix)
+    p.set_defaults(handler=run_matrix, takes_extra=True)
+    p.epilog = "Anything after -- goes to pytest, e.g. -- -k compile -x."
 
 
 def _areas() -> list[str]:
@@ -167,10 +166,7 @@ def pytest_args_for_run(args: argparse.Namespace) -> list[str]:
                 else str(Path(args.baseline).resolve())]
     if args.update_baseline:
         out.append("--grl-update-baseline")
-    extra = list(args.pytest_args)
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
-    return out + extra
+    return out + list(getattr(args, "extra", []))
 
 
 def run_matrix(args: argparse.Namespace) -> int:
@@ -202,7 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"{args.command} takes no arguments after --")
+    args.extra = extra
     return int(args.handler(args) or 0)
 
 

