@@ -98,27 +98,38 @@ def _composite(x: Tensor, neg_alpha: Tensor) -> Tensor:
     return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
-@torch.jit.unused
-def _python_path(x: Tensor, neg_alpha: Tensor) -> Tensor:
-    if torch.compiler.is_exporting():
+def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced) -> Tensor:
+    """The choice outside TorchScript (read at trace time: dynamo and export see constants)."""
+    if torch.compiler.is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
         return _composite(x, neg_alpha)
-    if torch.compiler.is_compiling():
-        return _ReverseTraced.apply(x, neg_alpha)
-    return _Reverse.apply(x, neg_alpha)
-
-
-def _reverse(x: Tensor, neg_alpha: Tensor) -> Tensor:
-    if torch.jit.is_scripting():
-        return _composite(x, neg_alpha)
-    return _python_path(x, neg_alpha)
+    if torch.compiler.is_compiling():  # dynamo: refuses the custom jvp
+        return traced.apply(x, neg_alpha)
+    return eager.apply(x, neg_alpha)  # eager, torch.func, checkpoint, DTensor, CUDA graphs
 
 
 class GradientReversalLayer(NegAlphaLayer):
+    # The three mechanisms, as class attributes so a test twin can swap exactly one
+    # (tests/selftest/mutants_witness.py); TorchScript compiles only `_scripted`.
+    eager_function = _Reverse
+    traced_function = _ReverseTraced
+
     def forward(self, x: Tensor) -> Tensor:
-        return _reverse(x, self.neg_alpha)
+        if torch.jit.is_scripting():
+            return self._scripted(x)
+        return self._python(x)
+
+    def _scripted(self, x: Tensor) -> Tensor:
+        return _composite(x, self.neg_alpha)
+
+    @torch.jit.unused
+    def _python(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_exporting():
+            return self._scripted(x)  # the same composite as TorchScript
+        return _python_path(x, self.neg_alpha, self.eager_function, self.traced_function)
 
 
 def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
+    """Functional form: alpha a float (or a tensor), the same choice of mechanism."""
     neg_alpha = -alpha.detach() if isinstance(alpha, Tensor) else -float(alpha)
     return _python_path(x, neg_alpha)
 
