@@ -18,10 +18,16 @@ It chooses its mechanism per context, because no single mechanism survives them 
 Why: export records only the forward of an autograd.Function (its exported program loses the
 reversal), and TorchScript of a Function cannot be saved (2.13) or raises (2.14); so those two
 get plain aten ops, which carry their derivative with them. Dynamo traces a Function with
-`setup_context` but refuses one with a `jvp`; torch.func needs the `jvp` (a Function without it
-raises under jvp, and a composite is exact only for finite inputs). The eager Function is the
-fast path: a view forward (no copy, no kernel) and one multiply by the stored -alpha in
-backward, nothing activation-sized saved.
+`setup_context` but refuses one with a `jvp` ("Unsupported custom jvp"); torch.func.jvp needs
+it (without one: "You must implement the jvp function"). Why not the composite everywhere:
+it costs four kernels and an activation-sized save, and masks the gradient at non-finite
+inputs; the eager Function is the fast path: a view forward (no copy, no kernel) and one
+multiply by the stored -alpha in backward, nothing activation-sized saved.
+
+The three mechanisms are class attributes / one method of the layer (`eager_function`,
+`traced_function`, `_scripted`) so that the test twins in tests/selftest/mutants_witness.py
+can break exactly one and show which columns go through it. The functional form
+`gradient_reversal` makes the same choice outside TorchScript; only the module is scriptable.
 
 The composite (export and TorchScript only):
 
