@@ -1,0 +1,143 @@
+"""The witness row: a GRL written to pass every column of the matrix (kind "function").
+
+It chooses its mechanism per context, because no single mechanism survives them all
+(docs/impls.md, "The witness row", has the measurements):
+
+| context                                   | mechanism                                   |
+| ----------------------------------------- | ------------------------------------------- |
+| eager, torch.func, checkpoint, DDP/FSDP,  | `_Reverse`: autograd.Function, view forward |
+| DTensor, autocast, CUDA graphs            | (`aten.alias`), backward one multiply by    |
+|                                           | -alpha, `setup_context`, generated vmap     |
+|                                           | rule, `jvp` = -alpha * t                    |
+| torch.compile (dynamo traces it)          | `_ReverseTraced`: the same Function without |
+|                                           | `jvp` (dynamo refuses a custom jvp)         |
+| torch.export (hence ONNX dynamo=True)     | `_composite`: plain aten arithmetic whose   |
+| and TorchScript                           | value is exactly x and whose derivative is  |
+|                                           | -alpha (see below)                          |
+
+Why: export records only the forward of an autograd.Function (its exported program loses the
+reversal), and TorchScript of a Function cannot be saved (2.13) or raises (2.14); so those two
+get plain aten ops, which carry their derivative with them. Dynamo traces a Function with
+`setup_context` but refuses one with a `jvp` ("Unsupported custom jvp"); torch.func.jvp needs
+it (without one: "You must implement the jvp function"). Why not the composite everywhere:
+it costs four kernels and an activation-sized save, and masks the gradient at non-finite
+inputs; the eager Function is the fast path: a view forward (no copy, no kernel) and one
+multiply by the stored -alpha in backward, nothing activation-sized saved.
+
+The three mechanisms are class attributes / one method of the layer (`eager_function`,
+`traced_function`, `_scripted`) so that the test twins in tests/selftest/mutants_witness.py
+can break exactly one and show which columns go through it. The functional form
+`gradient_reversal` makes the same choice outside TorchScript; only the module is scriptable.
+
+The composite (export and TorchScript only):
+
+    d = x.detach();  y = d + nan_to_num(x - d) * neg_alpha
+
+`x - d` is +0 for every finite x, nan for +-inf and nan; nan_to_num makes it +0 everywhere;
+times neg_alpha (which carries the sign bit for every alpha >= 0, alpha = 0 included, stored as
+-0.0) it is -0.0, and `d + (-0.0)` is d bit for bit: +-0, +-inf and nan come out unchanged,
+which the plain detach trick (`d + w (x - d)`, inf - inf = nan) cannot do. Its derivative is
+`neg_alpha * isfinite(x - d)`: -alpha for every finite input, 0 at a +-inf or nan input
+(nan_to_num's derivative masks non-finite elements). That is the composite's one limit; it
+never meets an infinite activation in the checked contexts, and the eager, compiled and
+torch.func paths give -alpha everywhere. It saves `x - d` for backward (activation-sized),
+which only matters for a TorchScript module trained as such.
+
+Alpha: -alpha in a 0-d float64 buffer `neg_alpha` (impls/_alpha.py), updated in place by
+`set_alpha`: no recompile per alpha (it is graph data), read from device memory at CUDA-graph
+replay (no `.item()`, no host sync anywhere), broadcast by DDP, in `state_dict`, exact for
+float64 inputs, and a 0-d tensor does not promote a dimensioned gradient (a 0-d gradient is cast
+back, so the gradient dtype is always the input's; a float16 gradient stays float16). Under
+DTensor the 0-d buffer is implicitly replicated. The Functions keep the buffer on ctx (not
+`save_for_backward`): backward reads alpha at backward time, as a replayed graph does.
+
+No state is advanced in forward (checkpoint recomputation is harmless), the module keeps no
+tensor but its buffer (deepcopy, torch.save(model) and a weights_only load work; no lambdas),
+and the output dtype is the input's under autocast (no `custom_fwd(cast_inputs=...)`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from impls._alpha import NegAlphaLayer
+from harness.registry import Impl, seed_api
+
+
+def _scale(grad: Tensor, neg_alpha) -> Tensor:
+    """grad * -alpha in grad's dtype: one multiply (the cast only for a 0-d grad)."""
+    out = grad * neg_alpha
+    return out if out.dtype == grad.dtype else out.to(grad.dtype)
+
+
+class _ReverseTraced(Function):
+    """The Function dynamo traces: view forward, one-multiply backward, no jvp."""
+
+    @staticmethod
+    def forward(x: Tensor, neg_alpha) -> Tensor:
+        return torch.ops.aten.alias(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.neg_alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _scale(grad, ctx.neg_alpha), None
+
+
+class _Reverse(_ReverseTraced):
+    """The eager Function: the traced one plus torch.func support (vmap rule and jvp)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, alpha_tangent):
+        return _scale(x_tangent, ctx.neg_alpha)
+
+
+def _composite(x: Tensor, neg_alpha: Tensor) -> Tensor:
+    """Plain aten ops for export and TorchScript: value exactly x, derivative -alpha."""
+    d = x.detach()
+    y = d + torch.nan_to_num(x - d, nan=0.0, posinf=0.0, neginf=0.0) * neg_alpha
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced) -> Tensor:
+    """The choice outside TorchScript (read at trace time: dynamo and export see constants)."""
+    if torch.compiler.is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
+        return _composite(x, neg_alpha)
+    if torch.compiler.is_compiling():  # dynamo: refuses the custom jvp
+        return traced.apply(x, neg_alpha)
+    return eager.apply(x, neg_alpha)  # eager, torch.func, checkpoint, DTensor, CUDA graphs
+
+
+class GradientReversalLayer(NegAlphaLayer):
+    # The three mechanisms, as class attributes so a test twin can swap exactly one
+    # (tests/selftest/mutants_witness.py); TorchScript compiles only `_scripted`.
+    eager_function = _Reverse
+    traced_function = _ReverseTraced
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self._scripted(x)
+        return self._python(x)
+
+    def _scripted(self, x: Tensor) -> Tensor:
+        return _composite(x, self.neg_alpha)
+
+    @torch.jit.unused
+    def _python(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_exporting():
+            return self._scripted(x)  # the same composite as TorchScript
+        return _python_path(x, self.neg_alpha, self.eager_function, self.traced_function)
+
+
+def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
+    """Functional form: alpha a float (or a tensor), the same choice of mechanism."""
+    neg_alpha = -alpha.detach() if isinstance(alpha, Tensor) else -float(alpha)
+    return _python_path(x, neg_alpha)
+
+
+IMPL = Impl(name="witness", kind="function", load=seed_api(__name__))
