@@ -140,4 +140,4 @@ def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:
     return _python_path(x, neg_alpha)
 
 
-IMPL = Impl(name="witness", kind="function", load=seed_api(__name__))
+IMPL = Impl(name="witness", kind="function", load=seed_api(__name__), reference=True)

@@ -31,7 +31,7 @@ def test_bad_grl_impl_is_one_clear_line(ref, message):
 
 def test_a_users_red_cell_does_not_fail_pytest():
     """Only the repo's reference rows are pinned; a user's Impl entry is reported, not asserted."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "tests/conformance/test_eager.py",
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "harness/conformance/test_eager.py",
            "-k", "memory.saved", "--grl-impl", f"{FIX}:USER_ENTRY", "--grl-only", "user_entry",
            "--grl-no-report"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
