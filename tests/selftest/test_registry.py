@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FIX = "tests.selftest.external_fixtures"
 
 
-def test_reference_rows_are_exactly_the_repos_five():
+def test_reference_rows_are_exactly_the_repos_six():
     assert sorted(i.name for i in registry.builtin_impls() if i.reference) == \
-        ["cpp_op", "detach", "hook", "library_op", "naive_function"]
+        ["cpp_op", "detach", "hook", "library_op", "naive_function", "witness"]
 
 
 @pytest.mark.parametrize(("ref", "message"), [
