@@ -150,7 +150,7 @@ def _broken_entry(module_name: str, exc: BaseException) -> Impl:
 
 
 def builtin_impls() -> list[Impl]:
-    """Every `IMPL` (or `IMPLS` list) defined by a module in `impls/`, in file order."""
+    """Every `IMPL` (or `IMPLS` list) defined by a module in `impls/`, modules sorted by name."""
     import impls
 
     found: list[Impl] = []

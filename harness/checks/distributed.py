@@ -1,4 +1,4 @@
-"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (DESIGN.md, 'Distributed').
+"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (docs/checks.md, 'Distributed').
 
 Each cell starts world size 2 with `torch.multiprocessing` (`file://` init in a temporary
 directory; start method forkserver by default, which forks each rank from one fresh server

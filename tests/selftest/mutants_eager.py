@@ -175,7 +175,27 @@ class _OutputViewHook(FloatAlphaLayer):
         return y
 
 
+# --- never reverses ---------------------------------------------------------------------------
+
+class _ModuleBackward(FloatAlphaLayer):
+    """A pattern published as a GRL: an nn.Module that defines `backward`. Autograd only calls
+    the backward of an autograd.Function, never a module's, so this forward is a plain identity
+    and nothing is ever reversed. Every check that runs a backward must fail it
+    (tests/selftest/test_never_reverses.py)."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+    def backward(self, grad_output):
+        return grad_output * -self.alpha
+
+
+NEVER_REVERSES = "never_reverses"
+
 MUTANTS = [
+    mutant(NEVER_REVERSES, _ModuleBackward, trips={"backward.reversal": "fail"},
+           why="an nn.Module's backward method is never called by autograd: no reversal at all",
+           passes=("forward.identity", "memory.saved")),
     mutant("forward_scaled", _ForwardScaled, trips={"forward.identity": "fail"},
            why="forward is not the identity"),
     mutant("eager_forward_plus_zero", _PlusZero, trips={"forward.identity": "fail"},
