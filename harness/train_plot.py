@@ -24,7 +24,9 @@ DEFAULT_OUT = Path("reports") / "dann-moons.png"
 def _grl_for(name: str | None):
     """The GRL module drawn on the left: the harness's textbook GRL, or a registry row."""
     if name is None:
-        return dann.reference_grl()(dann.ALPHA), "textbook GRL (harness.dann.reference_grl)"
+        from harness.reference import ReferenceGRL
+
+        return ReferenceGRL(dann.ALPHA), "textbook GRL (harness.reference.ReferenceGRL)"
     from harness import registry
 
     entries = registry.collect(only=[name])

@@ -11,7 +11,8 @@ import warnings
 import torch
 from torch import nn
 
-from tests.selftest.mutation import FloatAlphaLayer, mutant
+from tests.selftest.grls import FloatAlphaLayer
+from tests.selftest.mutation import mutant
 
 
 class _ForwardScaled(nn.Module):

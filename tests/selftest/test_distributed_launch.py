@@ -62,7 +62,9 @@ def test_raising_rank_reports_its_traceback(monkeypatch):
 
 
 def test_buffer_alpha_follows_rank0_under_ddp():
-    impl = resolve("tests.selftest.mutants_distributed:BufferAlphaGRL")
+    # a correct GRL with alpha in a 0-d buffer: DDP's buffer broadcast carries a rank-0-only
+    # set_alpha to every rank
+    impl = resolve("tests.selftest.grls:BufferAlphaLayer")
     outcome = run_check(impl, catalogue.get("ddp.eager"))
     assert outcome.status == "pass", outcome
     assert outcome.summary == "alpha synced", outcome
