@@ -155,7 +155,7 @@ def render_markdown(doc: dict) -> str:
         *([_latency_note(doc), ""] if latency else []),
         "## Matrix",
         "",
-        "Rows are implementations, columns are checks (ids from DESIGN.md), one table per area. "
+        "Rows are implementations, columns are checks (ids defined in docs/checks.md), one table per area. "
         "A footnote on every cell that is not a plain pass gives its detail.",
         "",
         *tables,
