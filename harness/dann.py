@@ -18,14 +18,14 @@ the domain head still trains, but the features never hear from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 N_PER_MOON = 150
 NOISE = 0.05
@@ -302,6 +302,8 @@ def sweep(n_seeds: int, steps: int, names: Sequence[str] | None, compile_backend
         groups = [Result(seeds[i:i + 5], r.source_acc[i:i + 5], r.target_acc[i:i + 5],
                          r.domain_acc[i:i + 5], steps) for i in range(0, n_seeds - n_seeds % 5, 5)]
         failing = sum(bool(g.failures()) for g in groups)
+        breaking_any = sum(a < MIN_SOURCE_ACC or c > MAX_DOMAIN_ACC or b < MIN_TARGET_ACC for a, b, c
+                           in zip(r.source_acc, r.target_acc, r.domain_acc, strict=True))
         lines.append(
             f"{name:24s} source {r.mean_source:.3f}/{min(r.source_acc):.3f}  "
             f"target {r.mean_target:.3f}/{min(r.target_acc):.3f}/{max(r.target_acc):.3f}  "
@@ -309,7 +311,7 @@ def sweep(n_seeds: int, steps: int, names: Sequence[str] | None, compile_backend
             f"src/dom/tgt/any {sum(a < MIN_SOURCE_ACC for a in r.source_acc)}/"
             f"{sum(a > MAX_DOMAIN_ACC for a in r.domain_acc)}/"
             f"{sum(a < MIN_TARGET_ACC for a in r.target_acc)}/"
-            f"{sum(a < MIN_SOURCE_ACC or c > MAX_DOMAIN_ACC or b < MIN_TARGET_ACC for a, b, c in zip(r.source_acc, r.target_acc, r.domain_acc))}  "
+            f"{breaking_any}  "
             f"5-seed cells failing {failing}/{len(groups)}  ({took:.1f} s)")
         print(lines[-1], flush=True)
     return lines

@@ -5,8 +5,8 @@ This module knows nothing of torch: it turns the JSON document (schema 1) into t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tabulate import tabulate
 

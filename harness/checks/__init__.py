@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from harness.outcome import PASS, Outcome
 

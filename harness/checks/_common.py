@@ -106,8 +106,8 @@ _PARTS = ("output", "input gradient", "parameter gradients")
 def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tuple[str, str] | None:
     """(part, how far) for the first of output, input gradient, parameter gradients where the
     step results `got` and `want` differ; None when they agree."""
-    for name, g, w in zip(_PARTS, got, want):
-        for a, b in (list(zip(g, w)) if isinstance(g, list) else [(g, w)]):
+    for name, g, w in zip(_PARTS, got, want, strict=True):
+        for a, b in (list(zip(g, w, strict=True)) if isinstance(g, list) else [(g, w)]):
             if a is None or b is None or a.shape != b.shape:
                 return name, max_diff(a, b, other)
             if not (torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=RTOL, atol=ATOL)):

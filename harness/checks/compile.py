@@ -32,11 +32,24 @@ import torch
 from torch import nn
 
 from harness.checks import check
-from harness.checks._common import (ALPHA, TOLERANCE, close, first_line, fresh_dynamo,
-                                    impl_model, judge_step, max_diff, reference_model,
-                                    reference_step, sample_inputs, step, unreversed_step)
+from harness.checks._common import (
+    ALPHA,
+    TOLERANCE,
+    close,
+    first_line,
+    fresh_dynamo,
+    impl_model,
+    judge_step,
+    max_diff,
+    reference_model,
+    reference_step,
+    sample_inputs,
+    step,
+    unreversed_step,
+)
 from harness.outcome import Errored, Failed, Skipped, passed
 from harness.reference import ReferenceGRL
+
 
 def _counter(backend):
     from torch._dynamo.testing import CompileCounterWithBackend
@@ -124,7 +137,7 @@ def _fullgraph(impl, backend: str, *, bitwise: bool):
             raise Failed("dynamo compiled nothing: the forward ran eager", summary="not compiled")
         breaks = _breaks(counters)
         frames, ops = _graphs(counter, counters), counter.op_count
-    for i, (g, t, e) in enumerate(zip(got, truth, eager)):
+    for i, (g, t, e) in enumerate(zip(got, truth, eager, strict=True)):
         judge_step(g, t, where=f"step {i + 1}", what=f"the compiled ({backend}) run", own_eager=e,
                    unreversed=unreversed_step(*inputs[i]), bitwise_eager=bitwise)
     recompiles = frames - 1

@@ -16,8 +16,15 @@ import torch
 
 from harness import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from harness.checks import check
-from harness.outcome import (CheckSignal, Errored, Failed, Outcome, describe_exception, expect,
-                             passed)
+from harness.outcome import (
+    CheckSignal,
+    Errored,
+    Failed,
+    Outcome,
+    describe_exception,
+    expect,
+    passed,
+)
 
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -82,14 +89,16 @@ def forward_identity(impl) -> Outcome:
     """The forward pass must return the input unchanged: same values, dtype, shape, device."""
     aliased = copied = 0
     forms = [("layer", impl.api.layer(alpha=1.0))] + _forms(impl, 0.0) + _forms(impl, 0.3)
-    forms = [(f"{label} alpha={a}", f) for (label, f), a in zip(forms, (1.0, 0.0, 0.0, 0.3, 0.3))]
+    forms = [(f"{label} alpha={a}", f) for (label, f), a in zip(forms, (1.0, 0.0, 0.0, 0.3, 0.3), strict=True)]
     for dtype in FLOATS:
         base = torch.tensor([0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), -3.25, 7.0],
                             dtype=dtype)
-        for make, grad in ((lambda: base.clone(), True), (lambda: base.reshape(2, 4).t(), True),
-                           (lambda: torch.tensor(2.5, dtype=dtype), True),
-                           (lambda: torch.empty(0, 3, dtype=dtype), True),
-                           (lambda: base.clone(), False)):
+        inputs = ((lambda base=base: base.clone(), True),
+                  (lambda base=base: base.reshape(2, 4).t(), True),
+                  (lambda dtype=dtype: torch.tensor(2.5, dtype=dtype), True),
+                  (lambda dtype=dtype: torch.empty(0, 3, dtype=dtype), True),
+                  (lambda base=base: base.clone(), False))
+        for make, grad in inputs:
             for label, f in forms:
                 x = make()
                 before = x.detach().clone()  # what the output must equal, even if f edits x in place
@@ -323,9 +332,10 @@ def backward_reversal(impl) -> Outcome:
         raise Errored(f"{prefix}{exc.where}: {describe_exception(exc.exc)}") from None
     except Flaky as exc:
         raise Failed(f"inconsistent between identical runs (hypothesis Flaky): {exc}") from None
-    return passed(f"{ran['examples']} drawn + {len(PINNED)} pinned cases x (set_alpha, constructor, fn): -alpha * grad, exact "
-            "for power-of-two alpha, within 2 eps of the dtype otherwise; nan/inf propagate; "
-            "0-d, empty, transposed, strided and expanded (stride 0) gradients")
+    return passed(f"{ran['examples']} drawn + {len(PINNED)} pinned cases x (set_alpha, constructor, "
+                  "fn): -alpha * grad, exact for power-of-two alpha, within 2 eps of the dtype "
+                  "otherwise; nan/inf propagate; 0-d, empty, transposed, strided and expanded "
+                  "(stride 0) gradients")
 
 
 # --- backward.gradcheck / backward.double -------------------------------------------------
@@ -346,7 +356,7 @@ def _batched_grad_support(impl) -> str | None:
     x = _randn(3, 4, seed=1).requires_grad_(True)
     label = "layer"
     try:
-        for label, f in _forms(impl, 0.5):
+        for label, f in _forms(impl, 0.5):  # noqa: B007 - label names the form in the except
             y = f(x)
             torch.autograd.grad(y, x, _randn(2, 3, 4, seed=2), is_grads_batched=True)
     except Exception as exc:  # noqa: BLE001 - only decides whether to ask gradcheck for it

@@ -13,8 +13,15 @@ import io
 import torch
 
 from harness.checks import check
-from harness.checks._common import (ALPHA, TOLERANCE, impl_model, judge_step, reference_model,
-                                    sample_inputs, unreversed_model)
+from harness.checks._common import (
+    ALPHA,
+    TOLERANCE,
+    impl_model,
+    judge_step,
+    reference_model,
+    sample_inputs,
+    unreversed_model,
+)
 from harness.outcome import Errored, Failed, NotApplicable, passed
 
 

@@ -11,7 +11,6 @@ import torch
 from tests.selftest.grls import FloatAlphaLayer, Reverse
 from tests.selftest.mutation import mutant
 
-
 # The correct float-alpha GRL: alpha is a Python float handed to the kernel, so capture bakes
 # it into the graph.
 _PythonFloatAlpha = FloatAlphaLayer

@@ -89,7 +89,7 @@ _GradFloat32 = _grl("GradFloat32", backward=lambda ctx, g: (g * ctx.neg_alpha).f
 
 def _nan_guard(ctx, g):
     if not torch.isfinite(g.abs().max()):  # a debugging guard: max() of an empty tensor raises
-        warnings.warn("non-finite gradient in GRL")
+        warnings.warn("non-finite gradient in GRL", stacklevel=2)
     return g * ctx.neg_alpha
 
 

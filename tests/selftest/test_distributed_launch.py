@@ -39,7 +39,7 @@ def test_mutant_refs_resolve_in_a_child_process():
     impl = resolve("tests.selftest.mutation:dist_rank_local_alpha")
     assert impl.name == "dist_rank_local_alpha" and impl.api.layer(alpha=0.5) is not None
     with pytest.raises(Exception, match="no attribute .no_such_mutant"):
-        resolve("tests.selftest.mutation:no_such_mutant").api
+        resolve("tests.selftest.mutation:no_such_mutant").api  # noqa: B018 - loading raises
 
 
 def test_hanging_rank_times_out_and_leaves_no_process(monkeypatch):
