@@ -18,8 +18,8 @@ single-process reference over the same global batch, computed with a trusted in-
 Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
 FSDP2 themselves, no hand-written communication.
 
-Kept lean on purpose: a rank imports torch, this module, the registry and the implementation,
-nothing else from the harness.
+Kept lean on purpose: a rank imports torch, this module, the reference GRL, the registry and
+the implementation, nothing else from the harness.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from harness.reference import Reverse
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp"}
 BATCH = 4  # rows per rank
@@ -68,27 +70,15 @@ class DannNet(nn.Module):
         return self.task(f), self.domain(self.grl(f))
 
 
-class _RowAlphaReversal(torch.autograd.Function):
-    """Trusted reference: backward is -alpha_row * grad, one alpha per batch row."""
-
-    @staticmethod
-    def forward(ctx, x, alphas):
-        ctx.save_for_backward(alphas)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (alphas,) = ctx.saved_tensors
-        return -alphas.unsqueeze(-1) * grad, None
-
-
 class ReferenceGRL(nn.Module):
+    """The harness's trusted GRL (`harness.reference.Reverse`) with one alpha per batch row."""
+
     def __init__(self) -> None:
         super().__init__()
         self.alphas = None
 
     def forward(self, x):
-        return _RowAlphaReversal.apply(x, self.alphas)
+        return Reverse.apply(x, self.alphas.unsqueeze(-1))
 
 
 def batch(step: int, device) -> tuple[torch.Tensor, ...]:

@@ -10,9 +10,10 @@ import importlib
 import inspect
 import os
 import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 LOCAL = "grl-conformance (this repo)"
 KINDS = ("function", "hook", "detach", "library", "cpp", "package", "external")

@@ -1,8 +1,9 @@
-"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (DESIGN.md, 'Distributed').
+"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (docs/checks.md, 'Distributed').
 
 Each cell starts world size 2 with `torch.multiprocessing` (`file://` init in a temporary
 directory; start method forkserver by default, which forks each rank from one fresh server
-process that imported torch once, or spawn with GRL_DIST_START_METHOD=spawn); the ranks run `harness.distributed_worker.run_rank` and rank 0 writes a verdict.
+process that imported torch once, or spawn with GRL_DIST_START_METHOD=spawn); the ranks run
+`harness.distributed_worker.run_rank` and rank 0 writes a verdict.
 The parent only launches, waits with a deadline, and cleans up: every rank runs in its own
 process group (setsid), which is killed on timeout, failure and success alike, and the cell
 verifies that no process of those groups survives.

@@ -1,4 +1,4 @@
-"""End to end: a DANN trained through the GRL must really adapt (DESIGN.md, 'Train').
+"""End to end: a DANN trained through the GRL must really adapt (docs/checks.md, 'Train').
 
 The two-moons problem of Ganin et al. (JMLR 2016, sec. 5.1.1), set up in `harness/dann.py`:
 5 seeds trained at once (stacked weights), the GRL under test applied to the stacked features
