@@ -549,9 +549,11 @@ def _onnx_available() -> None:
 
 def translation_table(impl) -> dict | None:
     """An implementation declares its ONNX translation as `onnx_translation_table` (op overload
-    -> onnxscript function) on its layer class; torch.onnx.export(custom_translation_table=...)
+    -> onnxscript function) on its layer class, a dict or a function returning one (so that
+    onnxscript is imported only when exporting); torch.onnx.export(custom_translation_table=...)
     gets it."""
-    return getattr(impl.api.layer, "onnx_translation_table", None)
+    table = getattr(impl.api.layer, "onnx_translation_table", None)
+    return table() if callable(table) else table
 
 
 def _run_onnx(data: bytes, x: torch.Tensor):
@@ -577,17 +579,25 @@ def _quiet():
 
     @contextlib.contextmanager
     def quiet():
-        # the exporters print progress and warnings on stdout/stderr and their loggers
+        # the exporters print progress, warnings and (legacy, from C++) the whole TorchScript
+        # graph on failure: silence the file descriptors, not only sys.stdout
         level = logging.root.manager.disable
         logging.disable(logging.WARNING)
-        devnull = open(os.devnull, "w")  # noqa: SIM115
-        old = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = devnull
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        devnull = os.open(os.devnull, os.O_WRONLY)
         try:
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
             yield
         finally:
-            sys.stdout, sys.stderr = old
-            devnull.close()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in (*saved, devnull):
+                os.close(fd)
             logging.disable(level)
 
     return quiet()
