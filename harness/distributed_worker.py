@@ -36,7 +36,8 @@ from torch import nn
 
 from harness.reference import Reverse
 
-MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp"}
+MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
+         "dtensor": "dtensor"}  # dtensor: harness/dtensor_rank.py runs the rank
 BATCH = 4  # rows per rank
 WORLD = [2]  # world size of this run, set by run_rank (the global batch depends on it)
 DTYPE = torch.float32  # what DANN trains in; float64 alpha precision is backward.reversal's job
@@ -282,6 +283,11 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
+        if MODES[check_id] == "dtensor":
+            from harness import dtensor_rank
+
+            return dtensor_rank.run(impl_ref, rank, world, device,
+                                    note + f" [{backend} on {device.type}, world size {world}]")
         recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
         gathered = [None] * world
         dist.all_gather_object(gathered, recorded)

@@ -387,3 +387,13 @@ def compile_fusion(impl):
     # Extra kernels are a cost, not a wrong result: the cell passes and the count shows it.
     how = "fused away" if extra <= 0 else "not fused into its neighbours (opaque to inductor)"
     return passed(f"{detail}: {how}", summary=summary)
+
+
+# --- contexts real training adds: checkpointing under torch.compile (harness/checks/_contexts.py)
+
+@check("checkpoint.compiled")
+def checkpoint_compiled(impl):
+    """Non-reentrant checkpointing of the GRL's branch under torch.compile (aot_eager) keeps the reversal."""
+    from harness.checks import _contexts
+
+    return _contexts.checkpoint_check(impl, reentrant=False, compile_ctx=fresh_dynamo)

@@ -169,3 +169,19 @@ def fsdp(impl) -> Outcome:
     """FSDP2 (fully_shard) shards the GRL's neighbours; the reversed gradient must survive it."""
     _fsdp_available()
     return _outcome(launch("fsdp", impl))
+
+
+# --- contexts real training adds: tensor parallelism (harness/dtensor_rank.py) ---------------
+
+def _dtensor_available() -> None:
+    try:
+        from torch.distributed.tensor import distribute_tensor  # noqa: F401
+    except ImportError as exc:
+        raise Skipped(f"torch.distributed.tensor (DTensor) not importable: {exc}") from None
+
+
+@check("dtensor", own_processes=True)
+def dtensor(impl) -> Outcome:
+    """On DTensor activations (Shard and Replicate on a 2-rank mesh) the GRL is the identity and reverses."""
+    _dtensor_available()
+    return _outcome(launch("dtensor", impl))

@@ -651,3 +651,45 @@ def inplace_after(impl):
         results = [f"layer and fn {raised[0].split(' ', 1)[1].replace('raises', 'raise', 1)}"]
     return passed("; ".join(results) + " (both acceptable; a silent wrong gradient is not)",
                   summary="raises" if len(raised) == 2 else "")
+
+
+# --- contexts real training adds: autocast, checkpointing, serialization ----------------------
+# (implemented in harness/checks/_contexts.py; docs/contexts.md explains each column)
+
+from harness.checks import _contexts  # noqa: E402
+
+
+@check("amp.autocast")
+def amp_autocast(impl):
+    """Under torch.autocast the GRL keeps the dtype autocast chose and reverses exactly."""
+    return _contexts.amp_autocast(impl)
+
+
+@check("checkpoint.reentrant")
+def checkpoint_reentrant(impl):
+    """Inside torch.utils.checkpoint(use_reentrant=True) (forward first under no_grad) the reversal holds."""
+    return _contexts.checkpoint_check(impl, reentrant=True)
+
+
+@check("checkpoint.nonreentrant")
+def checkpoint_nonreentrant(impl):
+    """Inside checkpoint(use_reentrant=False) (forward run twice per step) the reversal holds."""
+    return _contexts.checkpoint_check(impl, reentrant=False)
+
+
+@check("serialize.copy")
+def serialize_copy(impl):
+    """copy.deepcopy mid-training (EMA / mean teacher) works and the copy's alpha is its own."""
+    return _contexts.serialize_copy(impl)
+
+
+@check("serialize.save")
+def serialize_save(impl):
+    """torch.save of the whole model loads back with the saved alpha, independent of the original."""
+    return _contexts.serialize_save(impl)
+
+
+@check("serialize.state_dict")
+def serialize_state_dict(impl):
+    """A strict state_dict restore (weights_only=True) into a fresh model keeps alpha right."""
+    return _contexts.serialize_state_dict(impl)

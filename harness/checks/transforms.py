@@ -280,3 +280,13 @@ def opcheck(impl):
         first = list(dict.fromkeys(problems))[:2]
         raise Failed(detail + ". " + " | ".join(first), summary=f"{failures}/{total} utils fail")
     return passed(detail, summary=f"{len(ops)} op{'s' if len(ops) > 1 else ''}")
+
+
+# --- contexts real training adds: ONNX export (harness/checks/_contexts.py) -------------------
+
+@check("onnx.export")
+def onnx_export(impl):
+    """torch.onnx.export(dynamo=True) of a DANN runs in onnxruntime and equals eager."""
+    from harness.checks import _contexts
+
+    return _contexts.onnx_export(impl)
