@@ -21,9 +21,9 @@ This module knows nothing of torch.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 FILE_RE = re.compile(r"^torch-(\d+)\.(\d+)(-cuda)?\.json$")
 

@@ -19,9 +19,9 @@ This module knows nothing of torch, so the diff CLI and the self-tests run witho
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from tabulate import tabulate
 

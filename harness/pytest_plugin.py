@@ -87,7 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
         if getattr(config.option, "dist", "no") == "load":
             config.option.dist = "loadgroup"  # a row's cells on one worker: one child per row
-    from harness import gate_plugin  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
+    from harness import (
+        gate_plugin,  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
+    )
 
     gate_plugin.configure(config)
     from harness import hypothesis_profiles

@@ -22,8 +22,15 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from harness.outcome import (CheckSignal, Errored, Failed, NotApplicable, Skipped,
-                             describe_exception, passed)
+from harness.outcome import (
+    CheckSignal,
+    Errored,
+    Failed,
+    NotApplicable,
+    Skipped,
+    describe_exception,
+    passed,
+)
 
 ALPHA = 0.5  # a power of two: -alpha * g is exact in float16/bfloat16 too
 
@@ -411,7 +418,7 @@ def serialize_copy(impl):
     _expect_scale(ema.grl, 0.75, "the copy after the original's set_alpha(0.125)")
     with at("EMA update of the copy"):
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 0.01)
     return passed("copy.deepcopy after a training step with a live forward graph: the copy reverses "
                   "with the original's alpha 0.25; set_alpha on either one leaves the other's alpha "

@@ -20,8 +20,8 @@ import time
 from multiprocessing.connection import wait
 
 from harness.checks import check
-from harness.procs import group_members, read_text, signal_pid, start_method
 from harness.outcome import Errored, Failed, Outcome, Skipped, passed
+from harness.procs import group_members, read_text, signal_pid, start_method
 
 WORLD_SIZE = 2
 # pids of the ranks of the last launch in this process (self-tests check they are gone)

@@ -12,7 +12,6 @@ from torch import nn
 
 from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
 
-
 # --- amp -------------------------------------------------------------------------------------
 
 class _CastFp16Function(torch.autograd.Function):
