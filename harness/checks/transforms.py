@@ -284,7 +284,7 @@ def opcheck(impl):
 
 # --- contexts real training adds: ONNX export (harness/checks/_contexts.py) -------------------
 
-@check("onnx.export")
+@check("onnx.export", runs_backward=False)
 def onnx_export(impl):
     """torch.onnx.export(dynamo=True) of a DANN runs in onnxruntime and equals eager."""
     from harness.checks import _contexts

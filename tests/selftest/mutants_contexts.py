@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
+from harness.reference import Reverse
+from tests.selftest.grls import FloatAlphaLayer
+from tests.selftest.mutation import mutant
 
 # --- amp -------------------------------------------------------------------------------------
 
