@@ -221,14 +221,14 @@ class MatrixSession:
         self.notes: dict[str, list[str]] = {}  # stale / unpinned expectations of reference rows
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not self.cells and not self.notes:
-            pins_of(self.config)  # the file the cells are held to, before this run writes one
         found = False
         for key, value in report.user_properties:
             if key == NOTE_KEY and report.when == "call":
                 verdict, message = json.loads(value)
                 self.notes.setdefault(verdict, []).append(message)
             if key == CELL_KEY and report.when == "call":
+                if not self.cells:
+                    pins_of(self.config)  # the file the cells are held to, before any is written
                 data = json.loads(value)
                 self.cells[(data["cell"]["impl"], data["cell"]["check"])] = data["cell"]
                 self.impl_meta[data["impl"]["name"]] = data["impl"]
