@@ -92,9 +92,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
     gate_plugin.configure(config)
-    from harness import hypothesis_profiles
-
-    hypothesis_profiles.load()  # for self-tests that run checks in this process
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
