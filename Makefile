@@ -72,3 +72,10 @@ clean:
 # The train area's picture (matplotlib optional: without it, a message and no picture).
 train-plot: setup
 	$(PY) -m harness.train_plot -o reports/dann-moons.png
+
+# The GPU run in one go, offline, in 8 minutes (docs/gpu.md): make gpu-report OUT=DIR
+# [PYTHON=python3] [GPU_REPORT_ARGS=--dry-run]. Uses the given Python as it is (no venv).
+OUT ?= gpu-report-out
+GPU_REPORT_ARGS ?=
+gpu-report:
+	$(PYTHON) -m harness.gpu_report "$(OUT)" $(GPU_REPORT_ARGS)
