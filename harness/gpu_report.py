@@ -37,30 +37,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET_S = 480.0          # the whole run, wall clock
+BUDGET_S = {"cuda": 480.0, "cpu": 720.0}  # the whole run, wall clock; cpu = the dry run
 REPORT_RESERVE_S = 20.0   # kept back for the report step, whatever the earlier steps take
 MIN_STEP_S = 10.0         # a step with less than this left is not started
 PARALLEL_GROUPS = (2,)    # the matrix and the mutants share the machine (no timing there)
 NEVER_INSTALL = ("torch", "numpy", "triton", "pytorch-triton")  # and nvidia-* (CUDA libraries)
 
-# Per-step limits (seconds). CUDA: they add up to about BUDGET_S in the worst case.
+# Sweep chunks, most important first: (mode, dtype, context or None for both). Compiled chunks
+# are split by context (a compile per subject is the slow part), so a killed chunk loses less.
+CHUNKS = {"cuda": [("eager", "float32", None), ("compiled", "float32", "alone"),
+                   ("compiled", "float32", "model"), ("eager", "bfloat16", None),
+                   ("compiled", "bfloat16", "alone"), ("compiled", "bfloat16", "model")],
+          "cpu": [("eager", "float32", None), ("compiled", "float32", "alone"),
+                  ("compiled", "float32", "model")]}
+# Per-step limits (seconds); the worst case (the matrix and the mutants overlap) is the budget.
+# On 2 shared CPU cores the matrix alone took 230-240 s: the dry run has more time.
 CAPS = {
-    "cuda": {"probe": 30, "install": 45, "matrix": 180, "mutants": 120,
-             "sweep-eager-float32": 45, "sweep-compiled-float32": 60,
-             "sweep-eager-bfloat16": 40, "sweep-compiled-bfloat16": 55,
+    "cuda": {"probe": 30, "install": 30, "matrix": 180, "mutants": 120,
+             "sweep-eager-float32": 35, "sweep-compiled-float32-alone": 30,
+             "sweep-compiled-float32-model": 30, "sweep-eager-bfloat16": 30,
+             "sweep-compiled-bfloat16-alone": 25, "sweep-compiled-bfloat16-model": 25,
              "kernels": 25, "report": 20},
-    "cpu": {"probe": 30, "install": 45, "matrix": 240, "mutants": 120,
-            "sweep-eager-float32": 45, "sweep-compiled-float32": 75,
-            "kernels": 25, "report": 20},
+    "cpu": {"probe": 30, "install": 45, "matrix": 330, "mutants": 120,
+            "sweep-eager-float32": 90, "sweep-compiled-float32-alone": 60,
+            "sweep-compiled-float32-model": 60, "kernels": 60, "report": 20},
 }
-# Sweep chunks, most important first: (mode, dtype).
-CHUNKS = {"cuda": [("eager", "float32"), ("compiled", "float32"),
-                   ("eager", "bfloat16"), ("compiled", "bfloat16")],
-          "cpu": [("eager", "float32"), ("compiled", "float32")]}
 CUDA_SIZES = "10:26:2"
-CUDA_MIN_RUN_TIME = "0.02"   # 9 sizes x 3 phases x ~27 subjects per chunk must fit its limit
-# On 2 CPU cores inductor needs ~5-10 s a subject: the dry run compiles the reference rows only.
+CUDA_MIN_RUN_TIME = "0.02"   # 9 sizes x 3 phases x ~14 subjects per chunk must fit its limit
+# On 2 CPU cores inductor needs ~5-10 s a subject: the dry run compiles four reference rows.
 CPU_COMPILED_ONLY = "naive_function,hook,detach,library_op"
+
+
+def chunk_name(mode: str, dtype: str, context: str | None) -> str:
+    return f"sweep-{mode}-{dtype}" + (f"-{context}" if context else "")
 
 
 @dataclass
@@ -102,21 +111,26 @@ def plan(device: str, stage: Path, site: Path, wheels: Path | None, jobs: int,
                       [python, "-m", "pytest", "tests/selftest/test_mutants.py", "-k", "cuda",
                        *plugin, "-p", "no:cacheprovider", "-p", "no:xdist", "-q"],
                       caps["mutants"], group=2, findings_rcs=(1,)))
-    for mode, dtype in CHUNKS[device]:
-        name = f"sweep-{mode}-{dtype}"
+    group = 2
+    for mode, dtype, context in CHUNKS[device]:
+        name = chunk_name(mode, dtype, context)
         argv = [python, "-m", "harness.cli", "sweep", "--device", device, "--modes", mode,
                 "--dtypes", dtype, "--out", str(stage / name), "--no-plot", "--no-kernels"]
+        if context:
+            argv += ["--contexts", context]
         if device == "cuda":
             argv += ["--sizes", CUDA_SIZES, "--min-run-time", CUDA_MIN_RUN_TIME]
         else:
             argv += ["--quick"]
             if mode == "compiled":
                 argv += ["--only", CPU_COMPILED_ONLY]
-        steps.append(Step(name, argv, caps[name], group=3, needs=(f"{name}/latency-latest.json",)))
+        group += 1  # one at a time: nothing else runs while the sweep times
+        steps.append(Step(name, argv, caps[name], group=group,
+                          needs=(f"{name}/latency-latest.json",)))
     steps.append(Step("kernels", me + ["--_kernels", device, str(stage / "kernels.json")]
                       + (["--only", CPU_COMPILED_ONLY] if device == "cpu" else []),
-                      caps["kernels"], group=4))
-    steps.append(Step("report", me + ["--_report", str(stage)], caps["report"], group=5,
+                      caps["kernels"], group=group + 1, needs=("kernels.json",)))
+    steps.append(Step("report", me + ["--_report", str(stage)], caps["report"], group=group + 2,
                       needs=("final",)))
     for s in steps:
         if device == "cpu":
@@ -225,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the sweep runs --quick on CPU")
     parser.add_argument("--wheels", default=None, metavar="DIR",
                         help="wheels brought along (default: .whl/ in the repo root, if present)")
-    parser.add_argument("--budget", type=float, default=BUDGET_S, metavar="SECONDS",
-                        help=f"wall-clock budget for the whole run (default {BUDGET_S:g})")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help=f"wall-clock budget for the whole run (default {BUDGET_S['cuda']:g} "
+                             f"on CUDA, {BUDGET_S['cpu']:g} for the dry run on CPU)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="pytest-xdist workers for the matrix (default: cores - 2, 2..12)")
     parser.add_argument("--site", default=str(ROOT / "build" / "gpu-report-site"),
@@ -250,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def drive(args) -> int:
     start = time.monotonic()
-    deadline = start + args.budget
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix="gpu-report-"))
@@ -270,7 +284,7 @@ def drive(args) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "inductor-cache"))
     say(f"command: {' '.join([sys.executable, '-m', 'harness.gpu_report', *sys.argv[1:]])}")
-    say(f"budget {args.budget:g} s; stage {stage}; site {site}; wheels {wheels or 'none'}")
+    say(f"stage {stage}; site {site}; wheels {wheels or 'none'}")
     try:
         probe = _probe(env, args.dry_run, CAPS["cuda"]["probe"])
     except Exception as exc:  # noqa: BLE001 - without torch nothing else can run
@@ -281,10 +295,12 @@ def drive(args) -> int:
     slug = f"{probe['torch'].split('+')[0]}-{probe['slug'] if device == 'cuda' else 'cpu'}"
     say(f"[probe] torch {probe['torch']} ({probe['torch_file']}), {probe['device']}; "
         f"{'CUDA run' if device == 'cuda' else 'dry run on CPU (CUDA parts skipped)'}")
+    budget = args.budget or BUDGET_S[device]
+    deadline = start + budget
     jobs = args.jobs or min(12, max(2, (os.cpu_count() or 2) - 2))
     steps = plan(device, stage, site, wheels, jobs)
     say(f"plan: {', '.join(s.name for s in steps)}; worst case "
-        f"{worst_case_s(steps, CAPS[device]['probe']):.0f} s of {args.budget:g}")
+        f"{worst_case_s(steps, CAPS[device]['probe']):.0f} s; budget {budget:g} s")
     for group in sorted({s.group for s in steps}):
         members = [s for s in steps if s.group == group]
         reserve = 0.0 if group == steps[-1].group else REPORT_RESERVE_S
@@ -422,17 +438,26 @@ def count_kernels(device: str, path: Path, only: str = "") -> int:
     from torch._dynamo import config as dynamo_config
     from torch._functorch import config as functorch_config
 
+    import torch
+
     from harness import registry, sweep
 
     names = [n for n in only.split(",") if n] or None
     counts: dict[str, dict] = {}
+    x = torch.randn(1 << 12, device=device)
     with functorch_config.patch(donated_buffer=False), dynamo_config.patch(recompile_limit=64):
+        # as sweep.extra_kernels, with the model without a GRL counted once, not once a row
+        without = sweep.inductor_kernels(sweep.Model(None).to(device), x)
+        print(f"model without a GRL: {without} kernels", flush=True)
         for impl in registry.collect([], names):
             t0 = time.monotonic()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    counts[impl.name] = sweep.extra_kernels(impl.api.layer(alpha=sweep.ALPHA), device)
+                    layer = impl.api.layer(alpha=sweep.ALPHA)
+                    with_grl = sweep.inductor_kernels(sweep.Model(layer).to(device), x)
+                counts[impl.name] = {"with": with_grl, "without": without,
+                                     "extra": with_grl - without}
             except Exception as exc:  # noqa: BLE001 - one row's error is its entry
                 counts[impl.name] = {"error": sweep._error_text(exc)}
             print(f"{impl.name}: {counts[impl.name]} ({time.monotonic() - t0:.1f} s)", flush=True)
@@ -442,7 +467,7 @@ def count_kernels(device: str, path: Path, only: str = "") -> int:
 
 # --- step: reports --------------------------------------------------------------------------
 
-def merge_sweeps(docs: list[dict], kernels: dict | None = None) -> dict:
+def merge_sweeps(docs: list[dict], kernels: dict | None = None, derive=None) -> dict:
     """One sweep document from chunk documents (each its own mode x dtype slice, each with its
     baselines, so every ratio was taken within one chunk)."""
     from harness import latency_report
@@ -452,7 +477,10 @@ def merge_sweeps(docs: list[dict], kernels: dict | None = None) -> dict:
     doc["config"] = dict(first["config"])
     for key in ("dtypes", "modes"):
         doc["config"][key] = list(dict.fromkeys(v for d in docs for v in d["config"][key]))
-    doc["config"]["chunks"] = [f"{d['config']['modes'][0]}/{d['config']['dtypes'][0]}"
+    for key in ("contexts",):
+        doc["config"][key] = list(dict.fromkeys(v for d in docs for v in d["config"].get(key, [])))
+    doc["config"]["chunks"] = ["/".join(d["config"][k][0] if len(d["config"].get(k, [])) == 1
+                                        else "all" for k in ("modes", "dtypes", "contexts"))
                                for d in docs]
     rows: dict[str, dict] = {}
     for d in docs:
@@ -461,6 +489,8 @@ def merge_sweeps(docs: list[dict], kernels: dict | None = None) -> dict:
                 rows[row["name"]] = row
     doc["rows"] = list(rows.values())
     doc["results"] = [r for d in docs for r in d["results"]]
+    if derive is not None:  # ratios across chunks: a model chunk's floor is in the alone chunk
+        derive(doc["results"])
     doc["errors"] = [e for d in docs for e in d["errors"]]
     doc["compile_s"] = [c for d in docs for c in d.get("compile_s", [])]
     doc["kernels"] = kernels or {}
@@ -483,7 +513,9 @@ def build_reports(stage: Path) -> int:
     kernels = json.loads(kpath.read_text()) if kpath.exists() else None
     sweep_doc = None
     if docs:
-        sweep_doc = merge_sweeps(docs, kernels)
+        from harness.sweep import _derive
+
+        sweep_doc = merge_sweeps(docs, kernels, derive=_derive)
         for p in latency_report.write(sweep_doc, final, plot_png=True):
             print(f"written: {p.name}")
         (final / latency_report.LATEST).unlink(missing_ok=True)
