@@ -75,7 +75,8 @@ train-plot: setup
 
 # The GPU run in one go, offline, in 8 minutes (docs/gpu.md): make gpu-report OUT=DIR
 # [PYTHON=python3] [GPU_REPORT_ARGS=--dry-run]. Uses the given Python as it is (no venv).
-OUT ?= gpu-report-out
 GPU_REPORT_ARGS ?=
+.PHONY: gpu-report
 gpu-report:
+	@test -n "$(OUT)" || { echo "usage: make gpu-report OUT=DIR [PYTHON=...] [GPU_REPORT_ARGS=--dry-run]" >&2; exit 2; }
 	$(PYTHON) -m harness.gpu_report "$(OUT)" $(GPU_REPORT_ARGS)

@@ -282,7 +282,6 @@ def drive(args) -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)]
                                         + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "inductor-cache"))
     say(f"command: {' '.join([sys.executable, '-m', 'harness.gpu_report', *sys.argv[1:]])}")
     say(f"stage {stage}; site {site}; wheels {wheels or 'none'}")
     try:
