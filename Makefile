@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet "torch==$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,onnx]"
 	$(PY) -m pip install --quiet --no-deps $(PEERS) $(PEER_DEPS)
 	$(PY) -m pip install --quiet $(PEER_LIGHT)
 	rm -f $(VENV)/.grl-installed-torch-*
@@ -33,6 +33,7 @@ peers:
 
 # The whole suite: self-tests (exit code) plus the matrix (written to reports/).
 test: setup
+	$(PY) -m ruff check harness impls tests conftest.py
 	$(PY) -m pytest -n $(JOBS)
 
 # The optional plotting extra (matplotlib) for the PNGs; everything runs without it.

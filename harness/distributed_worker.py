@@ -18,8 +18,8 @@ single-process reference over the same global batch, computed with a trusted in-
 Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
 FSDP2 themselves, no hand-written communication.
 
-Kept lean on purpose: a rank imports torch, this module, the registry and the implementation,
-nothing else from the harness.
+Kept lean on purpose: a rank imports torch, this module, the reference GRL, the registry and
+the implementation, nothing else from the harness.
 """
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp"}
+from harness.reference import Reverse
+
+MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
+         "dtensor": "dtensor"}  # dtensor: harness/dtensor_rank.py runs the rank
 BATCH = 4  # rows per rank
 WORLD = [2]  # world size of this run, set by run_rank (the global batch depends on it)
 DTYPE = torch.float32  # what DANN trains in; float64 alpha precision is backward.reversal's job
@@ -68,27 +71,15 @@ class DannNet(nn.Module):
         return self.task(f), self.domain(self.grl(f))
 
 
-class _RowAlphaReversal(torch.autograd.Function):
-    """Trusted reference: backward is -alpha_row * grad, one alpha per batch row."""
-
-    @staticmethod
-    def forward(ctx, x, alphas):
-        ctx.save_for_backward(alphas)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (alphas,) = ctx.saved_tensors
-        return -alphas.unsqueeze(-1) * grad, None
-
-
 class ReferenceGRL(nn.Module):
+    """The harness's trusted GRL (`harness.reference.Reverse`) with one alpha per batch row."""
+
     def __init__(self) -> None:
         super().__init__()
         self.alphas = None
 
     def forward(self, x):
-        return _RowAlphaReversal.apply(x, self.alphas)
+        return Reverse.apply(x, self.alphas.unsqueeze(-1))
 
 
 def batch(step: int, device) -> tuple[torch.Tensor, ...]:
@@ -292,6 +283,11 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
+        if MODES[check_id] == "dtensor":
+            from harness import dtensor_rank
+
+            return dtensor_rank.run(impl_ref, rank, world, device,
+                                    note + f" [{backend} on {device.type}, world size {world}]")
         recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
         gathered = [None] * world
         dist.all_gather_object(gathered, recorded)

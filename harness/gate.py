@@ -19,12 +19,13 @@ This module knows nothing of torch, so the diff CLI and the self-tests run witho
 """
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from tabulate import tabulate
+
+from harness import expectations
 
 REGRESSION, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
     "regression", "improvement", "known", "changed", "new", "removed", "same")
@@ -131,29 +132,19 @@ def labels(old: Mapping, new: Mapping, old_name: str = "old", new_name: str = "n
 
 # --- baseline files ---------------------------------------------------------------------
 
-BASELINE_RE = re.compile(r"^torch-(\d+)\.(\d+)\.json$")
-
-
 def major_minor(version: str) -> str:
     parts = version.split("+")[0].split(".")
     return ".".join(parts[:2])
 
 
-def baseline_path(directory: Path, torch_version: str) -> Path:
-    return Path(directory) / f"torch-{major_minor(torch_version)}.json"
+def baseline_path(directory: Path, torch_version: str, device_slug: str = "cpu") -> Path:
+    return Path(directory) / expectations.file_name(torch_version, device_slug)
 
 
-def pick_baseline(directory: Path, torch_version: str) -> Path | None:
-    """The baseline for this torch's major.minor, else the newest older one, else None."""
-    want = tuple(int(p) for p in major_minor(torch_version).split("."))
-    found = []
-    for path in Path(directory).glob("torch-*.json"):
-        match = BASELINE_RE.match(path.name)
-        if match:
-            version = (int(match.group(1)), int(match.group(2)))
-            if version <= want:
-                found.append((version, path))
-    return max(found)[1] if found else None
+def pick_baseline(directory: Path, torch_version: str, device_slug: str = "cpu") -> Path | None:
+    """This torch's expectations file, else the newest older one (harness/expectations.py)."""
+    choice = expectations.pick(directory, torch_version, device_slug)
+    return choice.path if choice else None
 
 
 def baseline_doc(doc: Mapping) -> dict:

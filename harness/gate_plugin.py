@@ -131,7 +131,8 @@ class GateSession:
             matrix = self._matrix()
             doc = matrix.report_doc() if matrix else None
             if doc is not None:
-                self.written = gate.baseline_path(_baseline_dir(self.config), doc["torch"])
+                self.written = gate.baseline_path(_baseline_dir(self.config), doc["torch"],
+                                                  matrix.slug.split("-", 1)[-1])
                 self.written.parent.mkdir(parents=True, exist_ok=True)
                 self.written.write_text(json.dumps(gate.baseline_doc(doc), indent=1,
                                                    ensure_ascii=False) + "\n", encoding="utf-8")

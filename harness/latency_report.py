@@ -7,8 +7,8 @@ matplotlib is optional (`pip install -e .[plot]`): without it no PNG, with a mes
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tabulate import tabulate
 

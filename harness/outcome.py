@@ -1,4 +1,4 @@
-"""Outcomes of a check: the status vocabulary of DESIGN.md and how checks signal it."""
+"""Outcomes of a check: the status vocabulary of docs/checks.md and how checks signal it."""
 from __future__ import annotations
 
 import traceback

@@ -15,6 +15,12 @@ import signal
 # Imported once by the server; every child starts with them loaded.
 PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
            "torch.distributed.device_mesh", "torch._dynamo", "torch._inductor.compile_fx",
+           # what inductor imports lazily on its first compile: halves each row's first compile
+           "torch._inductor.codegen.cpp", "torch._inductor.codecache", "torch._inductor.graph",
+           "torch._inductor.lowering", "torch._inductor.scheduler", "torch._inductor.cpp_builder",
+           "torch._inductor.codegen.cpp_wrapper_cpu", "torch._inductor.select_algorithm",
+           "torch._inductor.fx_passes.joint_graph", "torch._inductor.fx_passes.post_grad",
+           "torch.export", "torch.distributed.tensor",
            "hypothesis", "harness.registry", "harness.runner", "harness.checks.eager",
            "harness.checks.compile", "harness.checks.transforms", "harness.checks.train",
            "harness.distributed_worker"]

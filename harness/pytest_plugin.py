@@ -24,9 +24,11 @@ from pathlib import Path
 import pytest
 
 from harness import checks as catalogue
-from harness import registry, sandbox
+from harness import expectations, registry, sandbox
 
 CELL_KEY = "grl_cell"
+NOTE_KEY = "grl_expectation_note"  # a stale or missing expectation of a reference row
+PINS_DIR = Path(__file__).resolve().parent / "expectations"  # the repo's reports/baselines
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grl-no-builtin", action="store_true",
                     help="leave out this package's own rows (impls/), except those named by "
                          "--grl-only: the matrix of your --grl-impl rows alone")
+    group.addoption("--grl-expectations", default=None, metavar="DIR",
+                    help="where the reference rows' expectations files live (default: the "
+                         "package's own, reports/baselines in the repo)")
     group.addoption("--grl-timeout", type=float, default=None, metavar="SECONDS",
                     help="per-cell limit; on expiry the row's process is killed and the cell is "
                          "error (also GRL_TIMEOUT; default 300)")
@@ -67,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): cells of one row share a worker")
     config._grl_impls = None
     config._grl_sandbox = None
+    config._grl_pins = False  # not looked up yet
     if (config.getoption("--grl-impl") or _only(config) or registry.external_refs()
             or config.getoption("--grl-no-builtin")):
         impls_of(config)  # the user named rows: a bad name stops the run here, in one line
@@ -81,7 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
         if getattr(config.option, "dist", "no") == "load":
             config.option.dist = "loadgroup"  # a row's cells on one worker: one child per row
-    from harness import gate_plugin  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
+    from harness import (
+        gate_plugin,  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
+    )
 
     gate_plugin.configure(config)
     from harness import hypothesis_profiles
@@ -104,7 +112,34 @@ def impls_of(config: pytest.Config) -> list[registry.Impl]:
                                                  builtin=not config.getoption("--grl-no-builtin"))
         except registry.LoadError as exc:
             raise pytest.UsageError(str(exc)) from None
+        known = {c.id for c in catalogue.all_checks()}
+        for impl in config._grl_impls:
+            unknown = sorted(set(impl.unsupported) - known)
+            if unknown:
+                raise pytest.UsageError(f"{impl.name} ({impl.origin}): `unsupported` names unknown "
+                                        f"check id(s) {', '.join(unknown)}")
     return config._grl_impls
+
+
+def pins_of(config: pytest.Config) -> expectations.Pins | None:
+    """The reference rows' expected cells for this torch and device (None: no file applies)."""
+    if config._grl_pins is False:
+        import torch
+
+        from harness import env, report
+
+        directory = config.getoption("--grl-expectations") or PINS_DIR
+        choice = expectations.pick(directory, torch.__version__, env.device_slug())
+        config._grl_pins = None
+        if choice is not None:
+            try:
+                doc = report.load(choice.path)
+                expectations.validate(doc, choice.path, [c.id for c in catalogue.all_checks()],
+                                      [i.name for i in registry.builtin_impls()])
+            except (OSError, ValueError) as exc:
+                raise pytest.UsageError(str(exc)) from None
+            config._grl_pins = expectations.Pins(doc, choice)
+    return config._grl_pins
 
 
 def sandbox_of(config: pytest.Config) -> sandbox.Sandbox:
@@ -132,37 +167,27 @@ class Cell:
     def __init__(self, impl: registry.Impl, check: catalogue.Check, item: pytest.Item) -> None:
         self.impl, self.check, self.item = impl, check, item
 
-    def run(self, reference: dict | None = None) -> dict:
-        """Run the cell in the row's sandbox; for the repo's own rows, compare with `reference`."""
-        outcome = sandbox_of(self.item.config).run(self.impl, self.check)
+    def run(self) -> dict:
+        """Run the cell in the row's sandbox; hold the package's reference rows to their pins."""
+        config = self.item.config
+        outcome = sandbox_of(config).run(self.impl, self.check)
         cell = {"impl": self.impl.name, "check": self.check.id, "status": outcome.status,
                 "detail": outcome.detail, "duration_s": outcome.duration_s}
         if outcome.summary:
             cell["summary"] = outcome.summary
         meta = {"name": self.impl.name, "kind": self.impl.kind, "origin": self.impl.origin}
         self.item.user_properties.append((CELL_KEY, json.dumps({"cell": cell, "impl": meta})))
-        gate = getattr(self.item.config, "_grl_gate", None)
+        gate = getattr(config, "_grl_gate", None)
         if gate is not None:
             gate(cell)
-        if reference is not None and self.impl.reference:
-            table = reference.get(reference_key())
-            want = None if table is None else table.get((self.impl.name, self.check.id), "pass")
-            if want is not None and want != cell["status"]:
-                pytest.fail(f"reference row {self.impl.name} / {self.check.id} should be {want} on "
-                            f"{reference_key()}, got {cell['status']}: {cell['detail']}", pytrace=False)
+        pins = pins_of(config) if self.impl.reference else None
+        if pins is not None:
+            verdict, message = pins.judge(cell)
+            if verdict == expectations.DEVIATES:
+                pytest.fail(message, pytrace=False)
+            if message:
+                self.item.user_properties.append((NOTE_KEY, json.dumps([verdict, message])))
         return cell
-
-
-def reference_key() -> str:
-    """Which column of a conformance module's REFERENCE table applies: `<major.minor>/<cpu|cuda>`.
-
-    The repo's reference rows are the harness's own fixtures: where their expected behaviour
-    is written down for this torch, a deviation means the harness broke, and the test fails.
-    """
-    import torch
-
-    major_minor = ".".join(torch.__version__.split(".")[:2])
-    return f"{major_minor}/{'cuda' if torch.cuda.is_available() else 'cpu'}"
 
 
 def cell_key_from_nodeid(nodeid: str) -> tuple[str, str] | None:
@@ -193,10 +218,14 @@ class MatrixSession:
         self.written: list[Path] = []
         self.doc: dict | None = None
         self.slug = ""
+        self.notes: dict[str, list[str]] = {}  # stale / unpinned expectations of reference rows
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         found = False
         for key, value in report.user_properties:
+            if key == NOTE_KEY and report.when == "call":
+                verdict, message = json.loads(value)
+                self.notes.setdefault(verdict, []).append(message)
             if key == CELL_KEY and report.when == "call":
                 data = json.loads(value)
                 self.cells[(data["cell"]["impl"], data["cell"]["check"])] = data["cell"]
@@ -266,6 +295,14 @@ class MatrixSession:
         from harness import report
 
         terminalreporter.section("GRL compatibility matrix")
+        pins = pins_of(self.config)
+        terminalreporter.write_line(pins.choice.note if pins is not None else
+                                    "expectations: none for this torch: the "
+                                    "reference rows are not pinned")
         terminalreporter.write_line(report.render_terminal(doc))
+        for verdict, messages in sorted(self.notes.items()):
+            terminalreporter.write_line(f"{verdict.upper()} EXPECTATIONS ({len(messages)}):")
+            for message in messages:
+                terminalreporter.write_line(f"  {message}")
         for path in self.written:
             terminalreporter.write_line(f"report written: {path}")

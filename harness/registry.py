@@ -10,9 +10,10 @@ import importlib
 import inspect
 import os
 import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 LOCAL = "grl-conformance (this repo)"
 KINDS = ("function", "hook", "detach", "library", "cpp", "package", "external")
@@ -42,7 +43,7 @@ class Impl:
       Such a cell still runs: a non-pass shows as `xfail`, a pass is flagged as unexpected.
     ref: how a child process finds this entry again ("module:attr"); set by the registry.
     reference: the harness's own fixture rows; their behaviour per torch is pinned by the
-      conformance modules' REFERENCE tables, so a deviation fails pytest. Leave it False.
+      expectations files (reports/baselines), so a deviation fails pytest. Leave it False.
     """
 
     name: str
@@ -51,7 +52,7 @@ class Impl:
     origin: str = LOCAL
     unsupported: Mapping[str, str] = field(default_factory=dict)
     ref: str = ""
-    reference: bool = False  # one of the repo's own reference rows, pinned in REFERENCE tables
+    reference: bool = False  # one of the repo's own reference rows, pinned by the expectations files
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -5,8 +5,8 @@ This module knows nothing of torch: it turns the JSON document (schema 1) into t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tabulate import tabulate
 
@@ -155,7 +155,7 @@ def render_markdown(doc: dict) -> str:
         *([_latency_note(doc), ""] if latency else []),
         "## Matrix",
         "",
-        "Rows are implementations, columns are checks (ids from DESIGN.md), one table per area. "
+        "Rows are implementations, columns are checks (ids defined in docs/checks.md), one table per area. "
         "A footnote on every cell that is not a plain pass gives its detail.",
         "",
         *tables,

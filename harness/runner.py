@@ -5,8 +5,16 @@ import time
 import warnings
 
 from harness.checks import Check
-from harness.outcome import (ERROR, FAIL, NA, PASS, SKIP, XFAIL, CheckSignal, Outcome,
-                             describe_exception, one_line)
+from harness.outcome import (
+    ERROR,
+    FAIL,
+    PASS,
+    XFAIL,
+    CheckSignal,
+    Outcome,
+    describe_exception,
+    one_line,
+)
 from harness.registry import Impl
 
 
@@ -21,7 +29,7 @@ def run_check(impl: Impl, check: Check) -> Outcome:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if not check.own_processes:
-                impl.api  # load first, so a load failure reads as such
+                impl.api  # noqa: B018 - load first, so a load failure reads as such
             result = check.fn(impl)
         if isinstance(result, Outcome):
             outcome = result

@@ -33,8 +33,14 @@ from dataclasses import asdict
 from multiprocessing.connection import wait
 
 from harness.outcome import ERROR, PASS, Outcome, one_line
-from harness.procs import (ensure_forkserver, exit_reason, frames_outside_torch, group_members,
-                           kill_group, read_text, signal_pid)
+from harness.procs import (
+    ensure_forkserver,
+    exit_reason,
+    frames_outside_torch,
+    group_members,
+    kill_group,
+    signal_pid,
+)
 
 DEFAULT_TIMEOUT_S = 300.0  # a cold inductor compile on 2 busy cores takes well under a minute
 _SERVE = "_serve_row"  # the child's main function, found in faulthandler dumps by this name
@@ -213,8 +219,7 @@ def _serve_row(conn, ref: str, log_path: str, owner_pid: int) -> None:
 
 def _serve(conn, ref: str) -> int:
     from harness import checks as catalogue
-    from harness import hypothesis_profiles
-    from harness import registry
+    from harness import hypothesis_profiles, registry
     from harness.runner import run_check
 
     hypothesis_profiles.load()

@@ -24,7 +24,9 @@ DEFAULT_OUT = Path("reports") / "dann-moons.png"
 def _grl_for(name: str | None):
     """The GRL module drawn on the left: the harness's textbook GRL, or a registry row."""
     if name is None:
-        return dann.reference_grl()(dann.ALPHA), "textbook GRL (harness.dann.reference_grl)"
+        from harness.reference import ReferenceGRL
+
+        return ReferenceGRL(dann.ALPHA), "textbook GRL (harness.reference.ReferenceGRL)"
     from harness import registry
 
     entries = registry.collect(only=[name])
@@ -66,7 +68,7 @@ def draw(out: Path = DEFAULT_OUT, impl: str | None = None, seed: int = 0) -> Pat
     panels = [(adapted, f"DANN through {label}, alpha {dann.ALPHA:g}"),
               (base, "baseline: domain head fed features.detach()")]
     colours = ("tab:blue", "tab:red")
-    for ax, (result, title) in zip(axes, panels):
+    for ax, (result, title) in zip(axes, panels, strict=True):
         z = _boundary(result, 0, xx, yy)
         ax.contourf(xx, yy, (z > 0).float(), levels=[-0.5, 0.5, 1.5], colors=colours, alpha=0.12)
         ax.contour(xx, yy, z, levels=[0.0], colors="k", linewidths=1.5)

@@ -18,8 +18,8 @@ Why not a plain `cpp_extension.load`:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import fcntl
+import hashlib
 import os
 import re
 import sys

@@ -8,8 +8,9 @@ The packages are installed with `pip install --no-deps` so that none of them pul
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 from harness.outcome import Skipped
 from harness.registry import GRL

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from impls._alpha import NegAlphaLayer, neg_alpha_tensor
 from harness.registry import GRL, Impl
+from impls._alpha import NegAlphaLayer, neg_alpha_tensor
 from impls._cpp_build import build_and_load
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "grl_op.cpp"

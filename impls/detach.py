@@ -33,9 +33,8 @@ and inductor fuses it into its neighbours.
 import torch
 from torch import Tensor
 
-from impls._alpha import NegAlphaLayer
 from harness.registry import Impl, seed_api
-
+from impls._alpha import NegAlphaLayer
 
 
 def _reverse(x: Tensor, neg_alpha) -> Tensor:

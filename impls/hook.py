@@ -28,9 +28,8 @@ which has no hook, so the exported program loses the reversal; TorchScript canno
 import torch
 from torch import Tensor
 
-from impls._alpha import NegAlphaLayer
 from harness.registry import Impl, seed_api
-
+from impls._alpha import NegAlphaLayer
 
 
 def _scale(grad: Tensor | None, neg_alpha) -> Tensor | None:

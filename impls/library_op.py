@@ -17,16 +17,15 @@ an input, so the forward is a clone (one pass over memory, opaque to inductor: i
 fused away); `register_autograd` has no forward-mode rule, so torch.func.jvp does not get the
 reversal. The backward reads `neg_alpha` from ctx rather than `save_for_backward`: the value
 at backward time is used (as a CUDA graph replay would), so a set_alpha between a forward and
-its backward applies to that backward instead of failing the saved-tensor version check. Only the 0-d alpha is kept; nothing
-activation-sized is saved. A vmap rule is registered so torch.func.vmap and batched gradcheck
-work without the slow per-sample fallback.
+its backward applies to that backward instead of failing the saved-tensor version check. Only
+the 0-d alpha is kept; nothing activation-sized is saved. A vmap rule is registered so
+torch.func.vmap and batched gradcheck work without the slow per-sample fallback.
 """
 import torch
 from torch import Tensor
 
-from impls._alpha import NegAlphaLayer, neg_alpha_tensor
 from harness.registry import Impl, seed_api
-
+from impls._alpha import NegAlphaLayer, neg_alpha_tensor
 
 
 @torch.library.custom_op("grl::reverse", mutates_args=())
@@ -61,7 +60,7 @@ def _(info, in_dims, x: Tensor, neg_alpha: Tensor):
     # A batched alpha (rare): one call per alpha keeps each backward a 0-d multiply.
     xs = x.movedim(x_dim, 0) if x_dim is not None else x.expand(info.batch_size, *x.shape)
     alphas = neg_alpha.movedim(alpha_dim, 0)
-    return torch.stack([reverse(xi, ai) for xi, ai in zip(xs, alphas)]), 0
+    return torch.stack([reverse(xi, ai) for xi, ai in zip(xs, alphas, strict=True)]), 0
 
 
 class GradientReversalLayer(NegAlphaLayer):

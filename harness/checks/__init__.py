@@ -1,18 +1,37 @@
 """The check catalogue.
 
-A check is a function `check(impl) -> Outcome | str | None` registered with `@check("id")`.
-It signals a wrong result by raising `Failed`, an unrunnable environment with `Skipped`, and
-an inapplicable kind with `NotApplicable`; returning a string passes with that detail.
-Checks live in one module per area (eager, compile, distributed, cuda, train): the area is
-the module's name. Adding a check is adding one decorated function to the right module.
+The contract of a check, one for every area:
+
+- it is a function `check(impl) -> Outcome`, registered with `@check("id")`; the id is part of
+  the public report format and documented in docs/checks.md;
+- it returns `passed(detail, summary)` when the implementation behaved correctly, and only then;
+- it ends with any other status by raising a signal from `harness.outcome`: `Failed` for a wrong
+  result (wrong value, dtype, a lost reversal), `Errored` for a raise, crash or hang where it
+  should have worked, `Skipped` when this environment cannot run it, `NotApplicable` when it does
+  not apply to this kind of implementation. Any other exception reads as `error` with its message;
+- `pass` means correct in that context, judged against the truth (`-alpha * upstream` at the
+  GRL's input, or the same model with `harness.reference`'s trusted GRL); equality with the
+  implementation's own eager run is never the verdict alone.
+
+Returning anything but a passing `Outcome` is a harness bug: the registered function raises
+TypeError for it, so the cell reads `error` instead of silently passing.
+
+`@check("id", runs_backward=False)` marks the few checks that never run a backward pass; every
+other check must fail a GRL that never reverses (tests/selftest/test_never_reverses.py).
+Checks live in one module per area (`AREAS`): the area is the module's name. Helpers shared
+between areas live in `_common.py` (not an area). Adding a check is adding one decorated
+function to the right module and its entry in docs/checks.md.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-# Areas in report column order; each is a module `harness.checks.<area>` that may not exist yet.
+from harness.outcome import PASS, Outcome
+
+# Areas in report column order; each is a module `harness.checks.<area>`.
 AREAS = ("eager", "compile", "transforms", "distributed", "cuda", "train")
 
 
@@ -22,6 +41,7 @@ class Check:
     area: str
     fn: Callable
     doc: str
+    runs_backward: bool = True  # whether a GRL that never reverses must fail it
     # The check runs the implementation only in processes of its own (distributed ranks): the
     # harness calls it directly instead of sending it to the row's sandboxed child.
     own_processes: bool = False
@@ -30,7 +50,8 @@ class Check:
 _CHECKS: dict[str, Check] = {}
 
 
-def check(check_id: str, *, own_processes: bool = False) -> Callable[[Callable], Callable]:
+def check(check_id: str, *, runs_backward: bool = True,
+          own_processes: bool = False) -> Callable[[Callable], Callable]:
     """Register a check function under its public id (ids are part of the report format).
 
     own_processes: the check never runs implementation code in the calling process (it launches
@@ -41,23 +62,37 @@ def check(check_id: str, *, own_processes: bool = False) -> Callable[[Callable],
 
     def register(fn: Callable) -> Callable:
         area = fn.__module__.rsplit(".", 1)[-1]
-        if check_id in _CHECKS and _CHECKS[check_id].fn is not fn:
+        if check_id in _CHECKS and _CHECKS[check_id].fn.__wrapped__ is not fn:
             raise ValueError(f"check {check_id!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _CHECKS[check_id] = Check(check_id, area, fn, doc, own_processes)
+        _CHECKS[check_id] = Check(check_id, area, _returns_a_pass(check_id, fn), doc, runs_backward,
+                                  own_processes)
         return fn
 
     return register
 
 
+def _returns_a_pass(check_id: str, fn: Callable) -> Callable:
+    """`fn`, made to raise TypeError when it returns anything but a passing Outcome."""
+
+    @functools.wraps(fn)
+    def checked(impl) -> Outcome:
+        result = fn(impl)
+        if not isinstance(result, Outcome) or result.status != PASS:
+            raise TypeError(f"check {check_id} returned {result!r}: a check returns passed(...) "
+                            "or raises Failed/Errored/Skipped/NotApplicable")
+        return result
+
+    return checked
+
+
 def all_checks() -> list[Check]:
-    """Every registered check, area by area in `AREAS` order, in definition order within one."""
+    """Every registered check, area by area in `AREAS` order, in definition order within one.
+
+    A missing area module is an error: its columns would otherwise vanish from the report.
+    """
     for area in AREAS:
-        try:
-            importlib.import_module(f"{__name__}.{area}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{area}":
-                raise
+        importlib.import_module(f"{__name__}.{area}")
     order = {a: i for i, a in enumerate(AREAS)}
     return sorted(_CHECKS.values(), key=lambda c: order.get(c.area, len(order)))
 

@@ -1,4 +1,10 @@
-"""torch.compile semantics of a GRL (DESIGN.md, 'Compile and transforms').
+"""torch.compile semantics of a GRL (docs/checks.md, 'Compile').
+
+Every column judges against the truth: the same model run eagerly with the harness's trusted
+GRL (`harness.reference`). Equality with the implementation's own eager run is asked second
+(bitwise for the eager and aot_eager backends), and the detail says how a wrong compiled result
+relates to it ("its own eager run is wrong the same way"): a GRL that never reverses fails
+here just as in eager.
 
 Every check here starts from a clean dynamo state (`torch._dynamo.reset()`), so a cell can
 never reuse another cell's graphs or guards, and runs with
@@ -6,7 +12,7 @@ never reuse another cell's graphs or guards, and runs with
 hitting the recompile limit would otherwise fall back to eager silently and pass vacuously.
 Graphs are counted with dynamo's `unique_graphs` statistic (the backend is wrapped in
 `CompileCounterWithBackend` to see that anything compiled at all), graph breaks come from
-`torch._dynamo.utils.counters`. The eager reference step runs first, so a model that fails
+`torch._dynamo.utils.counters`. The implementation's own eager step runs first, so a model that fails
 in eager reads `eager error`, not a compile problem. The three backend columns compile with
 `fullgraph=True`; the alpha schedule does not, so a graph-breaking GRL still has its
 gradients compared step by step (its breaks go into detail and summary).
@@ -19,7 +25,6 @@ backward live) without paying for code generation.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
@@ -27,76 +32,23 @@ import torch
 from torch import nn
 
 from harness.checks import check
+from harness.checks._common import (
+    ALPHA,
+    TOLERANCE,
+    close,
+    first_line,
+    fresh_dynamo,
+    impl_model,
+    judge_step,
+    max_diff,
+    reference_model,
+    reference_step,
+    sample_inputs,
+    step,
+    unreversed_step,
+)
 from harness.outcome import Errored, Failed, Skipped, passed
-
-BATCH, FEATURES, OUT = 3, 4, 2
-ALPHA = 0.3  # non-dyadic on purpose
-
-
-def _model(impl, alpha=ALPHA) -> nn.Sequential:
-    gen = torch.Generator().manual_seed(0)
-    first, last = nn.Linear(FEATURES, FEATURES), nn.Linear(FEATURES, OUT)
-    with torch.no_grad():
-        for p in (*first.parameters(), *last.parameters()):
-            p.copy_(torch.randn(p.shape, generator=gen))
-    return nn.Sequential(first, impl.api.layer(alpha=alpha), last)
-
-
-def _inputs(batch=BATCH, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, FEATURES, generator=gen)
-    upstream = torch.randn(batch, OUT, generator=gen)  # a non-uniform upstream gradient
-    return x, upstream
-
-
-def _step(fn, model, x, upstream):
-    """One forward/backward: (output, input grad, parameter grads)."""
-    model.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_(True)
-    out = fn(x)
-    out.backward(upstream)
-    return out.detach(), x.grad, [p.grad for p in model.parameters()]
-
-
-def _max_diff(a, b) -> str:
-    if a is None or b is None:
-        return f"one gradient is None (compiled {a is None}, eager {b is None})"
-    if a.shape != b.shape:
-        return f"shape {tuple(a.shape)} vs eager {tuple(b.shape)}"
-    nan = int(torch.isnan(a).sum()) - int(torch.isnan(b).sum())
-    diff = (a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item() if a.numel() else 0.0
-    return f"max |diff| {diff:.3g}" + (f", {nan:+d} NaN" if nan else "")
-
-
-def _compare(compiled, eager, *, bitwise: bool, where: str) -> None:
-    names = ("output", "input gradient", "parameter gradients")
-    for name, c, e in zip(names, compiled, eager):
-        pairs = list(zip(c, e)) if isinstance(c, list) else [(c, e)]
-        for a, b in pairs:
-            if a is None or b is None or a.shape != b.shape:
-                raise Failed(f"{where}: {name}: {_max_diff(a, b)}", summary="wrong gradient")
-            same = torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=1.3e-6, atol=1e-5)
-            if not same:
-                how = "not bitwise equal to eager" if bitwise else "differs from eager beyond tolerance"
-                raise Failed(f"{where}: compiled {name} {how} ({_max_diff(a, b)})",
-                             summary="wrong gradient" if name != "output" else "wrong output")
-
-
-@contextlib.contextmanager
-def fresh_dynamo(**config):
-    """Clean dynamo state in, clean state out; a recompile-limit hit raises instead of falling back."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    try:
-        # suppress_errors (TORCHDYNAMO_SUPPRESS_ERRORS=1) would turn a compile failure into a
-        # silent eager run; pinned off so the environment cannot decide a cell.
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, suppress_errors=False,
-                                        **config):
-            yield counters
-    finally:
-        torch._dynamo.reset()
+from harness.reference import ReferenceGRL
 
 
 def _counter(backend):
@@ -135,20 +87,15 @@ def _explain(model, x) -> str:
         torch._dynamo.reset()
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else "")[:limit]
-
-
 def _compile_error(exc: BaseException, model, x) -> Errored:
     """An exception raised while compiling or running the compiled model, classified."""
     from torch._dynamo import exc as dynamo_exc
 
     message = " ".join(str(exc).split()).lower()
-    head = f"{type(exc).__name__}: {_first_line(exc)}"
+    head = f"{type(exc).__name__}: {first_line(exc)}"
     cause = exc.__cause__
-    if cause is not None and _first_line(cause) and _first_line(cause) not in head:
-        head += f" (caused by {type(cause).__name__}: {_first_line(cause, 140)})"
+    if cause is not None and first_line(cause) and first_line(cause) not in head:
+        head += f" (caused by {type(cause).__name__}: {first_line(cause, 140)})"
     if isinstance(exc, getattr(dynamo_exc, "FailOnRecompileLimitHit", ())) or (
             "recompile" in message and "limit" in message):
         return Errored(f"recompile limit hit ({head})", summary="recompile limit")
@@ -166,36 +113,38 @@ def _compile_error(exc: BaseException, model, x) -> Errored:
 def _eager_step(model, x, upstream, where: str = ""):
     """The eager reference step; if eager itself raises, the cell says so (not a compile problem)."""
     try:
-        return _step(model, model, x, upstream)
+        return step(model, model, x, upstream)
     except Exception as exc:  # noqa: BLE001
         raise Errored(f"{where + ': ' if where else ''}the eager model itself raises "
-                      f"{type(exc).__name__}: {_first_line(exc)}", summary="eager error") from None
+                      f"{type(exc).__name__}: {first_line(exc)}", summary="eager error") from None
 
 
 def _fullgraph(impl, backend: str, *, bitwise: bool):
-    """Compile Linear -> GRL -> Linear with `fullgraph=True`, two steps, compare with eager."""
-    model = _model(impl)
-    x, upstream = _inputs()
-    x2, upstream2 = _inputs(seed=2)
-    eager = [_eager_step(model, x, upstream), _eager_step(model, x2, upstream2)]
+    """Compile Linear -> GRL -> Linear with `fullgraph=True`, two steps; judge each against the
+    reference GRL's eager step, then against the implementation's own eager step."""
+    model = impl_model(impl)
+    inputs = [sample_inputs(), sample_inputs(seed=2)]
+    truth = [reference_step(x, upstream) for x, upstream in inputs]
+    eager = [_eager_step(model, x, upstream) for x, upstream in inputs]
     with fresh_dynamo() as counters:
         counter = _counter(backend)
         compiled = torch.compile(model, backend=counter, fullgraph=True)
         try:
-            got = [_step(compiled, model, x, upstream), _step(compiled, model, x2, upstream2)]
+            got = [step(compiled, model, x, upstream) for x, upstream in inputs]
         except Exception as exc:  # noqa: BLE001 - the reason is the finding
-            raise _compile_error(exc, model, x) from None
+            raise _compile_error(exc, model, inputs[0][0]) from None
         if counter.frame_count == 0:
             raise Failed("dynamo compiled nothing: the forward ran eager", summary="not compiled")
         breaks = _breaks(counters)
         frames, ops = _graphs(counter, counters), counter.op_count
-    for i, (g, e) in enumerate(zip(got, eager)):
-        _compare(g, e, bitwise=bitwise, where=f"step {i + 1}")
+    for i, (g, t, e) in enumerate(zip(got, truth, eager, strict=True)):
+        judge_step(g, t, where=f"step {i + 1}", what=f"the compiled ({backend}) run", own_eager=e,
+                   unreversed=unreversed_step(*inputs[i]), bitwise_eager=bitwise)
     recompiles = frames - 1
     summary = f"{frames} graphs" if frames > 1 else ""
     return passed(f"fullgraph {backend}: {frames} graph(s) for 2 steps ({ops} ops captured), {breaks}; "
-                  f"output and all gradients {'bitwise ' if bitwise else ''}equal to eager"
-                  f"{'' if bitwise else ' (rtol 1.3e-6, atol 1e-5)'}"
+                  f"output and all gradients equal a correct GRL's ({TOLERANCE}) and "
+                  f"{'bitwise ' if bitwise else ''}its own eager run's"
                   + (f"; {recompiles} recompile(s) for a second input of the same shape" if recompiles else ""),
                   summary=summary)
 
@@ -235,7 +184,8 @@ def alpha_schedule_values(steps: int = 12) -> list:
 
 @check("compile.alpha_schedule")
 def compile_alpha_schedule(impl):
-    """set_alpha between compiled steps must change the gradient exactly as in eager, every step.
+    """set_alpha between compiled steps must give a correct GRL's gradient at every step (and
+    its own eager run's, bitwise).
 
     Not fullgraph (the fullgraph columns already ask for one graph): a GRL that graph-breaks
     still runs its schedule here, so a wrong or NaN gradient after a coefficient change shows
@@ -243,9 +193,10 @@ def compile_alpha_schedule(impl):
     A recompile is a graph compiled after the first step.
     """
     alphas = alpha_schedule_values()
-    model = _model(impl, alpha=alphas[0])
+    model = impl_model(impl, alpha=alphas[0])
     layer = model[1]
-    x, upstream = _inputs()
+    x, upstream = sample_inputs()
+    reference = reference_model(float(alphas[0]))
     graphs_at = []
     with fresh_dynamo() as counters:
         counter = _counter("aot_eager")
@@ -255,18 +206,21 @@ def compile_alpha_schedule(impl):
             try:
                 layer.set_alpha(alpha)
             except Exception as exc:  # noqa: BLE001 - users write NumPy floats
-                raise Errored(f"{where}: set_alpha raised {type(exc).__name__}: {_first_line(exc)}",
+                raise Errored(f"{where}: set_alpha raised {type(exc).__name__}: {first_line(exc)}",
                               summary="set_alpha error") from None
             eager = _eager_step(model, x, upstream, where)
+            reference[1].set_alpha(float(alpha))
+            truth = step(reference, reference, x, upstream)
             try:
-                got = _step(compiled, model, x, upstream)
+                got = step(compiled, model, x, upstream)
             except Exception as exc:  # noqa: BLE001
                 err = _compile_error(exc, model, x)
                 raise Errored(f"{where}: {err.detail} (after {_graphs(counter, counters)} graphs)",
                               summary=err.summary) from None
             graphs_at.append(_graphs(counter, counters))
             try:
-                _compare(got, eager, bitwise=True, where=where)
+                judge_step(got, truth, where=where, what="the compiled (aot_eager) run", own_eager=eager,
+                           unreversed=unreversed_step(x, upstream), bitwise_eager=True)
             except Failed as failed:
                 raise Failed(f"{failed.detail}; graphs so far: {graphs_at}; {_breaks(counters)}",
                              summary=f"wrong at step {i}") from None
@@ -280,7 +234,8 @@ def compile_alpha_schedule(impl):
     if n_breaks:
         summary += f", {n_breaks} break{'s' if n_breaks != 1 else ''}"
     return passed(f"{len(alphas)} DANN alphas (4 float, 4 np.float64, 4 np.float32; aot_eager): "
-                  f"gradients bitwise equal to eager at every step; {recompiles} recompile(s)"
+                  f"gradients equal a correct GRL's ({TOLERANCE}) and bitwise its own eager run's at "
+                  f"every step; {recompiles} recompile(s)"
                   + (f" at steps {where}" if where else "") + f" (graphs after each step {graphs_at}); {breaks}",
                   summary=summary)
 
@@ -291,28 +246,31 @@ DYNAMIC_BATCHES = (2, 3, 5, 8, 13)
 @check("compile.dynamic_shapes")
 def compile_dynamic_shapes(impl):
     """Varying batch sizes must cost at most one recompile (automatic dynamic) with correct gradients."""
-    model = _model(impl)
+    model = impl_model(impl)
     frames_at = []
     with fresh_dynamo() as counters:
         counter = _counter("aot_eager")
         compiled = torch.compile(model, backend=counter, fullgraph=True)
         for batch in DYNAMIC_BATCHES:
-            x, upstream = _inputs(batch)
+            x, upstream = sample_inputs(batch)
             eager = _eager_step(model, x, upstream, f"batch {batch}")
+            truth = reference_step(x, upstream)
             try:
-                got = _step(compiled, model, x, upstream)
+                got = step(compiled, model, x, upstream)
             except Exception as exc:  # noqa: BLE001
                 err = _compile_error(exc, model, x)
                 raise Errored(f"batch {batch}: {err.detail}", summary=err.summary) from None
             frames_at.append(_graphs(counter, counters))
-            _compare(got, eager, bitwise=True, where=f"batch {batch}")
+            judge_step(got, truth, where=f"batch {batch}", what="the compiled (aot_eager) run",
+                       own_eager=eager, unreversed=unreversed_step(x, upstream), bitwise_eager=True)
     recompiles = frames_at[-1] - 1
     detail = (f"batch sizes {list(DYNAMIC_BATCHES)} (aot_eager, fullgraph): graphs after each "
               f"{frames_at}, {recompiles} recompile(s)")
     summary = f"{recompiles} recompile{'s' if recompiles != 1 else ''}"
     if recompiles > 1:
         raise Failed(detail + "; more than one: the GRL specializes on the batch size", summary=summary)
-    return passed(detail + "; gradients bitwise equal to eager", summary=summary)
+    return passed(detail + f"; gradients equal a correct GRL's ({TOLERANCE}) and bitwise its own "
+                  "eager run's", summary=summary)
 
 
 class _Pointwise(nn.Module):
@@ -326,6 +284,19 @@ class _Pointwise(nn.Module):
         return torch.cos(self.layer(torch.sin(x)))
 
 
+def _pointwise_inputs():
+    return (torch.linspace(-2.0, 2.0, 16, dtype=torch.float32),
+            torch.linspace(0.5, 1.5, 16, dtype=torch.float32))
+
+
+def _pointwise_reference_grad() -> torch.Tensor:
+    """The truth for `_inductor_kernels`: the input gradient with the reference GRL, eager."""
+    x, upstream = _pointwise_inputs()
+    x.requires_grad_(True)
+    _Pointwise(ReferenceGRL(ALPHA))(x).backward(upstream)
+    return x.grad
+
+
 def _inductor_kernels(layer: nn.Module):
     """Kernels inductor generates for forward + backward of `_Pointwise(layer)`, and the grad.
 
@@ -337,15 +308,14 @@ def _inductor_kernels(layer: nn.Module):
     """
     from torch._inductor import metrics
 
-    x = torch.linspace(-2.0, 2.0, 16, dtype=torch.float32)
-    upstream = torch.linspace(0.5, 1.5, 16, dtype=torch.float32)
+    x, upstream = _pointwise_inputs()
     module = _Pointwise(layer)
     xe = x.clone().requires_grad_(True)
     try:
         module(xe).backward(upstream)
     except Exception as exc:  # noqa: BLE001
         raise Errored(f"the eager sin -> GRL -> cos graph itself raises {type(exc).__name__}: "
-                      f"{_first_line(exc)}", summary="eager error") from None
+                      f"{first_line(exc)}", summary="eager error") from None
     with fresh_dynamo():
         metrics.reset()
         compiled = torch.compile(module, backend="inductor", fullgraph=True)
@@ -394,14 +364,36 @@ def compile_fusion(impl):
         raise
     except Exception as exc:  # noqa: BLE001
         raise _compile_error(exc, _Pointwise(layer), x) from None
-    if grad is None or not torch.allclose(grad, eager, rtol=1.3e-6, atol=1e-5):
-        raise Failed(f"sin -> GRL -> cos: the inductor-compiled input gradient differs from eager "
-                     f"({_max_diff(grad, eager)})",
+    truth = _pointwise_reference_grad()
+    if grad is None or not close(grad, truth):
+        if eager is not None and close(eager, truth):
+            parity = "its own eager run is right: inductor changed it"
+        elif grad is not None and eager is not None and close(grad, eager):
+            parity = "its own eager run is wrong the same way"
+        else:
+            parity = "its own eager run is wrong too, differently"
+        raise Failed(f"sin -> GRL -> cos: the inductor-compiled input gradient differs from a "
+                     f"correct GRL's ({max_diff(grad, truth)}, {TOLERANCE}); {parity}",
                      summary="wrong gradient")
+    if eager is None or not close(grad, eager):
+        raise Failed(f"sin -> GRL -> cos: the inductor-compiled input gradient is right but differs "
+                     f"from its own eager run ({max_diff(grad, eager, 'eager')})",
+                     summary="differs from eager")
     extra = count - baseline
     summary = f"{extra:+d} kernel{'s' if abs(extra) != 1 else ''}"
     detail = (f"sin -> GRL -> cos, forward + backward under inductor: {count} generated kernels, "
-              f"{baseline} with an identity in its place ({summary}); gradients equal eager")
+              f"{baseline} with an identity in its place ({summary}); the input gradient equals a "
+              f"correct GRL's and its own eager run's")
     # Extra kernels are a cost, not a wrong result: the cell passes and the count shows it.
     how = "fused away" if extra <= 0 else "not fused into its neighbours (opaque to inductor)"
     return passed(f"{detail}: {how}", summary=summary)
+
+
+# --- contexts real training adds: checkpointing under torch.compile (harness/checks/_contexts.py)
+
+@check("checkpoint.compiled")
+def checkpoint_compiled(impl):
+    """Non-reentrant checkpointing of the GRL's branch under torch.compile (aot_eager) keeps the reversal."""
+    from harness.checks import _contexts
+
+    return _contexts.checkpoint_check(impl, reentrant=False, compile_ctx=fresh_dynamo)

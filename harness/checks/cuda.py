@@ -1,8 +1,12 @@
-"""A GRL inside CUDA graphs (DESIGN.md, 'Distributed and CUDA').
+"""A GRL inside CUDA graphs (docs/checks.md, 'CUDA').
 
 CUDA graphs freeze kernel arguments at capture: a Python-float alpha baked into a captured
 backward ignores later `set_alpha`; a device tensor updated in place is read at replay. Capture
 breaks on host syncs. Without CUDA every cell is `skip`.
+
+Every replayed gradient is judged against the truth: the same network with the harness's
+reference GRL (`harness.reference`), run eagerly, never the implementation's own eager run (a
+GRL that never reverses would match itself).
 
 The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-tested on CPU
 (tests/selftest/test_cuda_logic.py); only the capture code needs a GPU.
@@ -10,7 +14,7 @@ The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-
 from __future__ import annotations
 
 from harness.checks import check
-from harness.outcome import Errored, Failed, Skipped
+from harness.outcome import Errored, Failed, Outcome, Skipped, passed
 
 RTOL, ATOL = 1e-5, 1e-6  # float32; the captured kernels should be the eager ones
 COMPILED_RTOL, COMPILED_ATOL = 1e-4, 1e-5  # inductor may fuse and reorder
@@ -36,18 +40,18 @@ def grad_mismatch(got: dict, want: dict, rtol: float = RTOL, atol: float = ATOL)
     return None
 
 
-def alpha_verdict(replayed: dict, eager_after: dict, eager_captured: dict,
+def alpha_verdict(replayed: dict, want_after: dict, want_captured: dict,
                   a_captured: float = ALPHA_CAPTURED, a_after: float = ALPHA_AFTER) -> str:
     """After set_alpha(a_after) on a graph captured at a_captured, replay must follow a_after.
 
     Returns the passing detail; raises Failed for a frozen alpha (silent no-op) or a gradient
     that matches neither alpha.
     """
-    off = grad_mismatch(replayed, eager_after)
+    off = grad_mismatch(replayed, want_after)
     if off is None:
         return (f"captured at alpha {a_captured:g}, set_alpha({a_after:g}) afterwards: the replayed "
                 "gradient follows the new alpha (alpha is read from device memory at replay)")
-    if grad_mismatch(replayed, eager_captured) is None:
+    if grad_mismatch(replayed, want_captured) is None:
         raise Failed(f"captured at alpha {a_captured:g}, then set_alpha({a_after:g}): the replayed "
                      f"gradient still uses {a_captured:g} (alpha frozen into the graph at capture; "
                      "set_alpha is a silent no-op)", summary="alpha frozen")
@@ -73,15 +77,20 @@ def _need_cuda():
     return torch
 
 
-def _model(impl, alpha: float, seed: int = 0):
-    """Linear -> GRL -> Linear on cuda, the same weights for the same seed."""
+def _net(layer, seed: int = 0):
+    """Linear -> layer -> Linear on cuda; the same weights for the same seed, whatever the layer."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
+    first, last = nn.Linear(IN, HIDDEN), nn.Linear(HIDDEN, OUT)
+    return nn.Sequential(first, layer, last).cuda()
+
+
+def _model(impl, alpha: float, seed: int = 0):
+    """The network around the implementation's layer, and the layer."""
     layer = impl.api.layer(alpha=alpha)
-    net = nn.Sequential(nn.Linear(IN, HIDDEN), layer, nn.Linear(HIDDEN, OUT)).cuda()
-    return net, layer
+    return _net(layer, seed), layer
 
 
 def _batches(n: int = 3):
@@ -100,8 +109,11 @@ def _grads(net) -> dict:
     return {n: p.grad.detach().clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
-def _eager_grads(impl, alpha: float, x, y) -> dict:
-    net, _ = _model(impl, alpha)
+def _reference_grads(alpha: float, x, y) -> dict:
+    """The truth: parameter gradients of the same network with the reference GRL, eager."""
+    from harness.reference import ReferenceGRL
+
+    net = _net(ReferenceGRL(alpha))
     _loss(net(x), y).backward()
     return _grads(net)
 
@@ -130,8 +142,8 @@ def _capture(net, static_x, static_y):
 
 
 @check("cuda.graph")
-def cuda_graph(impl) -> str:
-    """A captured forward+backward (torch.cuda.graph) must replay the eager gradients."""
+def cuda_graph(impl) -> Outcome:
+    """A captured forward+backward (torch.cuda.graph) must replay a correct GRL's gradients."""
     torch = _need_cuda()
     net, _ = _model(impl, ALPHA_CAPTURED)
     batches = _batches()
@@ -142,15 +154,16 @@ def cuda_graph(impl) -> str:
         static_y.copy_(y)
         graph.replay()
         torch.cuda.synchronize()
-        off = grad_mismatch(_grads(net), _eager_grads(impl, ALPHA_CAPTURED, x, y))
+        off = grad_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y))
         if off:
-            raise Failed(f"replay {i}: {off} against eager", summary="wrong grad on replay")
-    return f"{len(batches)} replays with new inputs match eager (rtol {RTOL:g})"
+            raise Failed(f"replay {i}: {off} against a correct GRL", summary="wrong grad on replay")
+    return passed(f"{len(batches)} replays with new inputs match a correct GRL's gradients "
+                  f"(rtol {RTOL:g})")
 
 
 @check("cuda.graphed_callables")
-def cuda_graphed_callables(impl) -> str:
-    """torch.cuda.make_graphed_callables of a module holding the GRL must match eager."""
+def cuda_graphed_callables(impl) -> Outcome:
+    """torch.cuda.make_graphed_callables of a module holding the GRL must reverse correctly."""
     torch = _need_cuda()
     net, _ = _model(impl, ALPHA_CAPTURED)
     batches = _batches()
@@ -162,21 +175,21 @@ def cuda_graphed_callables(impl) -> str:
     for i, (x, y) in enumerate(batches):
         net.zero_grad(set_to_none=True)
         _loss(graphed(x), y).backward()
-        off = grad_mismatch(_grads(net), _eager_grads(impl, ALPHA_CAPTURED, x, y))
+        off = grad_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y))
         if off:
-            raise Failed(f"call {i}: {off} against eager", summary="wrong grad")
-    return f"{len(batches)} graphed calls match eager (rtol {RTOL:g})"
+            raise Failed(f"call {i}: {off} against a correct GRL", summary="wrong grad")
+    return passed(f"{len(batches)} graphed calls match a correct GRL's gradients (rtol {RTOL:g})")
 
 
 @check("cuda.reduce_overhead")
-def cuda_reduce_overhead(impl) -> str:
+def cuda_reduce_overhead(impl) -> Outcome:
     """torch.compile(mode='reduce-overhead') must keep CUDA graphs (no skip) and the reversal."""
     from unittest import mock
 
     torch = _need_cuda()
     from torch._inductor import cudagraph_utils
 
-    from harness.checks.compile import fresh_dynamo
+    from harness.checks._common import fresh_dynamo
 
     with fresh_dynamo() as counters:  # clean state in and out, no silent fallback to eager
         net, layer = _model(impl, 1.0)
@@ -192,10 +205,10 @@ def cuda_reduce_overhead(impl) -> str:
                     net.zero_grad(set_to_none=True)
                     _loss(compiled(x), y).backward()
                     got = _grads(net)
-                    off = grad_mismatch(got, _eager_grads(impl, alpha, x, y), COMPILED_RTOL,
+                    off = grad_mismatch(got, _reference_grads(alpha, x, y), COMPILED_RTOL,
                                         COMPILED_ATOL)
                     if off:
-                        raise Failed(f"alpha {alpha:g}, step {steps}: {off} against eager",
+                        raise Failed(f"alpha {alpha:g}, step {steps}: {off} against a correct GRL",
                                      summary="wrong grad")
                     steps += 1
         reasons = [str(c.args[0]) % c.args[1:] if len(c.args) > 1 else str(c.args[0])
@@ -204,12 +217,12 @@ def cuda_reduce_overhead(impl) -> str:
         graphs = int(counters["stats"]["unique_graphs"])
     if not graphs:
         raise Errored("torch.compile compiled no graph: the model ran eagerly", summary="not compiled")
-    return (f"{steps} steps over 3 alphas match eager (rtol {COMPILED_RTOL:g}); no cudagraph skip; "
-            f"{graphs} dynamo graph(s) compiled")
+    return passed(f"{steps} steps over 3 alphas match a correct GRL's gradients (rtol "
+                  f"{COMPILED_RTOL:g}); no cudagraph skip; {graphs} dynamo graph(s) compiled")
 
 
 @check("cuda.alpha_after_capture")
-def cuda_alpha_after_capture(impl) -> str:
+def cuda_alpha_after_capture(impl) -> Outcome:
     """After capture, set_alpha must change the replayed gradient (a frozen alpha is a silent no-op)."""
     torch = _need_cuda()
     net, layer = _model(impl, ALPHA_CAPTURED)
@@ -219,5 +232,5 @@ def cuda_alpha_after_capture(impl) -> str:
     layer.set_alpha(ALPHA_AFTER)
     graph.replay()
     torch.cuda.synchronize()
-    return alpha_verdict(_grads(net), _eager_grads(impl, ALPHA_AFTER, x, y),
-                         _eager_grads(impl, ALPHA_CAPTURED, x, y))
+    return passed(alpha_verdict(_grads(net), _reference_grads(ALPHA_AFTER, x, y),
+                                _reference_grads(ALPHA_CAPTURED, x, y)))

@@ -1,8 +1,9 @@
-"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (DESIGN.md, 'Distributed').
+"""A GRL under real torch.distributed: DDP eager, DDP compiled, FSDP2 (docs/checks.md, 'Distributed').
 
 Each cell starts world size 2 with `torch.multiprocessing` (`file://` init in a temporary
 directory; start method forkserver by default, which forks each rank from one fresh server
-process that imported torch once, or spawn with GRL_DIST_START_METHOD=spawn); the ranks run `harness.distributed_worker.run_rank` and rank 0 writes a verdict.
+process that imported torch once, or spawn with GRL_DIST_START_METHOD=spawn); the ranks run
+`harness.distributed_worker.run_rank` and rank 0 writes a verdict.
 The parent only launches, waits with a deadline, and cleans up: every rank runs in its own
 process group (setsid), which is killed on timeout, failure and success alike, and the cell
 verifies that no process of those groups survives.
@@ -19,8 +20,8 @@ import time
 from multiprocessing.connection import wait
 
 from harness.checks import check
-from harness.procs import group_members, read_text, signal_pid, start_method
 from harness.outcome import Errored, Failed, Outcome, Skipped, passed
+from harness.procs import group_members, read_text, signal_pid, start_method
 
 WORLD_SIZE = 2
 # pids of the ranks of the last launch in this process (self-tests check they are gone)
@@ -168,3 +169,19 @@ def fsdp(impl) -> Outcome:
     """FSDP2 (fully_shard) shards the GRL's neighbours; the reversed gradient must survive it."""
     _fsdp_available()
     return _outcome(launch("fsdp", impl))
+
+
+# --- contexts real training adds: tensor parallelism (harness/dtensor_rank.py) ---------------
+
+def _dtensor_available() -> None:
+    try:
+        from torch.distributed.tensor import distribute_tensor  # noqa: F401
+    except ImportError as exc:
+        raise Skipped(f"torch.distributed.tensor (DTensor) not importable: {exc}") from None
+
+
+@check("dtensor", own_processes=True)
+def dtensor(impl) -> Outcome:
+    """On DTensor activations (Shard and Replicate on a 2-rank mesh) the GRL is the identity and reverses."""
+    _dtensor_available()
+    return _outcome(launch("dtensor", impl))

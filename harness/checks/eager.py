@@ -1,4 +1,4 @@
-"""Eager autograd semantics of a GRL (DESIGN.md, 'Eager').
+"""Eager autograd semantics of a GRL (docs/checks.md, 'Eager').
 
 Every check exercises both the module (`impl.api.layer`, alpha given through `set_alpha`) and
 the functional form (`impl.api.fn`) unless it is about the module alone (alpha.update). Alphas
@@ -16,8 +16,15 @@ import torch
 
 from harness import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from harness.checks import check
-from harness.outcome import CheckSignal, Errored, Failed, expect, passed
-from harness.outcome import describe_exception
+from harness.outcome import (
+    CheckSignal,
+    Errored,
+    Failed,
+    Outcome,
+    describe_exception,
+    expect,
+    passed,
+)
 
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -77,19 +84,21 @@ def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torc
 
 # --- forward.identity ---------------------------------------------------------------------
 
-@check("forward.identity")
-def forward_identity(impl) -> str:
+@check("forward.identity", runs_backward=False)
+def forward_identity(impl) -> Outcome:
     """The forward pass must return the input unchanged: same values, dtype, shape, device."""
     aliased = copied = 0
     forms = [("layer", impl.api.layer(alpha=1.0))] + _forms(impl, 0.0) + _forms(impl, 0.3)
-    forms = [(f"{label} alpha={a}", f) for (label, f), a in zip(forms, (1.0, 0.0, 0.0, 0.3, 0.3))]
+    forms = [(f"{label} alpha={a}", f) for (label, f), a in zip(forms, (1.0, 0.0, 0.0, 0.3, 0.3), strict=True)]
     for dtype in FLOATS:
         base = torch.tensor([0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), -3.25, 7.0],
                             dtype=dtype)
-        for make, grad in ((lambda: base.clone(), True), (lambda: base.reshape(2, 4).t(), True),
-                           (lambda: torch.tensor(2.5, dtype=dtype), True),
-                           (lambda: torch.empty(0, 3, dtype=dtype), True),
-                           (lambda: base.clone(), False)):
+        inputs = ((lambda base=base: base.clone(), True),
+                  (lambda base=base: base.reshape(2, 4).t(), True),
+                  (lambda dtype=dtype: torch.tensor(2.5, dtype=dtype), True),
+                  (lambda dtype=dtype: torch.empty(0, 3, dtype=dtype), True),
+                  (lambda base=base: base.clone(), False))
+        for make, grad in inputs:
             for label, f in forms:
                 x = make()
                 before = x.detach().clone()  # what the output must equal, even if f edits x in place
@@ -118,7 +127,7 @@ def forward_identity(impl) -> str:
                 elif y.numel():
                     copied += 1
     how = "aliases its input (view)" if not copied else ("copies" if not aliased else "sometimes aliases")
-    return (f"identical for {len(FLOATS)} dtypes x contiguous/transposed/0-d/empty/no_grad with "
+    return passed(f"identical for {len(FLOATS)} dtypes x contiguous/transposed/0-d/empty/no_grad with "
             f"+-0, +-inf, nan, layer and fn, alpha 1/0/0.3; output {how}")
 
 
@@ -188,7 +197,7 @@ def _describe(case: _Case, x: torch.Tensor, g: torch.Tensor) -> str:
 
 
 def _compare(got: torch.Tensor, g: torch.Tensor, case: _Case) -> str | None:
-    """None if got == -alpha * g as DESIGN.md defines it, else what is wrong."""
+    """None if got == -alpha * g as docs/checks.md defines it (backward.reversal), else what is wrong."""
     if got.dtype != case.dtype:
         return f"gradient dtype {_dt(got.dtype)}"
     if tuple(got.shape) != tuple(case.shape):
@@ -228,7 +237,7 @@ def _compare(got: torch.Tensor, g: torch.Tensor, case: _Case) -> str | None:
             f"expected {want[j].item()!r} (relative error {err:.2g})")
 
 
-# Pinned cases, run after the drawn ones pass: each pitfall of DESIGN.md is hit on every run,
+# Pinned cases, run after the drawn ones pass: each known pitfall (docs/checks.md) is hit on every run,
 # whatever the random draws did. (Not hypothesis @example: those run first and are not shrunk,
 # and a drawn failure, shrunk, is the more useful counterexample.)
 PINNED = (
@@ -254,7 +263,7 @@ class _Raised(Exception):
 
 
 @check("backward.reversal")
-def backward_reversal(impl) -> str:
+def backward_reversal(impl) -> Outcome:
     """grad_in must be -alpha * grad_out for every shape, layout, dtype, alpha and special value."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import strategies as st
@@ -323,9 +332,10 @@ def backward_reversal(impl) -> str:
         raise Errored(f"{prefix}{exc.where}: {describe_exception(exc.exc)}") from None
     except Flaky as exc:
         raise Failed(f"inconsistent between identical runs (hypothesis Flaky): {exc}") from None
-    return (f"{ran['examples']} drawn + {len(PINNED)} pinned cases x (set_alpha, constructor, fn): -alpha * grad, exact "
-            "for power-of-two alpha, within 2 eps of the dtype otherwise; nan/inf propagate; "
-            "0-d, empty, transposed, strided and expanded (stride 0) gradients")
+    return passed(f"{ran['examples']} drawn + {len(PINNED)} pinned cases x (set_alpha, constructor, "
+                  "fn): -alpha * grad, exact for power-of-two alpha, within 2 eps of the dtype "
+                  "otherwise; nan/inf propagate; 0-d, empty, transposed, strided and expanded "
+                  "(stride 0) gradients")
 
 
 # --- backward.gradcheck / backward.double -------------------------------------------------
@@ -346,7 +356,7 @@ def _batched_grad_support(impl) -> str | None:
     x = _randn(3, 4, seed=1).requires_grad_(True)
     label = "layer"
     try:
-        for label, f in _forms(impl, 0.5):
+        for label, f in _forms(impl, 0.5):  # noqa: B007 - label names the form in the except
             y = f(x)
             torch.autograd.grad(y, x, _randn(2, 3, 4, seed=2), is_grads_batched=True)
     except Exception as exc:  # noqa: BLE001 - only decides whether to ask gradcheck for it
@@ -355,7 +365,7 @@ def _batched_grad_support(impl) -> str | None:
 
 
 @check("backward.gradcheck")
-def backward_gradcheck(impl) -> str:
+def backward_gradcheck(impl) -> Outcome:
     """gradcheck on grl(x, a) + (1 + a)(x - x.detach()), whose Jacobian is I iff backward is -a."""
     GradcheckError = _gradcheck_error()
     no_vmap = _batched_grad_support(impl)
@@ -382,11 +392,11 @@ def backward_gradcheck(impl) -> str:
             n += 1
     batched = "check_batched_grad on" if no_vmap is None else \
         f"check_batched_grad off: batched backward raised ({no_vmap})"
-    return f"{n} gradchecks (layer and fn, alpha 0/0.5/1.7, float64), check_undefined_grad on, {batched}"
+    return passed(f"{n} gradchecks (layer and fn, alpha 0/0.5/1.7, float64), check_undefined_grad on, {batched}")
 
 
 @check("backward.double")
-def backward_double(impl) -> str:
+def backward_double(impl) -> Outcome:
     """Double backward must work and d(input grad)/d(upstream grad) must be -alpha."""
     GradcheckError = _gradcheck_error()
     for a in (0.5, 2.0):
@@ -417,13 +427,13 @@ def backward_double(impl) -> str:
                 except GradcheckError as exc:
                     first = str(exc).strip().splitlines()[0]
                     raise Failed(f"{where}: gradgradcheck: {first}", summary="gradgradcheck") from None
-    return "gradgradcheck passes on the composite; d(grad_in)/d(grad_out) = -alpha (layer and fn, alpha 0.5/2)"
+    return passed("gradgradcheck passes on the composite; d(grad_in)/d(grad_out) = -alpha (layer and fn, alpha 0.5/2)")
 
 
 # --- alpha.update ---------------------------------------------------------------------------
 
 @check("alpha.update")
-def alpha_update(impl) -> str:
+def alpha_update(impl) -> Outcome:
     """set_alpha must change the next gradient, alpha=0 must zero it, and state_dict must keep it."""
     g = _randn(4, 3, seed=8)
 
@@ -482,13 +492,13 @@ def alpha_update(impl) -> str:
     else:
         keys = ", ".join(after) or "empty"
         state = f"alpha is not state (state_dict: {keys}): a restored layer needs set_alpha again"
-    return f"set_alpha takes effect on the next step, alpha=0 zeroes grads; alpha read at {read}; {state}"
+    return passed(f"set_alpha takes effect on the next step, alpha=0 zeroes grads; alpha read at {read}; {state}")
 
 
 # --- graph.shared_trunk ---------------------------------------------------------------------
 
 @check("graph.shared_trunk")
-def graph_shared_trunk(impl) -> str:
+def graph_shared_trunk(impl) -> Outcome:
     """Only the domain branch may be reversed: the task head's gradient must reach the trunk intact."""
     torch.manual_seed(0)
     trunk, task, dom = (torch.nn.Linear(6, 5).double(), torch.nn.Linear(5, 3).double(),
@@ -532,7 +542,7 @@ def graph_shared_trunk(impl) -> str:
                    f"{label}: domain head's own weight gradient is altered (the reversal belongs before it)")
             expect(close(task.weight.grad, c_t.T @ feats.detach()),
                    f"{label}: task head's weight gradient is altered")
-    return f"task branch unreversed, domain branch x(-{a}), totals match the analytic gradients (layer and fn)"
+    return passed(f"task branch unreversed, domain branch x(-{a}), totals match the analytic gradients (layer and fn)")
 
 
 # --- memory.saved ---------------------------------------------------------------------------
@@ -579,8 +589,8 @@ def _keeps_input_alive(f, n: int) -> bool:
     return alive
 
 
-@check("memory.saved")
-def memory_saved(impl) -> str:
+@check("memory.saved", runs_backward=False)
+def memory_saved(impl) -> Outcome:
     """A GRL needs only alpha for backward: saving an activation-sized tensor wastes memory."""
     small, big = 4096, 16384
     notes = []
@@ -596,7 +606,7 @@ def memory_saved(impl) -> str:
                          f"(e.g. a tensor stored on ctx): {big * 4} B held at N={big} float32",
                          summary=f"keeps {big * 4 // 1024} KiB")
         notes.append(f"{label} {b_big} B" + (f" ({', '.join(parts)})" if parts else ""))
-    return f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input"
+    return passed(f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input")
 
 
 # --- inplace.after --------------------------------------------------------------------------
@@ -641,3 +651,45 @@ def inplace_after(impl):
         results = [f"layer and fn {raised[0].split(' ', 1)[1].replace('raises', 'raise', 1)}"]
     return passed("; ".join(results) + " (both acceptable; a silent wrong gradient is not)",
                   summary="raises" if len(raised) == 2 else "")
+
+
+# --- contexts real training adds: autocast, checkpointing, serialization ----------------------
+# (implemented in harness/checks/_contexts.py; docs/contexts.md explains each column)
+
+from harness.checks import _contexts  # noqa: E402
+
+
+@check("amp.autocast")
+def amp_autocast(impl):
+    """Under torch.autocast the GRL keeps the dtype autocast chose and reverses exactly."""
+    return _contexts.amp_autocast(impl)
+
+
+@check("checkpoint.reentrant")
+def checkpoint_reentrant(impl):
+    """Inside torch.utils.checkpoint(use_reentrant=True) (forward first under no_grad) the reversal holds."""
+    return _contexts.checkpoint_check(impl, reentrant=True)
+
+
+@check("checkpoint.nonreentrant")
+def checkpoint_nonreentrant(impl):
+    """Inside checkpoint(use_reentrant=False) (forward run twice per step) the reversal holds."""
+    return _contexts.checkpoint_check(impl, reentrant=False)
+
+
+@check("serialize.copy")
+def serialize_copy(impl):
+    """copy.deepcopy mid-training (EMA / mean teacher) works and the copy's alpha is its own."""
+    return _contexts.serialize_copy(impl)
+
+
+@check("serialize.save")
+def serialize_save(impl):
+    """torch.save of the whole model loads back with the saved alpha, independent of the original."""
+    return _contexts.serialize_save(impl)
+
+
+@check("serialize.state_dict")
+def serialize_state_dict(impl):
+    """A strict state_dict restore (weights_only=True) into a fresh model keeps alpha right."""
+    return _contexts.serialize_state_dict(impl)

@@ -1,4 +1,4 @@
-"""End to end: a DANN trained through the GRL must really adapt (DESIGN.md, 'Train').
+"""End to end: a DANN trained through the GRL must really adapt (docs/checks.md, 'Train').
 
 The two-moons problem of Ganin et al. (JMLR 2016, sec. 5.1.1), set up in `harness/dann.py`:
 5 seeds trained at once (stacked weights), the GRL under test applied to the stacked features
@@ -67,3 +67,13 @@ def dann_moons_compiled(impl):
            f"{recompiles} recompile(s) after step 0; first step {result.compile_s:.1f} s, "
            f"{result.steps} steps {train_s:.1f} s")
     return _verdict(result, how, f", {recompiles} recompile(s)" if recompiles else "")
+
+
+# --- contexts real training adds: mixed precision with a GradScaler (harness/checks/_contexts.py)
+
+@check("amp.grad_scaler")
+def amp_grad_scaler(impl):
+    """A GradScaler step under autocast: gradients right, a domain-loss overflow skips the trunk's step."""
+    from harness.checks import _contexts
+
+    return _contexts.amp_grad_scaler(impl)

@@ -9,3 +9,7 @@ USER_ENTRY = Impl(name="user_entry", kind="function", load=seed_api("impls.naive
 
 INSTANCE = nn.Identity()
 NOT_A_GRL = 42
+
+# An entry whose `unsupported` names a check id that does not exist: refused at collection.
+TYPO_UNSUPPORTED = Impl(name="typo_unsupported", kind="function", load=seed_api("impls.naive_function"),
+                        unsupported={"jit.scrpt": "a typo"})

@@ -1,21 +1,9 @@
 """GRLs for the gate's end-to-end self-test, added to a run with --grl-impl."""
-from torch import nn
-
-from tests.selftest.mutation import Reverse
+from tests.selftest.grls import FloatAlphaLayer, Reverse
 
 
-class GateGood(nn.Module):
+class GateGood(FloatAlphaLayer):
     """A correct GRL: the baseline says it failed, so it is an improvement."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = alpha
-
-    def set_alpha(self, alpha):
-        self.alpha = alpha
-
-    def forward(self, x):
-        return Reverse.apply(x, self.alpha)
 
 
 class GateMutant(GateGood):

@@ -12,8 +12,9 @@ import time
 
 import torch
 
+from harness.reference import Reverse
 from harness.registry import GRL, Impl
-from tests.selftest.mutation import FloatAlphaLayer, Reverse
+from tests.selftest.grls import FloatAlphaLayer
 
 
 def hostile(name: str, layer: type) -> Impl:

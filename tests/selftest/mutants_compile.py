@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
+from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.mutation import mutant
 
 
 class _GraphBreak(nn.Module):

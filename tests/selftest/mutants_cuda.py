@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
+from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.mutation import mutant
 
-
-class _PythonFloatAlpha(FloatAlphaLayer):
-    """Alpha is a Python float handed to the kernel: capture bakes it into the graph."""
-
-    def forward(self, x):
-        return Reverse.apply(x, self.alpha)
+# The correct float-alpha GRL: alpha is a Python float handed to the kernel, so capture bakes
+# it into the graph.
+_PythonFloatAlpha = FloatAlphaLayer
 
 
 class _HostSync(_PythonFloatAlpha):

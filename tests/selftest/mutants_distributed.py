@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 
-import torch
 import torch.distributed as dist
 from torch import nn
 
-from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
+from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.mutation import mutant
 
 
 def _rank() -> int:
@@ -37,18 +37,6 @@ class _RankZeroGlobalAlpha(nn.Module):
         return Reverse.apply(x, _SCHEDULE["alpha"])
 
 
-class _ReverseTensorAlpha(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, alpha):
-        ctx.save_for_backward(alpha)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (alpha,) = ctx.saved_tensors
-        return grad * -alpha.detach(), None
-
-
 class _HangOnRank1(FloatAlphaLayer):
     """Forward blocks forever on rank 1 only: rank 0 waits in the gradient all-reduce."""
 
@@ -66,21 +54,6 @@ class _RaiseOnRank1(_HangOnRank1):
         if _rank() == 1:
             raise RuntimeError("deliberate failure on rank 1")
         return Reverse.apply(x, self.alpha)
-
-
-class BufferAlphaGRL(nn.Module):
-    """Not a mutant: a correct GRL whose alpha is a 0-d buffer updated in place (the DDP
-    broadcast carries a rank-0-only set_alpha to every rank)."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.register_buffer("alpha", torch.tensor(float(alpha)))
-
-    def set_alpha(self, alpha):
-        self.alpha.fill_(alpha)
-
-    def forward(self, x):
-        return _ReverseTensorAlpha.apply(x, self.alpha.to(x.dtype))
 
 
 DIST = ("ddp.eager", "ddp.compiled", "fsdp")

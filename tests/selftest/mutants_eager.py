@@ -11,7 +11,8 @@ import warnings
 import torch
 from torch import nn
 
-from tests.selftest.mutation import FloatAlphaLayer, mutant
+from tests.selftest.grls import FloatAlphaLayer
+from tests.selftest.mutation import mutant
 
 
 class _ForwardScaled(nn.Module):
@@ -88,7 +89,7 @@ _GradFloat32 = _grl("GradFloat32", backward=lambda ctx, g: (g * ctx.neg_alpha).f
 
 def _nan_guard(ctx, g):
     if not torch.isfinite(g.abs().max()):  # a debugging guard: max() of an empty tensor raises
-        warnings.warn("non-finite gradient in GRL")
+        warnings.warn("non-finite gradient in GRL", stacklevel=2)
     return g * ctx.neg_alpha
 
 
@@ -175,7 +176,27 @@ class _OutputViewHook(FloatAlphaLayer):
         return y
 
 
+# --- never reverses ---------------------------------------------------------------------------
+
+class _ModuleBackward(FloatAlphaLayer):
+    """A pattern published as a GRL: an nn.Module that defines `backward`. Autograd only calls
+    the backward of an autograd.Function, never a module's, so this forward is a plain identity
+    and nothing is ever reversed. Every check that runs a backward must fail it
+    (tests/selftest/test_never_reverses.py)."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+    def backward(self, grad_output):
+        return grad_output * -self.alpha
+
+
+NEVER_REVERSES = "never_reverses"
+
 MUTANTS = [
+    mutant(NEVER_REVERSES, _ModuleBackward, trips={"backward.reversal": "fail"},
+           why="an nn.Module's backward method is never called by autograd: no reversal at all",
+           passes=("forward.identity", "memory.saved")),
     mutant("forward_scaled", _ForwardScaled, trips={"forward.identity": "fail"},
            why="forward is not the identity"),
     mutant("eager_forward_plus_zero", _PlusZero, trips={"forward.identity": "fail"},

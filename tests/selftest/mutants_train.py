@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from tests.selftest.mutation import FloatAlphaLayer, mutant
+from tests.selftest.grls import FloatAlphaLayer
+from tests.selftest.mutation import mutant
 
 
 class _IdentityBackward(FloatAlphaLayer):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.mutation import FloatAlphaLayer, Reverse, mutant
+from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.mutation import mutant
 
 
 class _OldStyle(torch.autograd.Function):
@@ -20,11 +21,7 @@ class _OldStyle(torch.autograd.Function):
         return -ctx.alpha * grad, None
 
 
-class _NewStyle(Reverse):
-    """setup_context style, correct backward, no vmap rule and no jvp."""
-
-
-class _ZeroJvp(_NewStyle):
+class _ZeroJvp(Reverse):
     """vmap rule generated, but the jvp returns a zero tangent (as custom_op does)."""
 
     generate_vmap_rule = True
@@ -37,11 +34,6 @@ class _ZeroJvp(_NewStyle):
 class _OldStyleLayer(FloatAlphaLayer):
     def forward(self, x):
         return _OldStyle.apply(x, self.alpha)
-
-
-class _NewStyleLayer(FloatAlphaLayer):
-    def forward(self, x):
-        return _NewStyle.apply(x, self.alpha)
 
 
 class _ZeroJvpLayer(FloatAlphaLayer):
@@ -76,7 +68,7 @@ class _ScriptIdentity(nn.Module):
 
     @torch.jit.unused
     def _reverse(self, x):
-        return _NewStyle.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 # An op whose schema says it returns a fresh tensor while its kernel returns its input.
@@ -148,7 +140,7 @@ class _ReversalDroppedUnderFunctorch(FloatAlphaLayer):
     def forward(self, x):
         if torch._C._functorch.is_functorch_wrapped_tensor(x):
             return x * 1.0
-        return _NewStyle.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 MUTANTS = [
@@ -158,7 +150,8 @@ MUTANTS = [
     mutant("transforms_old_style_function", _OldStyleLayer,
            trips={"func.vmap": "error", "func.grad": "error", "func.jvp": "error"},
            why="an old-style autograd.Function (no setup_context) is refused by torch.func"),
-    mutant("transforms_no_vmap_rule", _NewStyleLayer,
+    # the correct float-alpha GRL itself: setup_context style, no vmap rule and no jvp
+    mutant("transforms_no_vmap_rule", FloatAlphaLayer,
            trips={"func.vmap": "error", "export": "fail"},
            passes=("func.grad", "jit.script"),
            why="no vmap staticmethod and no generate_vmap_rule; export drops the Function's backward"),

@@ -8,40 +8,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
-
-import torch
-from torch import nn
 
 from harness.registry import GRL, Impl
-
-
-class Reverse(torch.autograd.Function):
-    """A correct reversal with a Python-float alpha: mutants break what surrounds it."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * -ctx.alpha, None
-
-
-class FloatAlphaLayer(nn.Module):
-    """The seed API with alpha a Python float; a mutant subclass writes only `forward`."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        self.alpha = float(alpha)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def test_mutant_refs_resolve_in_a_child_process():
     impl = resolve("tests.selftest.mutation:dist_rank_local_alpha")
     assert impl.name == "dist_rank_local_alpha" and impl.api.layer(alpha=0.5) is not None
     with pytest.raises(Exception, match="no attribute .no_such_mutant"):
-        resolve("tests.selftest.mutation:no_such_mutant").api
+        resolve("tests.selftest.mutation:no_such_mutant").api  # noqa: B018 - loading raises
 
 
 def test_hanging_rank_times_out_and_leaves_no_process(monkeypatch):
@@ -62,7 +62,9 @@ def test_raising_rank_reports_its_traceback(monkeypatch):
 
 
 def test_buffer_alpha_follows_rank0_under_ddp():
-    impl = resolve("tests.selftest.mutants_distributed:BufferAlphaGRL")
+    # a correct GRL with alpha in a 0-d buffer: DDP's buffer broadcast carries a rank-0-only
+    # set_alpha to every rank
+    impl = resolve("tests.selftest.grls:BufferAlphaLayer")
     outcome = run_check(impl, catalogue.get("ddp.eager"))
     assert outcome.status == "pass", outcome
     assert outcome.summary == "alpha synced", outcome

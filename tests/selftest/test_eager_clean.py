@@ -1,61 +1,20 @@
 """A correct GRL must pass every eager check: the checks do not false-alarm.
 
-Two small, clean GRLs (not taken from impls/, which may change): the mutants' shared
-`Reverse` Function (`setup_context`, returns a view, one multiply by `-alpha`), which also
-proves the base every mutant breaks is itself correct, and one that clones in forward and keeps alpha as a float64 0-d
-buffer (state) updated in place.
+Two small, clean GRLs from tests/selftest/grls.py (not from impls/, which may change): the
+float-alpha GRL that is also the harness's trusted reference and the base every mutant breaks
+(`setup_context`, returns a view, one multiply by `-alpha`), and one that clones in forward and
+keeps alpha as a float64 0-d buffer (state) updated in place.
 """
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
 
 from harness import checks as catalogue
-from harness.registry import GRL, Impl
 from harness.runner import run_check
-from tests.selftest.mutation import FloatAlphaLayer, Reverse
+from tests.selftest.grls import BufferAlphaLayer, FloatAlphaLayer, impl_of
 
-
-class CleanLayer(FloatAlphaLayer):
-    """The mutants' own correct building blocks, unbroken: they must pass every check."""
-
-    def forward(self, x):
-        return Reverse.apply(x, self.alpha)
-
-
-class _ReverseByBuffer(torch.autograd.Function):
-    @staticmethod
-    def forward(x, alpha):
-        return x.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]  # a 0-d float64 tensor: small, and not an activation
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * -ctx.alpha, None
-
-
-class BufferLayer(nn.Module):
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float64))
-
-    def set_alpha(self, alpha):
-        self.alpha.fill_(float(alpha))
-
-    def forward(self, x):
-        return _ReverseByBuffer.apply(x, self.alpha)
-
-
-def _impl(name, layer):
-    api = GRL(layer, lambda x, alpha=1.0: layer(alpha=alpha)(x))
-    return Impl(name=name, kind="function", load=lambda: api, origin="tests/selftest (clean)")
-
-
-CLEAN = [_impl("clean_view_function", CleanLayer), _impl("clean_buffer_clone", BufferLayer)]
+CLEAN = [impl_of("clean_view_function", FloatAlphaLayer),
+         impl_of("clean_buffer_clone", BufferAlphaLayer)]
 EAGER_IDS = ["forward.identity", "backward.reversal", "backward.gradcheck", "backward.double",
              "alpha.update", "graph.shared_trunk", "memory.saved", "inplace.after"]
 

@@ -118,7 +118,7 @@ def run_matrix(tmp_path, baseline: dict, only: str, *extra: str) -> subprocess.C
     path.write_text(json.dumps(baseline))
     env = {k: v for k, v in os.environ.items() if k != "GRL_IMPLS"}
     cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "-rA",
-           "tests/conformance/test_eager.py", "-k", "forward.identity", *ROWS, "--grl-only", only,
+           "harness/conformance/test_eager.py", "-k", "forward.identity", *ROWS, "--grl-only", only,
            "--grl-baseline", str(path), "--grl-no-report", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -134,10 +134,10 @@ def test_gate_fails_the_run_on_a_planted_regression(tmp_path):
     proc = run_matrix(tmp_path, BASELINE, "GateGood,GateMutant,GateNew,GateKnown")
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
-    assert "FAILED tests/conformance/test_eager.py::test_cell[GateMutant-forward.identity]" in out
+    assert "FAILED harness/conformance/test_eager.py::test_cell[GateMutant-forward.identity]" in out
     assert "REGRESSION vs torch-2.13.json" in out and "was pass, now fail" in out
     assert "output differs from input" in out  # the regressed cell's own detail is printed
-    assert "XFAIL tests/conformance/test_eager.py::test_cell[GateKnown-forward.identity]" in out
+    assert "XFAIL harness/conformance/test_eager.py::test_cell[GateKnown-forward.identity]" in out
     summary = out[out.index("GRL torch-upgrade gate"):]
     for text in ("REGRESSION (1)", "IMPROVEMENT (1)", "NEW (1)", "GateNew", "gate: 1 regression"):
         assert text in summary, summary

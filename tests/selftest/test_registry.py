@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FIX = "tests.selftest.external_fixtures"
 
 
-def test_reference_rows_are_exactly_the_repos_five():
+def test_reference_rows_are_exactly_the_repos_six():
     assert sorted(i.name for i in registry.builtin_impls() if i.reference) == \
-        ["cpp_op", "detach", "hook", "library_op", "naive_function"]
+        ["cpp_op", "detach", "hook", "library_op", "naive_function", "witness"]
 
 
 @pytest.mark.parametrize(("ref", "message"), [
@@ -31,7 +31,7 @@ def test_bad_grl_impl_is_one_clear_line(ref, message):
 
 def test_a_users_red_cell_does_not_fail_pytest():
     """Only the repo's reference rows are pinned; a user's Impl entry is reported, not asserted."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "tests/conformance/test_eager.py",
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "harness/conformance/test_eager.py",
            "-k", "memory.saved", "--grl-impl", f"{FIX}:USER_ENTRY", "--grl-only", "user_entry",
            "--grl-no-report"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,168 @@
+"""Helpers shared by the check areas (the leading underscore keeps this module out of AREAS).
+
+The model most graph-level checks use, Linear -> GRL -> Linear, its inputs, one
+forward/backward step, and the judge that compares a step with the truth: the same model run
+eagerly with the harness's trusted GRL (`harness.reference`). A check never takes the
+implementation's own eager run as the truth; that comparison only adds to the detail.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from harness.outcome import Failed
+from harness.reference import ReferenceGRL
+
+# float32 results of the same math in another order (torch.testing's float32 defaults)
+RTOL, ATOL = 1.3e-6, 1e-5
+TOLERANCE = f"rtol {RTOL:g}, atol {ATOL:g}"
+
+BATCH, FEATURES, OUT = 3, 4, 2
+ALPHA = 0.3  # non-dyadic on purpose
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and equal within the shared float32 tolerance."""
+    return a.shape == b.shape and torch.allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message, cut to `limit` characters."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "")[:limit]
+
+
+def linear_grl_linear(grl: nn.Module) -> nn.Sequential:
+    """Linear(4, 4) -> grl -> Linear(4, 2), weights seeded independently of the GRL, so the
+    model around the implementation and around the reference GRL are the same."""
+    gen = torch.Generator().manual_seed(0)
+    first, last = nn.Linear(FEATURES, FEATURES), nn.Linear(FEATURES, OUT)
+    with torch.no_grad():
+        for p in (*first.parameters(), *last.parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen))
+    return nn.Sequential(first, grl, last)
+
+
+def impl_model(impl, alpha=ALPHA) -> nn.Sequential:
+    """Linear -> the implementation's layer -> Linear."""
+    return linear_grl_linear(impl.api.layer(alpha=alpha))
+
+
+def reference_model(alpha=ALPHA) -> nn.Sequential:
+    """Linear -> the trusted reference GRL -> Linear: the truth for `impl_model`."""
+    return linear_grl_linear(ReferenceGRL(float(alpha)))
+
+
+def unreversed_model() -> nn.Sequential:
+    """Linear -> identity -> Linear: the gradients a GRL that lost its reversal produces."""
+    return linear_grl_linear(nn.Identity())
+
+
+def sample_inputs(batch=BATCH, seed=1):
+    """An input and a non-uniform upstream gradient for the Linear -> GRL -> Linear model."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, FEATURES, generator=gen)
+    upstream = torch.randn(batch, OUT, generator=gen)
+    return x, upstream
+
+
+def step(fn, model, x, upstream):
+    """One forward/backward of `fn` (model or its compiled form): (output, input grad, param grads)."""
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    out = fn(x)
+    out.backward(upstream)
+    return out.detach(), x.grad, [p.grad for p in model.parameters()]
+
+
+def reference_step(x, upstream, alpha=ALPHA):
+    """The truth for one step of `impl_model(impl, alpha)`."""
+    model = reference_model(alpha)
+    return step(model, model, x, upstream)
+
+
+def unreversed_step(x, upstream):
+    model = unreversed_model()
+    return step(model, model, x, upstream)
+
+
+def max_diff(a, b, other: str = "reference") -> str:
+    """How far tensor a is from b, in a few words (None and shape mismatches named)."""
+    if a is None or b is None:
+        return f"one is None (got {a is None}, {other} {b is None})"
+    if a.shape != b.shape:
+        return f"shape {tuple(a.shape)} vs {other} {tuple(b.shape)}"
+    nan = int(torch.isnan(a).sum()) - int(torch.isnan(b).sum())
+    diff = (a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item() if a.numel() else 0.0
+    return f"max |diff| {diff:.3g}" + (f", {nan:+d} NaN" if nan else "")
+
+
+_PARTS = ("output", "input gradient", "parameter gradients")
+
+
+def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tuple[str, str] | None:
+    """(part, how far) for the first of output, input gradient, parameter gradients where the
+    step results `got` and `want` differ; None when they agree."""
+    for name, g, w in zip(_PARTS, got, want, strict=True):
+        for a, b in (list(zip(g, w, strict=True)) if isinstance(g, list) else [(g, w)]):
+            if a is None or b is None or a.shape != b.shape:
+                return name, max_diff(a, b, other)
+            if not (torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=RTOL, atol=ATOL)):
+                return name, max_diff(a, b, other)
+    return None
+
+
+def judge_step(got, truth, *, where: str, what: str, own_eager=None, unreversed=None,
+               bitwise_eager: bool = False) -> None:
+    """Fail unless the step `got` equals the truth within tolerance; then, if `own_eager` is
+    given, unless it equals the implementation's own eager step (bitwise when asked).
+
+    The detail says how the result relates to the implementation's own eager run ("its eager
+    run is wrong the same way", "compile changed a right eager result") and, with
+    `unreversed`, whether the gradient is that of the model without the GRL.
+    """
+    off = first_mismatch(got, truth, bitwise=False)
+    if off is not None:
+        name, diff = off
+        notes = []
+        if unreversed is not None and first_mismatch(got, unreversed, bitwise=False) is None:
+            notes.append("the gradients equal those of the model without the GRL: reversal lost")
+        if own_eager is not None:
+            if first_mismatch(own_eager, truth, bitwise=False) is None:
+                notes.append(f"its own eager run is right: {what} changed it")
+            elif first_mismatch(got, own_eager, bitwise=False) is None:
+                notes.append("its own eager run is wrong the same way")
+            else:
+                notes.append("its own eager run is wrong too, differently")
+        lost = bool(notes) and notes[0].endswith("reversal lost")
+        summary = "reversal lost" if lost else ("wrong output" if name == "output" else "wrong gradient")
+        raise Failed(f"{where}: {name} of {what} differs from a correct GRL's ({diff}, {TOLERANCE})"
+                     + "".join(f"; {n}" for n in notes), summary=summary)
+    if own_eager is None:
+        return
+    off = first_mismatch(got, own_eager, bitwise=bitwise_eager, other="eager")
+    if off is not None:
+        name, diff = off
+        how = "not bitwise equal to" if bitwise_eager else "differs beyond tolerance from"
+        raise Failed(f"{where}: {name} of {what} is right but {how} its own eager run ({diff})",
+                     summary="differs from eager")
+
+
+@contextlib.contextmanager
+def fresh_dynamo(**config):
+    """Clean dynamo state in, clean state out; a recompile-limit hit raises instead of falling back."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        # suppress_errors (TORCHDYNAMO_SUPPRESS_ERRORS=1) would turn a compile failure into a
+        # silent eager run; pinned off so the environment cannot decide a cell.
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, suppress_errors=False,
+                                        **config):
+            yield counters
+    finally:
+        torch._dynamo.reset()

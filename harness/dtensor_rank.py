@@ -1,0 +1,97 @@
+"""The per-rank side of the `dtensor` check (harness/checks/distributed.py launches it through
+`harness.distributed_worker`, which calls `run` after the process group is up).
+
+Tensor parallelism hands a GRL a DTensor activation. On a 1-D device mesh over the ranks, for
+the placements Shard(0), Shard(1) and Replicate, both forms of the GRL (layer with set_alpha,
+and fn) get a DTensor distributed from a global tensor; the output must be a DTensor whose
+full tensor is the input, and the input's gradient (full tensor) must be exactly
+`-alpha * upstream` computed in one process on the global tensors (alphas are powers of two:
+exact). Every rank runs the same calls (the collectives of `full_tensor` match); rank 0 judges.
+"""
+from __future__ import annotations
+
+import torch
+
+ALPHAS = (0.5, 0.25)
+
+
+def _placements():
+    from torch.distributed.tensor import Replicate, Shard
+
+    return (("Shard(0)", Shard(0)), ("Shard(1)", Shard(1)), ("Replicate", Replicate()))
+
+
+def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    from harness.registry import resolve
+
+    impl = resolve(impl_ref)
+    mesh = init_device_mesh(device.type, (world,))
+    results = []  # (where, output full, input full, upstream, grad full or None, alpha, placements)
+    try:
+        layer = impl.api.layer(alpha=1.0)
+        for name, placement in _placements():
+            for label in ("layer.set_alpha", "fn"):
+                for alpha in ALPHAS:
+                    where = f"{label}, {name}, alpha {alpha}"
+                    gen = torch.Generator().manual_seed(11)
+                    x = torch.randn(4, 6, generator=gen)
+                    c = torch.randn(4, 6, generator=gen)
+                    xd = distribute_tensor(x.to(device), mesh, [placement]).requires_grad_(True)
+                    if label == "fn":
+                        y = impl.api.fn(xd, alpha)
+                    else:
+                        layer.set_alpha(alpha)
+                        y = layer(xd)
+                    if not isinstance(y, DTensor):
+                        results.append((where, None, x, c, None, alpha, type(y).__name__))
+                        continue
+                    out = y.full_tensor().detach().cpu()
+                    if out.shape != x.shape:  # same metadata on every rank: all skip backward
+                        results.append((where, out, x, c, None, alpha, str(list(y.placements))))
+                        continue
+                    # the upstream gradient laid out as the output is (a sharding rule may
+                    # legitimately change the placement)
+                    cd = distribute_tensor(c.to(device), mesh, list(y.placements))
+                    (y * cd).sum().backward()
+                    grad = None if xd.grad is None else xd.grad.full_tensor().cpu()
+                    results.append((where, out, x, c, grad, alpha, str(list(y.placements))))
+    except Exception as exc:  # noqa: BLE001 - every rank raises the same; rank 0 reports it
+        if rank != 0:
+            return None
+        from harness.distributed_worker import describe_failure
+
+        message = describe_failure(exc)
+        hint = ""
+        if "sharding strategy" in message:
+            hint = (" (a custom op needs a DTensor sharding rule: "
+                    "torch.distributed.tensor.experimental.register_sharding)")
+        return {"status": "error", "summary": "no sharding rule" if hint else "raises",
+                "detail": f"{where}: {message}{hint}"}
+    if rank != 0:
+        return None
+    kept = set()
+    for where, out, x, c, grad, alpha, placed in results:
+        if out is None:
+            return {"status": "fail", "summary": "not a DTensor",
+                    "detail": f"{where}: a DTensor input came back as a plain {placed}"}
+        if out.shape != x.shape or not torch.equal(out, x):
+            return {"status": "fail", "summary": "wrong output",
+                    "detail": f"{where}: the output's full tensor is not the input (shape "
+                              f"{tuple(out.shape)}, output placements {placed})"}
+        if grad is None:
+            return {"status": "fail", "summary": "no gradient",
+                    "detail": f"{where}: no gradient reached the DTensor input"}
+        if not torch.equal(grad, -alpha * c):
+            how = " (not reversed)" if torch.equal(grad, c) else ""
+            return {"status": "fail", "summary": "wrong gradient",
+                    "detail": f"{where}: the input gradient's full tensor is not -alpha * upstream "
+                              f"of the single-process computation{how}"}
+        kept.add(placed)
+    return {"status": "pass", "summary": "",
+            "detail": f"DTensor on a {world}-rank mesh, placements Shard(0)/Shard(1)/Replicate, layer "
+                      f"and fn, alpha {'/'.join(map(str, ALPHAS))}: output full tensor equals the "
+                      "input, input gradient equals -alpha * upstream of one process (exact); output "
+                      f"placements {', '.join(sorted(kept))}{note}"}
