@@ -434,10 +434,9 @@ def count_kernels(device: str, path: Path, only: str = "") -> int:
     a step killed at its limit keeps what it counted."""
     import warnings
 
+    import torch
     from torch._dynamo import config as dynamo_config
     from torch._functorch import config as functorch_config
-
-    import torch
 
     from harness import registry, sweep
 
