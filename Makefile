@@ -45,6 +45,7 @@ plot: setup
 report: setup plot
 	$(PY) -m pytest -n $(JOBS) harness/conformance
 	$(MAKE) --no-print-directory train-plot
+	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m harness.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md)
 
 # The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
 # matrix run against the expectations for it (or the newest older torch), then the diff.

@@ -182,7 +182,35 @@ def run_matrix(args: argparse.Namespace) -> int:
     return int(pytest.main(pytest_args_for_run(args)))
 
 
-SUBCOMMANDS: list[Callable] = [_run, _diff, _sweep]
+# --- advise: the README's "Which GRL should I use?" table from a committed report ---------
+
+def _advise(sub) -> None:
+    p = sub.add_parser("advise", help="the 'Which GRL should I use?' table from a JSON report",
+                       description="Render the decision table (one row per implementation, "
+                                   "one column per DANN concern) from a compatibility report.")
+    p.add_argument("report", help="a JSON report (e.g. reports/compat-2.13.0-cpu.json)")
+    p.add_argument("--readme", metavar="FILE",
+                   help="rewrite the block between the advice markers in FILE instead of printing")
+    p.set_defaults(handler=run_advise)
+
+
+def run_advise(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness import advice, report
+
+    doc = report.load(args.report)
+    if not args.readme:
+        print(advice.render(doc, args.report))
+        return 0
+    readme = Path(args.readme)
+    link = Path(args.report).resolve().relative_to(readme.resolve().parent).as_posix()
+    changed = advice.update_readme(readme, advice.render(doc, link))
+    print(f"{readme}: {'updated' if changed else 'unchanged'}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable] = [_run, _diff, _sweep, _advise]
 
 
 def build_parser() -> argparse.ArgumentParser:

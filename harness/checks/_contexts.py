@@ -6,7 +6,7 @@ checkpoint.*, serialize.* in eager; amp.grad_scaler in train; checkpoint.compile
 onnx.export in transforms); the per-rank DTensor job lives in `harness/dtensor_rank.py`.
 
 Every verdict is judged against the truth: the same DANN-shaped model run the same way with a
-trusted reference GRL (`ReferenceGRL` below, an autograd.Function whose backward is
+trusted reference GRL (`harness.reference.ReferenceGRL`, an autograd.Function whose backward is
 `grad * -alpha`), or the reversal scale read off the layer (`reversal_scale`). Alphas are
 powers of two, so a correct reversal is exact in every dtype and comparisons can be bitwise
 where the arithmetic is the same. Nothing here leaves global state changed: autocast and
@@ -31,39 +31,12 @@ from harness.outcome import (
     describe_exception,
     passed,
 )
+from harness.reference import ReferenceGRL
 
 ALPHA = 0.5  # a power of two: -alpha * g is exact in float16/bfloat16 too
 
 
 # --- trusted reference and the model ---------------------------------------------------------
-
-class _ReferenceReverse(torch.autograd.Function):
-    """Trusted: identity forward (a view), backward `grad * -alpha` in the gradient's dtype."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * -ctx.alpha, None
-
-
-class ReferenceGRL(nn.Module):
-    def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def set_alpha(self, alpha: float) -> None:
-        self.alpha = float(alpha)
-
-    def forward(self, x):
-        return _ReferenceReverse.apply(x, self.alpha)
-
 
 class Dann(nn.Module):
     """Shared trunk, a task head, a domain head behind the GRL. `grl` may be a module or a

@@ -22,34 +22,33 @@ def hostile(name: str, layer: type) -> Impl:
     return Impl(name=name, kind="external", load=lambda: api, origin="tests/selftest/hostile.py")
 
 
-class _SegfaultInBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return x.view_as(x)
+def _with_backward(action) -> type:
+    """A view-forward Function whose backward runs `action` (which never returns normally)."""
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
+    class BadBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x.view_as(x)
 
-    @staticmethod
-    def backward(ctx, grad):
-        ctypes.string_at(0)  # reads address 0: SIGSEGV
-        return grad
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            action()
+            return grad
+
+    return BadBackward
 
 
-class _HangInBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return x.view_as(x)
+def _hang() -> None:
+    while True:
+        time.sleep(0.1)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
 
-    @staticmethod
-    def backward(ctx, grad):
-        while True:
-            time.sleep(0.1)
+_SegfaultInBackward = _with_backward(lambda: ctypes.string_at(0))  # reads address 0: SIGSEGV
+_HangInBackward = _with_backward(_hang)
 
 
 class SegfaultLayer(FloatAlphaLayer):

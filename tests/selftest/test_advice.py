@@ -1,0 +1,24 @@
+"""The README's "Which GRL should I use?" table is the committed report, rendered."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import advice, report
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = "reports/compat-2.13.0-cpu.json"
+
+
+def test_readme_table_equals_the_committed_report():
+    want = advice.render(report.load(ROOT / REPORT), REPORT)
+    assert advice.block(ROOT / "README.md") == want, (
+        f"README's advice block is stale: run grl-harness advise {REPORT} --readme README.md")
+
+
+def test_a_row_with_a_wrong_cell_is_not_recommended():
+    doc = report.load(ROOT / REPORT)
+    for cell in doc["cells"]:
+        if (cell["impl"], cell["check"]) == ("witness", "export"):
+            cell["status"] = "fail"
+    text = advice.render(doc, REPORT)
+    assert "❌ `export`" in text and "passes for: `witness`" not in text
