@@ -306,7 +306,7 @@ def drive(args) -> int:
         run_group(members, deadline, reserve, env, stage, say)
         if group == 1:
             installed = _install_result(site)
-            if not installed.get("project"):  # run from the source tree, plugin named explicitly
+            if not installed.get("plugin"):  # run from the source tree, plugin named explicitly
                 fixed = {s.name: s for s in plan(device, stage, site, wheels, jobs,
                                                  plugin_flag=True)}
                 for s in steps:
@@ -404,7 +404,9 @@ def install(site: Path, wheels: Path | None) -> int:
     result = {"wheels": [w.name for w in take], "project": False}
     if take:
         print("installing wheels:", ", ".join(w.name for w in take), flush=True)
-        subprocess.run(pip + [str(w) for w in take], check=True)
+        if subprocess.run(pip + [str(w) for w in take]).returncode:
+            print("the wheels did not install (above); their rows and columns will say what "
+                  "is missing", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     build = subprocess.run(pip + ["--no-build-isolation", str(ROOT)], env=env)
     if build.returncode == 0:
@@ -419,6 +421,12 @@ def install(site: Path, wheels: Path | None) -> int:
                             "print(torch.__file__)"], env=env, capture_output=True, text=True,
                            check=True).stdout.split()
     result["torch"] = after[0]
+    # is the pytest plugin visible (this install, or one already in the environment)?
+    probe = ("import importlib.metadata as m; print(any(e.name == 'grl_conformance' "
+             "for e in m.entry_points(group='pytest11')))")
+    result["plugin"] = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                                      text=True).stdout.strip() == "True"
+    print(f"pytest plugin entry point visible: {result['plugin']}")
     print(f"torch before {before[0]} ({before[1]}), after {after[0]} ({after[1]})")
     (site / ".grl-install.json").write_text(json.dumps(result))
     if tuple(after) != before:
