@@ -74,3 +74,11 @@ clean:
 # The train area's picture (matplotlib optional: without it, a message and no picture).
 train-plot: setup
 	$(PY) -m harness.train_plot -o reports/dann-moons.png
+
+# The GPU run in one go, offline, in 8 minutes (docs/gpu.md): make gpu-report OUT=DIR
+# [PYTHON=python3] [GPU_REPORT_ARGS=--dry-run]. Uses the given Python as it is (no venv).
+GPU_REPORT_ARGS ?=
+.PHONY: gpu-report
+gpu-report:
+	@test -n "$(OUT)" || { echo "usage: make gpu-report OUT=DIR [PYTHON=...] [GPU_REPORT_ARGS=--dry-run]" >&2; exit 2; }
+	$(PYTHON) -m harness.gpu_report "$(OUT)" $(GPU_REPORT_ARGS)
