@@ -20,7 +20,7 @@ PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed
            "torch._inductor.lowering", "torch._inductor.scheduler", "torch._inductor.cpp_builder",
            "torch._inductor.codegen.cpp_wrapper_cpu", "torch._inductor.select_algorithm",
            "torch._inductor.fx_passes.joint_graph", "torch._inductor.fx_passes.post_grad",
-           "torch.export", "torch.distributed.tensor",
+           "torch.export", "torch.distributed.tensor", "harness._preload",
            "hypothesis", "harness.registry", "harness.runner", "harness.checks.eager",
            "harness.checks.compile", "harness.checks.transforms", "harness.checks.train",
            "harness.distributed_worker"]
