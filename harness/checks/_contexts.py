@@ -1,4 +1,4 @@
-"""The contexts real training puts a GRL in (DESIGN.md, 'Contexts real training adds').
+"""The contexts real training puts a GRL in (docs/contexts.md).
 
 Mixed precision, activation checkpointing, serialization and ONNX export. Each check here is
 called by a thin `@check` wrapper in the area module it belongs to (amp.autocast,
