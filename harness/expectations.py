@@ -121,7 +121,9 @@ class Pins:
         if was == now:
             return OK, ""
         if was == "skip" and not self.choice.same_device:
-            return OK, ""  # a CPU file standing in for CUDA: the skipped cells ran here
+            # A CPU file standing in for CUDA: the cells it skipped ran here, unpinned.
+            return UNPINNED, (f"{key[0]} / {key[1]} ran here ({now}) but {where} is from a CPU "
+                              "run (skip there): write a -cuda expectations file to pin it")
         if now == "pass":
             return STALE, (f"stale expectation: {key[0]} / {key[1]} is listed as {was} in {where} "
                            f"but passes now: regenerate the file")

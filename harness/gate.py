@@ -10,7 +10,9 @@ every cell into one verdict:
 - `known`: the baseline already has this cell as `fail`/`error` and it still is the same
   (shown by pytest as xfail: a known failure listed in the expectations for this torch).
 - `changed`: any other change of status (e.g. `error` -> `skip`). Listed, never fails.
-- `new`: the baseline has no such (implementation, check). Listed, never fails.
+- `new`: the baseline has no such (implementation, check). Listed; a new cell that is `fail`
+  is a regression (a wrong result nobody accepted: a renamed row or a new column cannot slip a
+  silently wrong gradient past the gate; regenerate the expectations to accept it).
 - `removed`: the baseline has a cell this run did not produce. Listed, never fails
   (a filtered run, or a row that left the registry).
 - `same`: unchanged.
@@ -40,7 +42,7 @@ def classify(base: Mapping | None, now: Mapping | None) -> str:
     if base is None and now is None:
         raise ValueError("classify needs at least one cell")
     if base is None:
-        return NEW
+        return REGRESSION if now["status"] == "fail" else NEW
     if now is None:
         return REMOVED
     was, is_ = base["status"], now["status"]

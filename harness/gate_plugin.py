@@ -61,7 +61,9 @@ def configure(config: pytest.Config) -> None:
     choice = config.getoption("--grl-baseline")
     if choice:
         if choice == "auto":
-            path = gate.pick_baseline(_baseline_dir(config), _torch_version())
+            from harness import env
+
+            path = gate.pick_baseline(_baseline_dir(config), _torch_version(), env.device_slug())
             if path is None:
                 raise pytest.UsageError(
                     f"--grl-baseline auto: no expectations file for torch {_torch_version()} or "

@@ -73,8 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._grl_impls = None
     config._grl_sandbox = None
     config._grl_pins = False  # not looked up yet
-    if (config.getoption("--grl-impl") or _only(config) or registry.external_refs()
-            or config.getoption("--grl-no-builtin")):
+    if config.getoption("--grl-impl") or _only(config) or config.getoption("--grl-no-builtin"):
         impls_of(config)  # the user named rows: a bad name stops the run here, in one line
     try:
         timeout = config.getoption("--grl-timeout")
@@ -85,13 +84,18 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
-        if getattr(config.option, "dist", "no") == "load":
+        if getattr(config.option, "dist", "no") == "load" and _runs_conformance(config):
             config.option.dist = "loadgroup"  # a row's cells on one worker: one child per row
     from harness import (
         gate_plugin,  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
     )
 
     gate_plugin.configure(config)
+
+
+def _runs_conformance(config: pytest.Config) -> bool:
+    """Whether this session targets conformance modules (an unrelated run is left as it is)."""
+    return any("conformance" in str(arg) for arg in config.args)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -114,7 +114,7 @@ class RowChild:
         self.pid = self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc.exitcode is None and not self.conn.closed
+        return not self.conn.closed and self.proc.exitcode is None
 
     def run(self, check_id: str, timeout_s: float) -> Outcome:
         start = time.perf_counter()
@@ -139,7 +139,7 @@ class RowChild:
         while time.monotonic() < deadline and _SERVE not in _tail_text(self.log_path, offset):
             time.sleep(0.05)
         time.sleep(0.1)  # let the handler finish writing
-        self.close()
+        self.close(graceful=False)
         where = frames_outside_torch(_tail_text(self.log_path, offset), _SERVE)
         return Outcome(ERROR, one_line(f"timed out after {timeout_s:g} s (--grl-timeout); the row's "
                                        f"process was killed" + (f"; stuck at {where}" if where else "")),
@@ -159,9 +159,9 @@ class RowChild:
         return Outcome(ERROR, one_line(detail), round(time.perf_counter() - start, 4),
                        reason.replace("killed by ", ""))
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
         """Ask the child to exit, then kill its process group whatever it answered."""
-        if self.proc.exitcode is None and not self.conn.closed:
+        if graceful and self.proc.exitcode is None and not self.conn.closed:
             try:
                 self.conn.send(None)
             except OSError:
@@ -172,6 +172,8 @@ class RowChild:
             signal_pid(signal.SIGKILL, self.pid)
         self.proc.join(timeout=5)
         self.conn.close()
+        if self.proc.exitcode is not None:
+            self.proc.close()  # its sentinel fd now, not at garbage collection
 
 
 # Lines of a faulthandler dump: the stack is summarised in `where`, not repeated.
@@ -254,7 +256,7 @@ def _exit_with_owner(owner_pid: int) -> None:
         try:
             os.kill(owner_pid, 0)
         except ProcessLookupError:
-            os._exit(3)
+            os.killpg(0, signal.SIGKILL)  # this child and everything it started (its group)
         except PermissionError:
             pass
 
@@ -270,8 +272,7 @@ def _quiet_compile_workers() -> None:
 
 
 def _with_leak(outcome: Outcome, changed: list[str]) -> Outcome:
-    note = ("left global state changed: " + "; ".join(changed)
-            + " (restored before the next cell)")
+    note = "left global state changed: " + "; ".join(changed)
     if outcome.status == PASS:
         return Outcome(ERROR, one_line(f"{note}. {outcome.detail}"), outcome.duration_s,
                        "leaks state")
@@ -306,7 +307,7 @@ class GlobalState:
                 now = get()
                 if now != before:
                     set_(before)
-                    changed.append(f"{name} {_change(before, now)}")
+                    changed.append(f"{name} {_change(before, now)} (restored)")
             except Exception as exc:  # noqa: BLE001 - say so rather than guess
                 changed.append(f"{name} could not be restored ({type(exc).__name__})")
         left = [t for t in threading.enumerate()
