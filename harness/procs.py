@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 # Imported once by the server; every child starts with them loaded.
 PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
@@ -54,16 +55,36 @@ def ensure_forkserver():
     return ctx
 
 
-def stop_forkserver() -> None:
-    """Close the server's pipe and wait for it, so no server outlives the session."""
-    from multiprocessing import forkserver
+def stop_forkserver(grace_s: float = 5.0) -> None:
+    """Close the server's pipe and reap it, so no server outlives the session.
 
-    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython >= 3.8, private
-    if stop is not None:
-        try:
-            stop()
-        except Exception:  # noqa: BLE001 - it would exit on EOF anyway, a moment later
-            pass
+    The server exits once every holder of its pipe is gone, and each forked child holds a copy:
+    a child that somehow survived would make CPython's own `_stop` wait forever, so this waits
+    `grace_s`, then kills the server.
+    """
+    from multiprocessing import forkserver, util
+
+    server = forkserver._forkserver  # CPython >= 3.8, private
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+        deadline = time.monotonic() + grace_s
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                signal_pid(signal.SIGKILL, pid)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
+        address = server._forkserver_address
+        if address and not util.is_abstract_socket_namespace(address):
+            os.unlink(address)
+    except (OSError, AttributeError, TypeError):
+        pass  # already gone, or another CPython: it exits on EOF by itself
+    server._forkserver_pid = None
+    server._forkserver_address = None
 
 
 def group_members(pgids) -> list[int]:

@@ -87,8 +87,12 @@ class Sandbox:
         return outcome
 
     def close(self) -> None:
+        """End every child; whatever one of them does, the others are still ended."""
         for row in list(self.rows.values()):
-            row.close()
+            try:
+                row.close()
+            except Exception:  # noqa: BLE001 - the group kill below still ends it
+                kill_group(row.pid)
         self.rows.clear()
         survivors = group_members(self.started)
         for pid in survivors:
@@ -112,9 +116,10 @@ class RowChild:
         self.proc.start()
         child_conn.close()
         self.pid = self.proc.pid
+        self.closed = False
 
     def alive(self) -> bool:
-        return not self.conn.closed and self.proc.exitcode is None
+        return not self.closed and self.proc.exitcode is None
 
     def run(self, check_id: str, timeout_s: float) -> Outcome:
         start = time.perf_counter()
@@ -160,7 +165,10 @@ class RowChild:
                        reason.replace("killed by ", ""))
 
     def close(self, graceful: bool = True) -> None:
-        """Ask the child to exit, then kill its process group whatever it answered."""
+        """Ask the child to exit, then kill its process group whatever it answered (once)."""
+        if self.closed:
+            return
+        self.closed = True
         if graceful and self.proc.exitcode is None and not self.conn.closed:
             try:
                 self.conn.send(None)
