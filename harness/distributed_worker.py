@@ -18,8 +18,8 @@ single-process reference over the same global batch, computed with a trusted in-
 Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
 FSDP2 themselves, no hand-written communication.
 
-Kept lean on purpose: a rank imports torch, this module, the reference GRL, the registry and
-the implementation, nothing else from the harness.
+Kept lean on purpose: a rank imports torch, this module, the reference GRL, the process
+helpers, the registry and the implementation, nothing else from the harness.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from harness.procs import frames_outside_torch, set_pdeathsig
 from harness.reference import Reverse
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
@@ -312,34 +313,15 @@ def describe_failure(exc: BaseException, frames: int = 3) -> str:
 
 
 def where_stuck(dump: str, frames: int = 3) -> str:
-    """The main thread's innermost frames outside torch, from a faulthandler dump, one line."""
-    sections = dump.split("\n\n") if "\n\n" in dump else [dump]
-    main = next((sec for sec in sections if "spawn_entry" in sec or "run_rank" in sec), "")
-    found = []
-    for line in main.splitlines():  # most recent call first
-        line = line.strip()
-        if not line.startswith("File ") or "/torch/" in line:
-            continue
-        path, _, rest = line[len("File "):].partition(", line ")
-        lineno, _, fn = rest.partition(" in ")
-        found.append(f"{os.path.basename(path.strip(chr(34)))}:{lineno} {fn}")
-    return " <- ".join(found[:frames])
-
-
-def _set_pdeathsig() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except Exception:  # noqa: BLE001 - not Linux: the parent's cleanup still kills the group
-        pass
+    """The main thread's innermost frames outside torch, from a rank's faulthandler dump."""
+    return frames_outside_torch(dump, "spawn_entry", frames)
 
 
 def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method: str,
                 out_dir: str, opts: dict) -> None:
     """Target of `torch.multiprocessing.start_processes` (first argument: the rank)."""
     os.setsid()  # own process group: the parent can kill this rank and anything it started
-    _set_pdeathsig()  # and the rank dies with the parent
+    set_pdeathsig()  # and the rank dies with the parent
     import faulthandler
     import signal
 

@@ -134,11 +134,6 @@ def labels(old: Mapping, new: Mapping, old_name: str = "old", new_name: str = "n
 
 # --- baseline files ---------------------------------------------------------------------
 
-def major_minor(version: str) -> str:
-    parts = version.split("+")[0].split(".")
-    return ".".join(parts[:2])
-
-
 def baseline_path(directory: Path, torch_version: str, device_slug: str = "cpu") -> Path:
     return Path(directory) / expectations.file_name(torch_version, device_slug)
 
@@ -154,5 +149,6 @@ def baseline_doc(doc: Mapping) -> dict:
     out = dict(doc)
     out["cells"] = [{k: v for k, v in c.items() if k != "duration_s"} for c in doc["cells"]]
     out.pop("duration_s", None)
-    out["expectations_for"] = f"torch {major_minor(str(doc['torch']))}"
+    major, minor = expectations.major_minor(str(doc["torch"]))
+    out["expectations_for"] = f"torch {major}.{minor}"
     return out

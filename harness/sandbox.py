@@ -94,9 +94,8 @@ class Sandbox:
             except Exception:  # noqa: BLE001 - the group kill below still ends it
                 kill_group(row.pid)
         self.rows.clear()
-        survivors = group_members(self.started)
-        for pid in survivors:
-            kill_group(pid)
+        for pid in group_members(self.started):  # anything the kills above missed
+            signal_pid(signal.SIGKILL, pid)
 
 
 def _safe(name: str) -> str:
