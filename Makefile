@@ -45,35 +45,35 @@ plot: setup
 report: setup plot
 	$(PY) -m pytest -n $(JOBS) harness/conformance
 	$(MAKE) --no-print-directory train-plot
-	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m harness.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md)
+	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m grl_conformance.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md)
 
 # The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
 # matrix run against the expectations for it (or the newest older torch), then the diff.
 # make gate TORCH=2.14.1   exit status: the pytest run's (1 on any regression)
 GATE_DIR = reports/gate-$(TORCH)
 gate: setup
-	@base=$$($(PY) -c "from harness.gate import pick_baseline; import torch; \
+	@base=$$($(PY) -c "from grl_conformance.results.compare import pick_baseline; import torch; \
 	p = pick_baseline('reports/baselines', torch.__version__); print(p or '')"); \
 	if [ -z "$$base" ]; then echo "no expectations file in reports/baselines for torch $(TORCH) or older:" \
 	  "create one on the current torch with: pytest harness/conformance --grl-update-baseline" >&2; exit 2; fi; \
 	echo "gate: torch $(TORCH) against $$base"; rm -rf $(GATE_DIR); \
 	$(PY) -m pytest -n $(JOBS) harness/conformance --grl-baseline "$$base" --grl-report-dir $(GATE_DIR); \
 	status=$$?; \
-	$(PY) -m harness.cli diff "$$base" $(GATE_DIR)/latest.json; \
+	$(PY) -m grl_conformance.cli diff "$$base" $(GATE_DIR)/latest.json; \
 	exit $$status
 
 # Latency and memory sweep (not part of `make test`): reports/latency-<torch>-<device>.md/json/png.
 # Extra options: make sweep SWEEP_ARGS="--quick" (see docs/sweep.md). The PNG needs the plot extra.
 SWEEP_ARGS ?=
 sweep: setup plot
-	$(PY) -m harness.cli sweep $(SWEEP_ARGS)
+	$(PY) -m grl_conformance.cli sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf .venv .venv-torch* build *.egg-info
 
 # The train area's picture (matplotlib optional: without it, a message and no picture).
 train-plot: setup
-	$(PY) -m harness.train_plot -o reports/dann-moons.png
+	$(PY) -m grl_conformance.bench.train_plot -o reports/dann-moons.png
 
 # The GPU run in one go, offline, in 8 minutes (docs/gpu.md): make gpu-report OUT=DIR
 # [PYTHON=python3] [GPU_REPORT_ARGS=--dry-run]. Uses the given Python as it is (no venv).
@@ -81,4 +81,4 @@ GPU_REPORT_ARGS ?=
 .PHONY: gpu-report
 gpu-report:
 	@test -n "$(OUT)" || { echo "usage: make gpu-report OUT=DIR [PYTHON=...] [GPU_REPORT_ARGS=--dry-run]" >&2; exit 2; }
-	$(PYTHON) -m harness.gpu_report "$(OUT)" $(GPU_REPORT_ARGS)
+	$(PYTHON) -m grl_conformance.bench.gpu_report "$(OUT)" $(GPU_REPORT_ARGS)

@@ -6,7 +6,14 @@ itself). The self-tests run checks in this process, so they load it here.
 """
 
 
+import os
+
+# The self-tests run checks in this process: pin what the sandbox pins in its own processes
+# (grl_conformance/isolation/preload.py), before anything imports torch.
+os.environ.setdefault("TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING", "0")
+
+
 def pytest_configure(config):
-    from harness import hypothesis_profiles
+    from grl_conformance.core import hypothesis_profiles
 
     hypothesis_profiles.load()

@@ -1,12 +1,55 @@
 """grl-conformance: a conformance harness for PyTorch gradient reversal layers.
 
-Flow is one-way: registry -> checks -> outcomes -> report.
-"""
-import os
+The one import package this distribution installs (the repository's `harness/` folder; its rows
+in `impls/` are `grl_conformance.impls`). Importing it loads nothing and changes nothing: no
+torch, no environment variable, no setting, no `sys.path` entry. The names below are resolved on
+first use.
 
-# torch 2.13 turns a custom op whose output aliases its input from a warning into an error
-# when the environment variable CI is set (torch._functorch.config.error_on_custom_op_aliasing
-# defaults to bool($CI)). The matrix must say what users get, not what a CI runner gets, and
-# must not change with the machine it runs on: pin the user default before torch is imported
-# (child processes inherit it). Set the variable yourself to see the strict behaviour.
-os.environ.setdefault("TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING", "0")
+Flow is one-way, and the folders show it:
+core (what a cell is) -> checks -> isolation (where a cell runs) -> plugin (pytest glue)
+-> results (the documents written); bench holds the benchmarks beside them.
+
+The public API, for a row of your own and a check of your own:
+
+    from grl_conformance import Impl, seed_api          # a registry entry
+    from grl_conformance import check, passed, Failed   # the check contract
+    from grl_conformance import resolve                 # MODULE:ATTR or a built-in ref -> Impl
+"""
+from __future__ import annotations
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "GRL": "grl_conformance.core.registry",
+    "Impl": "grl_conformance.core.registry",
+    "LoadError": "grl_conformance.core.registry",
+    "seed_api": "grl_conformance.core.registry",
+    "resolve": "grl_conformance.core.registry",
+    "builtin_impls": "grl_conformance.core.registry",
+    "Outcome": "grl_conformance.core.outcome",
+    "passed": "grl_conformance.core.outcome",
+    "expect": "grl_conformance.core.outcome",
+    "Failed": "grl_conformance.core.outcome",
+    "Errored": "grl_conformance.core.outcome",
+    "Skipped": "grl_conformance.core.outcome",
+    "NotApplicable": "grl_conformance.core.outcome",
+    "check": "grl_conformance.checks",
+    "run_check": "grl_conformance.core.runner",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grl_conformance' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -45,7 +45,7 @@ def _sweep(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     def run(args: argparse.Namespace) -> int:
-        from harness import sweep
+        from grl_conformance.bench import sweep
 
         return sweep.main(args)
 
@@ -70,7 +70,8 @@ def _diff(subparsers) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from harness import gate, report
+    from grl_conformance.results import compare as gate
+    from grl_conformance.results import report
 
     try:
         old, new = report.load(args.old), report.load(args.new)
@@ -123,7 +124,7 @@ def _run(sub) -> None:
 
 
 def _areas() -> list[str]:
-    from harness.checks import AREAS
+    from grl_conformance.checks import AREAS
 
     return list(AREAS)
 
@@ -136,7 +137,7 @@ def pytest_args_for_run(args: argparse.Namespace) -> list[str]:
     """The pytest command line `grl-harness run` stands for (the self-tests run the same)."""
     from pathlib import Path
 
-    import harness.conformance as conformance
+    import grl_conformance.conformance as conformance
 
     here = Path(conformance.__file__).parent
     areas = _split(args.area)
@@ -197,7 +198,7 @@ def _advise(sub) -> None:
 def run_advise(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness import advice, report
+    from grl_conformance.results import advice, report
 
     doc = report.load(args.report)
     if not args.readme:

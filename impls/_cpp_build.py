@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.registry import LoadError
+from grl_conformance.core.registry import LoadError
 
 ERROR_LINES = 3  # compiler `error:` lines quoted in a LoadError
 

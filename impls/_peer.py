@@ -12,8 +12,8 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from harness.outcome import Skipped
-from harness.registry import GRL
+from grl_conformance.core.outcome import Skipped
+from grl_conformance.core.registry import GRL
 
 # distribution -> pinned version (the Makefile's PEERS list installs exactly these)
 PEERS = {

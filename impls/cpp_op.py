@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from harness.registry import GRL, Impl
-from impls._alpha import NegAlphaLayer, neg_alpha_tensor
-from impls._cpp_build import build_and_load
+from grl_conformance.core.registry import GRL, Impl
+from grl_conformance.impls._alpha import NegAlphaLayer, neg_alpha_tensor
+from grl_conformance.impls._cpp_build import build_and_load
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "grl_op.cpp"
 LIBRARY = "grl_cpp"

@@ -33,8 +33,8 @@ and inductor fuses it into its neighbours.
 import torch
 from torch import Tensor
 
-from harness.registry import Impl, seed_api
-from impls._alpha import NegAlphaLayer
+from grl_conformance.core.registry import Impl, seed_api
+from grl_conformance.impls._alpha import NegAlphaLayer
 
 
 def _reverse(x: Tensor, neg_alpha) -> Tensor:

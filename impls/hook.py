@@ -28,8 +28,8 @@ which has no hook, so the exported program loses the reversal; TorchScript canno
 import torch
 from torch import Tensor
 
-from harness.registry import Impl, seed_api
-from impls._alpha import NegAlphaLayer
+from grl_conformance.core.registry import Impl, seed_api
+from grl_conformance.impls._alpha import NegAlphaLayer
 
 
 def _scale(grad: Tensor | None, neg_alpha) -> Tensor | None:

@@ -24,8 +24,8 @@ torch.func.vmap and batched gradcheck work without the slow per-sample fallback.
 import torch
 from torch import Tensor
 
-from harness.registry import Impl, seed_api
-from impls._alpha import NegAlphaLayer, neg_alpha_tensor
+from grl_conformance.core.registry import Impl, seed_api
+from grl_conformance.impls._alpha import NegAlphaLayer, neg_alpha_tensor
 
 
 @torch.library.custom_op("grl::reverse", mutates_args=())

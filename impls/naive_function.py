@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.autograd import Function
 
-from harness.registry import Impl, seed_api
+from grl_conformance.core.registry import Impl, seed_api
 
 
 class GradientReversalFunction(Function):

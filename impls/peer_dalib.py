@@ -12,8 +12,8 @@
   own DANN uses it, so every forward also advances `iter_num`.
 Two rows: separate code paths.
 """
-from harness.registry import GRL, Impl, _function_from_layer
-from impls._peer import loader, origin
+from grl_conformance.core.registry import GRL, Impl, _function_from_layer
+from grl_conformance.impls._peer import loader, origin
 
 DIST = "dalib"
 

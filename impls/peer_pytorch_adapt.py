@@ -13,8 +13,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from harness.registry import GRL, Impl, _function_from_layer
-from impls._peer import loader, origin
+from grl_conformance.core.registry import GRL, Impl, _function_from_layer
+from grl_conformance.impls._peer import loader, origin
 
 DIST = "pytorch-adapt"
 MODULE = "pytorch_adapt.layers.gradient_reversal"

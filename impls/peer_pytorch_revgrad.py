@@ -8,8 +8,8 @@ its constructor does (`self._alpha = tensor(alpha, requires_grad=False)`), and t
 form gets alpha the way the module passes it, as `tensor(alpha)` (a Python float alpha makes a
 float32 tensor, as in the package).
 """
-from harness.registry import GRL, Impl
-from impls._peer import loader, origin
+from grl_conformance.core.registry import GRL, Impl
+from grl_conformance.impls._peer import loader, origin
 
 DIST = "pytorch-revgrad"
 

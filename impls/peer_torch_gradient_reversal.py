@@ -10,8 +10,8 @@ Two published forms, two code paths, two rows:
   adapter that keeps alpha as a Python float and calls the function.
 Nothing of the package's behaviour is changed.
 """
-from harness.registry import GRL, Impl, _function_from_layer, _layer_from_function
-from impls._peer import loader, origin
+from grl_conformance.core.registry import GRL, Impl, _function_from_layer, _layer_from_function
+from grl_conformance.impls._peer import loader, origin
 
 DIST = "torch-gradient-reversal"
 

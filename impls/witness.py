@@ -61,8 +61,8 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from harness.registry import Impl, seed_api
-from impls._alpha import NegAlphaLayer
+from grl_conformance.core.registry import Impl, seed_api
+from grl_conformance.impls._alpha import NegAlphaLayer
 
 
 def _scale(grad: Tensor, neg_alpha) -> Tensor:

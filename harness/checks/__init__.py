@@ -5,12 +5,12 @@ The contract of a check, one for every area:
 - it is a function `check(impl) -> Outcome`, registered with `@check("id")`; the id is part of
   the public report format and documented in docs/checks.md;
 - it returns `passed(detail, summary)` when the implementation behaved correctly, and only then;
-- it ends with any other status by raising a signal from `harness.outcome`: `Failed` for a wrong
+- it ends with any other status by raising a signal from `grl_conformance.core.outcome`: `Failed` for a wrong
   result (wrong value, dtype, a lost reversal), `Errored` for a raise, crash or hang where it
   should have worked, `Skipped` when this environment cannot run it, `NotApplicable` when it does
   not apply to this kind of implementation. Any other exception reads as `error` with its message;
 - `pass` means correct in that context, judged against the truth (`-alpha * upstream` at the
-  GRL's input, or the same model with `harness.reference`'s trusted GRL); equality with the
+  GRL's input, or the same model with `grl_conformance.core.reference`'s trusted GRL); equality with the
   implementation's own eager run is never the verdict alone.
 
 Returning anything but a passing `Outcome` is a harness bug: the registered function raises
@@ -29,9 +29,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.outcome import PASS, Outcome
+from grl_conformance.core.outcome import PASS, Outcome
 
-# Areas in report column order; each is a module `harness.checks.<area>`.
+# Areas in report column order; each is a module `grl_conformance.checks.<area>`.
 AREAS = ("eager", "compile", "transforms", "distributed", "cuda", "train")
 
 

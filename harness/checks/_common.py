@@ -2,7 +2,7 @@
 
 The model most graph-level checks use, Linear -> GRL -> Linear, its inputs, one
 forward/backward step, and the judge that compares a step with the truth: the same model run
-eagerly with the harness's trusted GRL (`harness.reference`). A check never takes the
+eagerly with the harness's trusted GRL (`grl_conformance.core.reference`). A check never takes the
 implementation's own eager run as the truth; that comparison only adds to the detail.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from harness.outcome import Failed
-from harness.reference import ReferenceGRL
+from grl_conformance.core.outcome import Failed
+from grl_conformance.core.reference import ReferenceGRL
 
 # float32 results of the same math in another order (torch.testing's float32 defaults)
 RTOL, ATOL = 1.3e-6, 1e-5

@@ -3,10 +3,10 @@
 Mixed precision, activation checkpointing, serialization and ONNX export. Each check here is
 called by a thin `@check` wrapper in the area module it belongs to (amp.autocast,
 checkpoint.*, serialize.* in eager; amp.grad_scaler in train; checkpoint.compiled in compile;
-onnx.export in transforms); the per-rank DTensor job lives in `harness/dtensor_rank.py`.
+onnx.export in transforms); the per-rank DTensor job lives in `harness/checks/dtensor_rank.py`.
 
 Every verdict is judged against the truth: the same DANN-shaped model run the same way with a
-trusted reference GRL (`harness.reference.ReferenceGRL`, an autograd.Function whose backward is
+trusted reference GRL (`grl_conformance.core.reference.ReferenceGRL`, an autograd.Function whose backward is
 `grad * -alpha`), or the reversal scale read off the layer (`reversal_scale`). Alphas are
 powers of two, so a correct reversal is exact in every dtype and comparisons can be bitwise
 where the arithmetic is the same. Nothing here leaves global state changed: autocast and
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from harness.outcome import (
+from grl_conformance.core.outcome import (
     CheckSignal,
     Errored,
     Failed,
@@ -31,7 +31,7 @@ from harness.outcome import (
     describe_exception,
     passed,
 )
-from harness.reference import ReferenceGRL
+from grl_conformance.core.reference import ReferenceGRL
 
 ALPHA = 0.5  # a power of two: -alpha * g is exact in float16/bfloat16 too
 
@@ -400,10 +400,10 @@ def serialize_copy(impl):
 
 def _local_adapter(exc: BaseException) -> str | None:
     """The harness's own seed adapter named in a pickling error (a class local to a loader in
-    impls/ or harness/registry.py), else None."""
+    impls/ or harness/core/registry.py), else None."""
     text = str(exc)
     for marker in ("_api.<locals>", "_grl_api.<locals>", "_warm_start_api.<locals>",
-                   "_module_api.<locals>", "_function_api.<locals>", "harness.registry"):
+                   "_module_api.<locals>", "_function_api.<locals>", "grl_conformance.core.registry"):
         if marker in text:
             return text.splitlines()[0][:160]
     return None

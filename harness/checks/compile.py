@@ -1,7 +1,7 @@
 """torch.compile semantics of a GRL (docs/checks.md, 'Compile').
 
 Every column judges against the truth: the same model run eagerly with the harness's trusted
-GRL (`harness.reference`). Equality with the implementation's own eager run is asked second
+GRL (`grl_conformance.core.reference`). Equality with the implementation's own eager run is asked second
 (bitwise for the eager and aot_eager backends), and the detail says how a wrong compiled result
 relates to it ("its own eager run is wrong the same way"): a GRL that never reverses fails
 here just as in eager.
@@ -31,8 +31,8 @@ import math
 import torch
 from torch import nn
 
-from harness.checks import check
-from harness.checks._common import (
+from grl_conformance.checks import check
+from grl_conformance.checks._common import (
     ALPHA,
     TOLERANCE,
     close,
@@ -47,8 +47,8 @@ from harness.checks._common import (
     step,
     unreversed_step,
 )
-from harness.outcome import Errored, Failed, Skipped, passed
-from harness.reference import ReferenceGRL
+from grl_conformance.core.outcome import Errored, Failed, Skipped, passed
+from grl_conformance.core.reference import ReferenceGRL
 
 
 def _counter(backend):
@@ -394,6 +394,6 @@ def compile_fusion(impl):
 @check("checkpoint.compiled")
 def checkpoint_compiled(impl):
     """Non-reentrant checkpointing of the GRL's branch under torch.compile (aot_eager) keeps the reversal."""
-    from harness.checks import _contexts
+    from grl_conformance.checks import _contexts
 
     return _contexts.checkpoint_check(impl, reentrant=False, compile_ctx=fresh_dynamo)

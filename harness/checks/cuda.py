@@ -5,7 +5,7 @@ backward ignores later `set_alpha`; a device tensor updated in place is read at 
 breaks on host syncs. Without CUDA every cell is `skip`.
 
 Every replayed gradient is judged against the truth: the same network with the harness's
-reference GRL (`harness.reference`), run eagerly, never the implementation's own eager run (a
+reference GRL (`grl_conformance.core.reference`), run eagerly, never the implementation's own eager run (a
 GRL that never reverses would match itself).
 
 The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-tested on CPU
@@ -13,8 +13,8 @@ The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-
 """
 from __future__ import annotations
 
-from harness.checks import check
-from harness.outcome import Errored, Failed, Outcome, Skipped, passed
+from grl_conformance.checks import check
+from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
 
 RTOL, ATOL = 1e-5, 1e-6  # float32; the captured kernels should be the eager ones
 COMPILED_RTOL, COMPILED_ATOL = 1e-4, 1e-5  # inductor may fuse and reorder
@@ -111,7 +111,7 @@ def _grads(net) -> dict:
 
 def _reference_grads(alpha: float, x, y) -> dict:
     """The truth: parameter gradients of the same network with the reference GRL, eager."""
-    from harness.reference import ReferenceGRL
+    from grl_conformance.core.reference import ReferenceGRL
 
     net = _net(ReferenceGRL(alpha))
     _loss(net(x), y).backward()
@@ -189,7 +189,7 @@ def cuda_reduce_overhead(impl) -> Outcome:
     torch = _need_cuda()
     from torch._inductor import cudagraph_utils
 
-    from harness.checks._common import fresh_dynamo
+    from grl_conformance.checks._common import fresh_dynamo
 
     with fresh_dynamo() as counters:  # clean state in and out, no silent fallback to eager
         net, layer = _model(impl, 1.0)

@@ -3,7 +3,7 @@
 Each cell starts world size 2 with `torch.multiprocessing` (`file://` init in a temporary
 directory; start method forkserver by default, which forks each rank from one fresh server
 process that imported torch once, or spawn with GRL_DIST_START_METHOD=spawn); the ranks run
-`harness.distributed_worker.run_rank` and rank 0 writes a verdict.
+`grl_conformance.checks.distributed_worker.run_rank` and rank 0 writes a verdict.
 The parent only launches, waits with a deadline, and cleans up: every rank runs in its own
 process group (setsid), which is killed on timeout, failure and success alike, and the cell
 verifies that no process of those groups survives.
@@ -19,16 +19,16 @@ import tempfile
 import time
 from multiprocessing.connection import wait
 
-from harness.checks import check
-from harness.outcome import Errored, Failed, Outcome, Skipped, passed
-from harness.procs import group_members, read_text, signal_pid, start_method
+from grl_conformance.checks import check
+from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
+from grl_conformance.isolation.procs import group_members, read_text, signal_pid, start_method
 
 WORLD_SIZE = 2
 # pids of the ranks of the last launch in this process (self-tests check they are gone)
 LAST_SPAWN: dict = {"pids": [], "survivors": []}
 
 
-# Ranks fork from the session's one forkserver (harness/procs.py), about 3x cheaper per cell
+# Ranks fork from the session's one forkserver (harness/isolation/procs.py), about 3x cheaper per cell
 # than spawn on 2 busy cores (docs/distributed.md); GRL_DIST_START_METHOD=spawn gives spawn.
 def _kill_ranks(procs) -> None:
     """SIGKILL each rank's process group (setsid made it the leader) and the rank itself.
@@ -66,7 +66,7 @@ def launch(check_id: str, impl) -> dict:
 
     if not dist.is_available():
         raise Skipped("torch.distributed is not available in this build")
-    from harness import distributed_worker as worker
+    from grl_conformance.checks import distributed_worker as worker
 
     opts = worker.options()
     limit = opts["timeout_s"]
@@ -171,7 +171,7 @@ def fsdp(impl) -> Outcome:
     return _outcome(launch("fsdp", impl))
 
 
-# --- contexts real training adds: tensor parallelism (harness/dtensor_rank.py) ---------------
+# --- contexts real training adds: tensor parallelism (harness/checks/dtensor_rank.py) ---------------
 
 def _dtensor_available() -> None:
     try:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
-from harness.checks import check
-from harness.outcome import (
+from grl_conformance.checks import check
+from grl_conformance.core import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
+from grl_conformance.core.outcome import (
     CheckSignal,
     Errored,
     Failed,
@@ -656,7 +656,7 @@ def inplace_after(impl):
 # --- contexts real training adds: autocast, checkpointing, serialization ----------------------
 # (implemented in harness/checks/_contexts.py; docs/contexts.md explains each column)
 
-from harness.checks import _contexts  # noqa: E402
+from grl_conformance.checks import _contexts  # noqa: E402
 
 
 @check("amp.autocast")

@@ -1,6 +1,6 @@
 """End to end: a DANN trained through the GRL must really adapt (docs/checks.md, 'Train').
 
-The two-moons problem of Ganin et al. (JMLR 2016, sec. 5.1.1), set up in `harness/dann.py`:
+The two-moons problem of Ganin et al. (JMLR 2016, sec. 5.1.1), set up in `harness/checks/dann.py`:
 5 seeds trained at once (stacked weights), the GRL under test applied to the stacked features
 with alpha 6. A cell passes when, on every seed, the label head still learns the source
 (source acc >= 0.95), the domain head cannot tell the domains apart (domain-head acc <= 0.78)
@@ -14,9 +14,8 @@ import time
 
 import torch
 
-from harness import dann
-from harness.checks import check
-from harness.outcome import Errored, Failed, passed
+from grl_conformance.checks import check, dann
+from grl_conformance.core.outcome import Errored, Failed, passed
 
 
 def _verdict(result: dann.Result, note: str, extra: str = ""):
@@ -74,6 +73,6 @@ def dann_moons_compiled(impl):
 @check("amp.grad_scaler")
 def amp_grad_scaler(impl):
     """A GradScaler step under autocast: gradients right, a domain-loss overflow skips the trunk's step."""
-    from harness.checks import _contexts
+    from grl_conformance.checks import _contexts
 
     return _contexts.amp_grad_scaler(impl)

@@ -12,8 +12,8 @@ import io
 
 import torch
 
-from harness.checks import check
-from harness.checks._common import (
+from grl_conformance.checks import check
+from grl_conformance.checks._common import (
     ALPHA,
     TOLERANCE,
     impl_model,
@@ -22,7 +22,7 @@ from harness.checks._common import (
     sample_inputs,
     unreversed_model,
 )
-from harness.outcome import Errored, Failed, NotApplicable, passed
+from grl_conformance.core.outcome import Errored, Failed, NotApplicable, passed
 
 
 def _one(text, limit=200) -> str:
@@ -287,6 +287,6 @@ def opcheck(impl):
 @check("onnx.export", runs_backward=False)
 def onnx_export(impl):
     """torch.onnx.export(dynamo=True) of a DANN runs in onnxruntime and equals eager."""
-    from harness.checks import _contexts
+    from grl_conformance.checks import _contexts
 
     return _contexts.onnx_export(impl)

@@ -2,7 +2,7 @@
 
 A cell's status is a finding written to the report, not a test failure, except for the
 package's own reference rows, whose expected cells per torch live in the expectations files
-(reports/baselines/torch-<major.minor>.json; see harness/expectations.py).
+(reports/baselines/torch-<major.minor>.json; see harness/results/expectations.py).
 """
 AREA = "train"
 

@@ -1,7 +1,7 @@
 """The self-tests' correct GRLs, in one place: the bases every mutant breaks and the clean GRLs
 the checks must pass.
 
-The float-alpha GRL is the product's own trusted reference (`harness.reference`), so the base
+The float-alpha GRL is the product's own trusted reference (`grl_conformance.core.reference`), so the base
 the mutants break is the very GRL the checks judge against; the buffer-alpha GRL is the other
 design (alpha as state, a copy in forward). Mutants subclass these and override one method.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.reference import ReferenceGRL, Reverse
-from harness.registry import GRL, Impl
+from grl_conformance.core.reference import ReferenceGRL, Reverse
+from grl_conformance.core.registry import GRL, Impl
 
 # The seed API with a Python-float alpha and a correct forward; a mutant overrides `forward`.
 FloatAlphaLayer = ReferenceGRL

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from harness.reference import Reverse
-from harness.registry import GRL, Impl
+from grl_conformance.core.reference import Reverse
+from grl_conformance.core.registry import GRL, Impl
 from tests.selftest.grls import FloatAlphaLayer
 
 

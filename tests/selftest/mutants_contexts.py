@@ -1,4 +1,4 @@
-"""Mutants for the context columns (harness/checks/_contexts.py, harness/dtensor_rank.py):
+"""Mutants for the context columns (harness/checks/_contexts.py, harness/checks/dtensor_rank.py):
 amp.*, checkpoint.*, serialize.*, dtensor, onnx.export.
 
 Each is right in plain eager (the eager checks it lists under `passes` stay green) and wrong
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.reference import Reverse
+from grl_conformance.core.reference import Reverse
 from tests.selftest.grls import FloatAlphaLayer
 from tests.selftest.mutation import mutant
 

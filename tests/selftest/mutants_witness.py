@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from impls import witness
+from grl_conformance.impls import witness
 from tests.selftest.mutation import mutant
 
 

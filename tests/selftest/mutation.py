@@ -11,7 +11,7 @@ import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from harness.registry import GRL, Impl
+from grl_conformance.core.registry import GRL, Impl
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def by_name(name: str) -> Impl:
 
 
 def __getattr__(name: str) -> Impl:
-    """`tests.selftest.mutation:NAME` resolves (harness.registry.resolve in a child process)."""
+    """`tests.selftest.mutation:NAME` resolves (grl_conformance.core.registry.resolve in a child process)."""
     if name.startswith("__"):
         raise AttributeError(name)
     return by_name(name)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import advice, report
+from grl_conformance.results import advice, report
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = "reports/compat-2.13.0-cpu.json"

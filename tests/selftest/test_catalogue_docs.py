@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness import checks as catalogue
+from grl_conformance import checks as catalogue
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "checks.md"
 HEADING = re.compile(r"^### `([^`]+)`\s*$", re.MULTILINE)

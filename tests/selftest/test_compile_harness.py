@@ -4,18 +4,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness import checks as catalogue
-from harness.checks import compile as compile_checks
-from harness.checks import transforms
-from harness.registry import resolve
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.checks import compile as compile_checks
+from grl_conformance.checks import transforms
+from grl_conformance.core.registry import resolve
+from grl_conformance.core.runner import run_check
 from tests.selftest.mutants_transforms import _CustomOpLayer
 from tests.selftest.mutation import mutant
 
 
 def test_dynamo_config_is_restored_after_a_cell():
     before = torch._dynamo.config.fail_on_recompile_limit_hit
-    run_check(resolve("impls.naive_function:IMPL"), catalogue.get("compile.eager"))
+    run_check(resolve("grl_conformance.impls.naive_function:IMPL"), catalogue.get("compile.eager"))
     assert torch._dynamo.config.fail_on_recompile_limit_hit == before
 
 
@@ -37,4 +37,4 @@ def test_dispatch_recorder_finds_custom_ops_only():
     op_impl = mutant("probe_custom_op", _CustomOpLayer, trips={}, why="", kind="library").impl
     found = transforms.custom_ops_called(op_impl)
     assert [str(op) for op in found] == ["grl_selftest_transforms.grl.default"]
-    assert transforms.custom_ops_called(resolve("impls.naive_function:IMPL")) == {}
+    assert transforms.custom_ops_called(resolve("grl_conformance.impls.naive_function:IMPL")) == {}

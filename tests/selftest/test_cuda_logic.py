@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import checks as catalogue
-from harness.checks import cuda
-from harness.outcome import Failed
-from harness.registry import resolve
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.checks import cuda
+from grl_conformance.core.outcome import Failed
+from grl_conformance.core.registry import resolve
+from grl_conformance.core.runner import run_check
 
 
 def _grads(alpha: float) -> dict:
@@ -50,7 +50,7 @@ def test_skip_verdict_fails_on_any_skip():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU behaviour")
 @pytest.mark.parametrize("check_id", [c.id for c in catalogue.checks_in("cuda")])
 def test_cuda_checks_skip_with_a_reason_on_cpu(check_id):
-    outcome = run_check(resolve("impls.naive_function:IMPL"), catalogue.get(check_id))
+    outcome = run_check(resolve("grl_conformance.impls.naive_function:IMPL"), catalogue.get(check_id))
     assert outcome.status == "skip" and "CUDA" in outcome.detail, outcome
 
 
@@ -93,9 +93,9 @@ def fake_cuda(monkeypatch):
 
 
 def _run(check_id):
-    from harness.checks import get
+    from grl_conformance.checks import get
 
-    return run_check(resolve("impls.naive_function:IMPL"), get(check_id))
+    return run_check(resolve("grl_conformance.impls.naive_function:IMPL"), get(check_id))
 
 
 def test_dry_run_graph_notices_a_replay_that_does_nothing(fake_cuda):

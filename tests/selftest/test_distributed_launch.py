@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 
-from harness import checks as catalogue
-from harness import distributed_worker as worker
-from harness.checks import distributed
-from harness.registry import resolve
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.checks import distributed
+from grl_conformance.checks import distributed_worker as worker
+from grl_conformance.core.registry import resolve
+from grl_conformance.core.runner import run_check
 from tests.selftest.mutation import by_name
 
 
@@ -125,7 +125,7 @@ def test_torchrun_entry_refuses_without_torchrun(monkeypatch, capsys):
     for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(SystemExit):
-        worker.main(["ddp.eager", "impls.naive_function:IMPL"])
+        worker.main(["ddp.eager", "grl_conformance.impls.naive_function:IMPL"])
     assert "torchrun" in capsys.readouterr().err
 
 
@@ -137,12 +137,12 @@ def test_no_process_outlives_the_session(tmp_path):
     script = tmp_path / "session.py"
     script.write_text(
         "from multiprocessing import forkserver\n"
-        "from harness import checks\n"
-        "from harness.checks import distributed\n"
-        "from harness.registry import resolve\n"
-        "from harness.runner import run_check\n"
+        "from grl_conformance import checks\n"
+        "from grl_conformance.checks import distributed\n"
+        "from grl_conformance.core.registry import resolve\n"
+        "from grl_conformance.core.runner import run_check\n"
         "if __name__ == '__main__':\n"
-        "    o = run_check(resolve('impls.naive_function:IMPL'), checks.get('ddp.eager'))\n"
+        "    o = run_check(resolve('grl_conformance.impls.naive_function:IMPL'), checks.get('ddp.eager'))\n"
         "    print(o.status, forkserver._forkserver._forkserver_pid, *distributed.LAST_SPAWN['pids'])\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                           cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import checks as catalogue
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.core.runner import run_check
 from tests.selftest.grls import BufferAlphaLayer, FloatAlphaLayer, impl_of
 
 CLEAN = [impl_of("clean_view_function", FloatAlphaLayer),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import expectations
+from grl_conformance.results import expectations
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = ROOT / "reports" / "baselines" / "torch-2.13.json"
@@ -91,7 +91,8 @@ def test_pick_holds_a_torch_without_a_file_to_the_newest_older(tmp_path, version
 
 
 def test_committed_files_name_only_registered_checks_and_rows():
-    from harness import checks, registry
+    from grl_conformance import checks
+    from grl_conformance.core import registry
 
     for path in sorted((ROOT / "reports" / "baselines").glob("torch-*.json")):
         expectations.validate(json.loads(path.read_text()), path,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, gate
+from grl_conformance import cli
+from grl_conformance.results import compare as gate
 
 ROOT = Path(__file__).resolve().parents[2]
 

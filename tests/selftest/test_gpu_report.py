@@ -1,4 +1,4 @@
-"""The GPU run's planning logic (harness/gpu_report.py), cheaply: no matrix, no sweep, no GPU.
+"""The GPU run's planning logic (harness/bench/gpu_report.py), cheaply: no matrix, no sweep, no GPU.
 
 The whole command is proven by its dry run (docs/gpu.md); these tests pin what it would run on
 a CUDA machine, that its limits fit the budget, and that a step is killed at its limit.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import gpu_report as gr
+from grl_conformance.bench import gpu_report as gr
 
 
 def _plan(device, tmp_path, plugin_flag=False):
@@ -70,7 +70,7 @@ def test_dry_run_plan_hides_cuda_and_sweeps_quick(tmp_path):
 
 def test_plugin_flag_only_for_pytest_steps(tmp_path):
     for s in _plan("cuda", tmp_path, plugin_flag=True):
-        has = "harness.pytest_plugin" in s.argv
+        has = "grl_conformance.plugin.pytest_plugin" in s.argv
         assert has == ("pytest" in s.argv), s.name
 
 
@@ -165,6 +165,6 @@ def test_matrix_slug_matches_the_plugins_file_name():
 
 
 def test_readme_and_makefile_point_here():
-    root = Path(gr.__file__).resolve().parent.parent
+    root = Path(gr.__file__).resolve().parents[2]
     assert "gpu-report:" in (root / "Makefile").read_text()
     assert "docs/gpu.md" in (root / "README.md").read_text()

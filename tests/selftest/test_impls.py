@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.registry import LoadError, builtin_impls
+from grl_conformance.core.registry import LoadError, builtin_impls
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_ROWS = {"naive_function": "function", "hook": "hook", "detach": "detach",
@@ -47,7 +47,7 @@ def test_forward_is_identity(apis, name, dtype):
 
 def test_detach_turns_infinities_into_nan():
     """The documented, unavoidable defect of the detach trick: inf - inf is nan."""
-    from impls import detach
+    from grl_conformance.impls import detach
 
     x = torch.tensor([float("inf"), float("-inf"), 2.0], requires_grad=True)
     y = detach.GradientReversalLayer(0.5)(x)
@@ -136,7 +136,7 @@ def test_shared_trunk_branch_is_not_reversed(apis, name):
 
 
 def test_hook_inplace_after_is_a_clear_error_not_a_lost_reversal():
-    from impls import hook
+    from grl_conformance.impls import hook
 
     features = torch.randn(5, requires_grad=True) * 1
     y = hook.GradientReversalLayer(0.5)(features)
@@ -155,11 +155,11 @@ def test_ops_pass_opcheck(apis, name):
 # --- the C++ build -------------------------------------------------------------------------
 
 def test_cpp_op_loads_from_cache_in_a_new_process(apis):
-    from impls import cpp_op
+    from grl_conformance.impls import cpp_op
 
     path = Path(cpp_op.load_library())
     before = path.stat().st_mtime_ns
-    code = ("import time; from impls import cpp_op; from impls._cpp_build import build_and_load as b; "
+    code = ("import time; from grl_conformance.impls import cpp_op; from grl_conformance.impls._cpp_build import build_and_load as b; "
             "p = cpp_op.load_library(); print(p); print(b.last_seconds)")  # seconds: for -s runs only
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -176,7 +176,7 @@ BROKEN_CPP = "int grl_broken() { return grl_undeclared_symbol + 1; }\n"
 
 
 def test_broken_cpp_build_is_a_load_error_with_the_compiler_message(tmp_path):
-    from impls._cpp_build import build_and_load
+    from grl_conformance.impls._cpp_build import build_and_load
 
     source = tmp_path / "broken.cpp"
     source.write_text(BROKEN_CPP)
@@ -196,8 +196,8 @@ def test_stale_lock_from_a_killed_build_does_not_hang(tmp_path):
     build.mkdir()
     (build / "lock").write_text("")  # what a build killed mid-way leaves behind
     code = textwrap.dedent(f"""
-        from harness.registry import LoadError
-        from impls._cpp_build import build_and_load
+        from grl_conformance.core.registry import LoadError
+        from grl_conformance.impls._cpp_build import build_and_load
         try:
             build_and_load("grl_selftest_stale", [{str(source)!r}], build_dir={str(build)!r})
         except LoadError as exc:
@@ -210,7 +210,7 @@ def test_stale_lock_from_a_killed_build_does_not_hang(tmp_path):
 
 
 def test_compiler_errors_are_extracted_from_ninja_output():
-    from impls._cpp_build import compiler_errors
+    from grl_conformance.impls._cpp_build import compiler_errors
 
     output = ("Error building extension 'x': [1/2] c++ -MMD -c /tmp/a/broken.cpp -o broken.o\n"
               "FAILED: broken.o\n"

@@ -94,7 +94,7 @@ def test_grl_harness_run_from_an_unrelated_directory(installed, tmp_path):
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-3000:]
     doc = json.loads((project / "reports-first" / "latest.json").read_text())
     assert [i["name"] for i in doc["impls"]] == ["MyGRL"]
-    from harness import checks
+    from grl_conformance import checks
 
     assert {c["check"] for c in doc["cells"]} == {c.id for c in checks.all_checks()}, \
         "the installed package must run the full matrix"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import checks as catalogue
-from harness.outcome import passed
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.core.outcome import passed
+from grl_conformance.core.runner import run_check
 from tests.selftest.grls import FloatAlphaLayer, impl_of
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import checks as catalogue
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.core.runner import run_check
 from tests.selftest.mutation import all_mutants
 
 MUTANTS = all_mutants()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import checks as catalogue
-from harness.runner import run_check
+from grl_conformance import checks as catalogue
+from grl_conformance.core.runner import run_check
 from tests.selftest.mutants_eager import NEVER_REVERSES
 from tests.selftest.mutation import by_name
 

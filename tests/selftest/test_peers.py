@@ -8,12 +8,12 @@ from importlib import metadata
 
 import pytest
 
-import impls._peer as peer
-from harness import checks as catalogue
-from harness.registry import builtin_impls
-from harness.runner import run_check
+import grl_conformance.impls._peer as peer
+from grl_conformance import checks as catalogue
+from grl_conformance.core.registry import builtin_impls
+from grl_conformance.core.runner import run_check
 
-PEER_ROWS = [i for i in builtin_impls() if i.kind == "package" and i.ref.startswith("impls.peer_")]
+PEER_ROWS = [i for i in builtin_impls() if i.kind == "package" and i.ref.startswith("grl_conformance.impls.peer_")]
 IDS = [i.name for i in PEER_ROWS]
 DIST_OF = {i.name: i.origin.split(" ")[0] for i in PEER_ROWS}
 TOP_OF = {"tgr_module": "gradient_reversal", "tgr_function": "gradient_reversal",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import registry
+from grl_conformance.core import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = "tests.selftest.external_fixtures"

@@ -10,9 +10,11 @@ import json
 import pytest
 import torch
 
-from harness import cli, latency_report, report
-from harness.registry import Impl
-from harness.sweep import kernels_in
+from grl_conformance import cli
+from grl_conformance.bench.sweep import kernels_in
+from grl_conformance.core.registry import Impl
+from grl_conformance.results import latency as latency_report
+from grl_conformance.results import report
 
 THIS = "tests.selftest.test_sweep"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 import warnings
 
-from harness.checks import Check
-from harness.outcome import (
+from grl_conformance.checks import Check
+from grl_conformance.core.outcome import (
     ERROR,
     FAIL,
     PASS,
@@ -15,13 +15,13 @@ from harness.outcome import (
     describe_exception,
     one_line,
 )
-from harness.registry import Impl
+from grl_conformance.core.registry import Impl
 
 
 def run_check(impl: Impl, check: Check) -> Outcome:
     """Run one cell in this process. Loading errors, exceptions and signals become outcomes.
 
-    The matrix never calls this in the pytest process: harness/sandbox.py runs it in the row's
+    The matrix never calls this in the pytest process: harness/isolation/sandbox.py runs it in the row's
     own child (or, for a check with `own_processes`, here, where it only launches its ranks).
     """
     start = time.perf_counter()

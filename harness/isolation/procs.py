@@ -13,18 +13,22 @@ import os
 import signal
 import time
 
-# Imported once by the server; every child starts with them loaded.
-PRELOAD = ["torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
+# Imported once by the server, in this order; every child starts with them loaded. The first
+# pins what the matrix needs before torch is imported (isolation/preload.py); a self-test checks
+# that every name imports (a stale one would only make each row slower, silently).
+PRELOAD = ["grl_conformance.isolation.preload",
+           "torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
            "torch.distributed.device_mesh", "torch._dynamo", "torch._inductor.compile_fx",
            # what inductor imports lazily on its first compile: halves each row's first compile
            "torch._inductor.codegen.cpp", "torch._inductor.codecache", "torch._inductor.graph",
            "torch._inductor.lowering", "torch._inductor.scheduler", "torch._inductor.cpp_builder",
            "torch._inductor.codegen.cpp_wrapper_cpu", "torch._inductor.select_algorithm",
            "torch._inductor.fx_passes.joint_graph", "torch._inductor.fx_passes.post_grad",
-           "torch.export", "torch.distributed.tensor", "harness._preload",
-           "hypothesis", "harness.registry", "harness.runner", "harness.checks.eager",
-           "harness.checks.compile", "harness.checks.transforms", "harness.checks.train",
-           "harness.distributed_worker"]
+           "torch.export", "torch.distributed.tensor", "hypothesis",
+           "grl_conformance.core.registry", "grl_conformance.core.runner",
+           "grl_conformance.checks.eager", "grl_conformance.checks.compile",
+           "grl_conformance.checks.transforms", "grl_conformance.checks.train",
+           "grl_conformance.checks.distributed_worker"]
 
 _STOP_AT_EXIT: list = []
 
@@ -150,10 +154,11 @@ def exit_reason(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def frames_outside_torch(dump: str, anchor: str, frames: int = 3) -> str:
+def frames_outside_torch(dump: str, anchor: str, frames: int = 3, skip: str = "") -> str:
     """The innermost frames outside torch of the thread whose stack mentions `anchor`, one line.
 
-    `dump` is faulthandler's text (most recent call first, threads separated by blank lines).
+    `dump` is faulthandler's text (most recent call first, threads separated by blank lines);
+    frames of the file `skip` (the sandbox's own loop) are left out too.
     """
     sections = dump.split("\n\n") if "\n\n" in dump else [dump]
     main = next((sec for sec in sections if anchor in sec), "")
@@ -161,9 +166,11 @@ def frames_outside_torch(dump: str, anchor: str, frames: int = 3) -> str:
     for line in main.splitlines():
         line = line.strip()
         if (not line.startswith("File ") or "/torch/" in line or "/multiprocessing/" in line
-                or "/harness/sandbox.py" in line or "/threading.py" in line):
+                or "/threading.py" in line):
             continue
         path, _, rest = line[len("File "):].partition(", line ")
+        if skip and os.path.abspath(path.strip(chr(34))) == skip:
+            continue
         lineno, _, fn = rest.partition(" in ")
         found.append(f"{os.path.basename(path.strip(chr(34)))}:{lineno} {fn}")
     return " <- ".join(found[:frames])

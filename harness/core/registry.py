@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 LOCAL = "grl-conformance (this repo)"
+IMPLS_PACKAGE = "grl_conformance.impls"  # the repo's impls/ folder, installed under the package
 KINDS = ("function", "hook", "detach", "library", "cpp", "package", "external")
 
 
@@ -144,21 +145,21 @@ def _broken_entry(module_name: str, exc: BaseException) -> Impl:
     message = f"{type(exc).__name__}: {exc}".splitlines()[0]
 
     def load() -> GRL:
-        raise LoadError(f"impls.{module_name} failed to import: {message}")
+        raise LoadError(f"{IMPLS_PACKAGE}.{module_name} failed to import: {message}")
 
     return Impl(name=module_name, kind="external", load=load, origin=f"impls/{module_name}.py",
-                ref=f"impls.{module_name}:IMPL")
+                ref=f"{IMPLS_PACKAGE}.{module_name}:IMPL")
 
 
 def builtin_impls() -> list[Impl]:
     """Every `IMPL` (or `IMPLS` list) defined by a module in `impls/`, modules sorted by name."""
-    import impls
+    from grl_conformance import impls
 
     found: list[Impl] = []
     for info in sorted(pkgutil.iter_modules(impls.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        qualified = f"impls.{info.name}"
+        qualified = f"{IMPLS_PACKAGE}.{info.name}"
         try:
             module = importlib.import_module(qualified)
         except Exception as exc:  # noqa: BLE001 - a broken file is a red row, not a crash
@@ -177,7 +178,7 @@ def resolve(ref: str) -> Impl:
     if attr.startswith("IMPLS["):
         module = importlib.import_module(module_name)
         return replace(module.IMPLS[int(attr[6:-1])], ref=ref)
-    if module_name.startswith("impls.") and attr == "IMPL":
+    if module_name.startswith(IMPLS_PACKAGE + ".") and attr == "IMPL":
         module = importlib.import_module(module_name)
         return replace(module.IMPL, ref=ref)
     return from_attr(ref)
@@ -195,8 +196,19 @@ def collect(cli_refs: list[str] | None = None, only: list[str] | None = None,
 
     builtin=False leaves out the package's own rows (impls/) except those named in `only`.
     """
-    external = [from_attr(ref) for ref in external_refs(cli_refs)]
     own = builtin_impls()
+    by_name = {e.name: e for e in own}
+    external, named = [], []
+    for ref in external_refs(cli_refs):
+        if ":" not in ref and ref in by_name:  # a built-in row named by its name
+            named.append(ref)
+        elif ":" not in ref:
+            raise LoadError(f"--grl-impl {ref!r}: expected MODULE:ATTR or the name of a built-in "
+                            f"row ({', '.join(sorted(by_name))})")
+        else:
+            external.append(from_attr(ref))
+    if named:
+        only = [*(only or ()), *named] if (only or not builtin) else None
     if not builtin:
         own = [e for e in own if e.name in (only or ())]
         only = (list(only) + [e.name for e in external]) if only else None

@@ -1,12 +1,12 @@
 """pytest plugin: one test per (implementation, check), the matrix at the end of the run.
 
 Installed with the package (entry point `pytest11: grl_conformance`); it stays inert until
-conformance modules are collected (`pytest --pyargs harness.conformance`, or this repo's own
+conformance modules are collected (`pytest --pyargs grl_conformance.conformance`, or this repo's own
 `pytest`). Importing it loads no torch.
 
 A conformance test module declares its area (`AREA = "eager"`) and a test taking the
 `grl_cell` fixture; the plugin parametrizes it over every registered implementation and every
-check of that area. Each cell runs in its row's sandboxed child process (harness/sandbox.py),
+check of that area. Each cell runs in its row's sandboxed child process (harness/isolation/sandbox.py),
 never in the pytest process. Cell outcomes travel to the controller in `user_properties`, so
 `pytest -n 2` (xdist) works; only the controller writes reports. Under xdist the cells of one
 row are kept on one worker (`--dist loadgroup`), so each row has one child for the session.
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import checks as catalogue
-from harness import expectations, registry, sandbox
+from grl_conformance import checks as catalogue
+from grl_conformance.core import registry
+from grl_conformance.isolation import sandbox
+from grl_conformance.results import expectations
 
 CELL_KEY = "grl_cell"
 NOTE_KEY = "grl_expectation_note"  # a stale or missing expectation of a reference row
@@ -86,11 +88,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
         if getattr(config.option, "dist", "no") == "load" and _runs_conformance(config):
             config.option.dist = "loadgroup"  # a row's cells on one worker: one child per row
-    from harness import (
-        gate_plugin,  # the torch-upgrade gate (--grl-baseline / --grl-update-baseline)
-    )
+    from grl_conformance.plugin import gate  # the torch-upgrade gate (--grl-baseline ...)
 
-    gate_plugin.configure(config)
+    gate.configure(config)
 
 
 def _runs_conformance(config: pytest.Config) -> bool:
@@ -127,7 +127,8 @@ def pins_of(config: pytest.Config) -> expectations.Pins | None:
     if config._grl_pins is False:
         import torch
 
-        from harness import env, report
+        from grl_conformance.core import env
+        from grl_conformance.results import report
 
         directory = config.getoption("--grl-expectations") or PINS_DIR
         choice = expectations.pick(directory, torch.__version__, env.device_slug())
@@ -253,8 +254,8 @@ class MatrixSession:
         if not self.cells:
             return None
         if self.doc is None:
-            from harness import env as environment
-            from harness import report
+            from grl_conformance.core import env as environment
+            from grl_conformance.results import report
 
             impls = [{"name": i.name, "kind": i.kind, "origin": i.origin}
                      for i in impls_of(self.config)]
@@ -273,7 +274,7 @@ class MatrixSession:
 
     def _add_latency(self, impls: list[dict], env: dict) -> None:
         """Each row's overhead from the latest latency sweep of this torch and device, if any."""
-        from harness import latency_report
+        from grl_conformance.results import latency as latency_report
 
         dirs = [self.config.getoption("--grl-report-dir") or "", self.config.rootpath / "reports"]
         try:
@@ -286,7 +287,7 @@ class MatrixSession:
         doc = self.report_doc()
         if doc is None or self.config.getoption("--grl-no-report"):
             return
-        from harness import report
+        from grl_conformance.results import report
 
         directory = self.config.getoption("--grl-report-dir") or (self.config.rootpath / "reports")
         self.written = report.write(doc, Path(directory), self.slug)
@@ -295,7 +296,7 @@ class MatrixSession:
         doc = self.report_doc()
         if doc is None:
             return
-        from harness import report
+        from grl_conformance.results import report
 
         terminalreporter.section("GRL compatibility matrix")
         pins = pins_of(self.config)

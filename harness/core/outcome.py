@@ -1,8 +1,10 @@
 """Outcomes of a check: the status vocabulary of docs/checks.md and how checks signal it."""
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass
+from functools import lru_cache
 
 PASS, FAIL, ERROR, SKIP, NA, XFAIL = "pass", "fail", "error", "skip", "n/a", "xfail"
 STATUSES = (PASS, FAIL, ERROR, SKIP, NA, XFAIL)
@@ -81,9 +83,29 @@ def describe_exception(exc: BaseException) -> str:
     message = str(exc).strip().splitlines()
     head = f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename and "/harness/" not in f.filename
+              if "/torch/" not in f.filename and not is_harness_file(f.filename)
               and "/numpy/" not in f.filename]  # numpy's __getattr__ is never the culprit
     if frames:
         f = frames[-1]
         head += f" (at {f.filename.rsplit('/', 1)[-1]}:{f.lineno})"
     return head
+
+
+@lru_cache(maxsize=1)
+def _own_dirs() -> tuple[str, str]:
+    """The package's directory and its rows' (grl_conformance.impls: inside it once installed,
+    the repo's impls/ folder in a checkout)."""
+    import importlib.util
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.find_spec("grl_conformance.impls")
+    impls = (spec.submodule_search_locations or [""])[0] if spec else ""
+    return package + os.sep, (os.path.abspath(impls) + os.sep) if impls else ""
+
+
+def is_harness_file(filename: str) -> bool:
+    """Whether `filename` is the harness's own code (its rows in impls/ are not: they are code
+    under test). Compared against the package's own directory, wherever it is installed."""
+    path = os.path.abspath(filename)
+    package, impls = _own_dirs()
+    return path.startswith(package) and not (impls and path.startswith(impls))

@@ -1,6 +1,6 @@
 """`make gpu-report OUT=DIR`: the whole CUDA run in one go, offline, inside a fixed time budget.
 
-    python -m harness.gpu_report OUTDIR [--dry-run] [--wheels DIR] [--budget SECONDS]
+    python -m grl_conformance.bench.gpu_report OUTDIR [--dry-run] [--wheels DIR] [--budget SECONDS]
 
 Steps (each a child process with its own time limit, killed with its process group at the
 limit, so one slow step cannot eat the budget; later steps get what is left):
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (harness/bench/ is two down)
 BUDGET_S = {"cuda": 480.0, "cpu": 720.0}  # the whole run, wall clock; cpu = the dry run
 REPORT_RESERVE_S = 20.0   # kept back for the report step, whatever the earlier steps take
 MIN_STEP_S = 10.0         # a step with less than this left is not started
@@ -95,11 +95,11 @@ def plan(device: str, stage: Path, site: Path, wheels: Path | None, jobs: int,
     """The steps after the probe, in order; pure (no torch, nothing run): the self-test checks it.
 
     device: "cuda" or "cpu" (cpu = the dry run). plugin_flag: load the pytest plugin with
-    `-p harness.pytest_plugin` (when the project could not be installed and runs from source).
+    `-p grl_conformance.plugin.pytest_plugin` (when the project could not be installed and runs from source).
     """
     caps = CAPS[device]
-    me = [python, "-m", "harness.gpu_report"]
-    plugin = ["-p", "harness.pytest_plugin"] if plugin_flag else []
+    me = [python, "-m", "grl_conformance.bench.gpu_report"]
+    plugin = ["-p", "grl_conformance.plugin.pytest_plugin"] if plugin_flag else []
     steps = [Step("install", me + ["--_install", str(site), str(wheels or "")],
                   caps["install"], group=1)]
     steps.append(Step("matrix",
@@ -114,7 +114,7 @@ def plan(device: str, stage: Path, site: Path, wheels: Path | None, jobs: int,
     group = 2
     for mode, dtype, context in CHUNKS[device]:
         name = chunk_name(mode, dtype, context)
-        argv = [python, "-m", "harness.cli", "sweep", "--device", device, "--modes", mode,
+        argv = [python, "-m", "grl_conformance.cli", "sweep", "--device", device, "--modes", mode,
                 "--dtypes", dtype, "--out", str(stage / name), "--no-plot", "--no-kernels"]
         if context:
             argv += ["--contexts", context]
@@ -220,7 +220,7 @@ def ran(step: Step) -> bool:
 # --- the driver -----------------------------------------------------------------------------
 
 def _probe(env: dict, dry_run: bool, cap: float) -> dict:
-    code = ("import json, torch; from harness import env; "
+    code = ("import json, torch; from grl_conformance.core import env; "
             "print(json.dumps({'torch': torch.__version__, 'cuda': torch.cuda.is_available(), "
             "'slug': env.device_slug(), 'torch_file': torch.__file__, "
             "'device': env.describe()['device']}))")
@@ -231,7 +231,7 @@ def _probe(env: dict, dry_run: bool, cap: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.gpu_report",
+    parser = argparse.ArgumentParser(prog="python -m grl_conformance.bench.gpu_report",
                                      description="The GPU run in one go (docs/gpu.md).")
     parser.add_argument("out", nargs="?", help="output folder (at most 8 files are written)")
     parser.add_argument("--dry-run", action="store_true",
@@ -282,7 +282,7 @@ def drive(args) -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)]
                                         + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("PYTHONUNBUFFERED", "1")
-    say(f"command: {' '.join([sys.executable, '-m', 'harness.gpu_report', *sys.argv[1:]])}")
+    say(f"command: {' '.join([sys.executable, '-m', 'grl_conformance.bench.gpu_report', *sys.argv[1:]])}")
     say(f"stage {stage}; site {site}; wheels {wheels or 'none'}")
     try:
         probe = _probe(env, args.dry_run, CAPS["cuda"]["probe"])
@@ -313,7 +313,7 @@ def drive(args) -> int:
                     if s.group > 1:
                         s.argv = fixed[s.name].argv
                 say("the project is not installed: running from the source tree "
-                    "(pytest -p harness.pytest_plugin)")
+                    "(pytest -p grl_conformance.plugin.pytest_plugin)")
             if installed.get("torch") and installed["torch"] != probe["torch"]:
                 say(f"WARNING: torch changed during install: {installed['torch']}")
     written = _collect(stage, out, slug, say)
@@ -446,7 +446,8 @@ def count_kernels(device: str, path: Path, only: str = "") -> int:
     from torch._dynamo import config as dynamo_config
     from torch._functorch import config as functorch_config
 
-    from harness import registry, sweep
+    from grl_conformance.bench import sweep
+    from grl_conformance.core import registry
 
     names = [n for n in only.split(",") if n] or None
     counts: dict[str, dict] = {}
@@ -476,7 +477,7 @@ def count_kernels(device: str, path: Path, only: str = "") -> int:
 def merge_sweeps(docs: list[dict], kernels: dict | None = None, derive=None) -> dict:
     """One sweep document from chunk documents (each its own mode x dtype slice, each with its
     baselines, so every ratio was taken within one chunk)."""
-    from harness import latency_report
+    from grl_conformance.results import latency as latency_report
 
     first = docs[0]
     doc = {k: v for k, v in first.items() if k not in ("results", "errors", "compile_s", "summary")}
@@ -507,7 +508,8 @@ def merge_sweeps(docs: list[dict], kernels: dict | None = None, derive=None) -> 
 
 def build_reports(stage: Path) -> int:
     """Merge the sweep chunks; write the latency files; put the sweep into the matrix."""
-    from harness import latency_report, report
+    from grl_conformance.results import latency as latency_report
+    from grl_conformance.results import report
 
     final = stage / "final"
     final.mkdir(exist_ok=True)
@@ -519,7 +521,7 @@ def build_reports(stage: Path) -> int:
     kernels = json.loads(kpath.read_text()) if kpath.exists() else None
     sweep_doc = None
     if docs:
-        from harness.sweep import _derive
+        from grl_conformance.bench.sweep import _derive
 
         sweep_doc = merge_sweeps(docs, kernels, derive=_derive)
         for p in latency_report.write(sweep_doc, final, plot_png=True):

@@ -1,6 +1,6 @@
 """Picture of the train area: the two-moons DANN with and without adaptation.
 
-    python -m harness.train_plot [-o reports/dann-moons.png] [--impl NAME] [--seed N]
+    python -m grl_conformance.bench.train_plot [-o reports/dann-moons.png] [--impl NAME] [--seed N]
 
 Left: the network trained through a correct GRL (alpha 6); right: the baseline whose domain
 head sees detached features (no adaptation). Both panels show the labelled source points
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from harness import dann
+from grl_conformance.checks import dann
 
 DEFAULT_OUT = Path("reports") / "dann-moons.png"
 
@@ -24,10 +24,10 @@ DEFAULT_OUT = Path("reports") / "dann-moons.png"
 def _grl_for(name: str | None):
     """The GRL module drawn on the left: the harness's textbook GRL, or a registry row."""
     if name is None:
-        from harness.reference import ReferenceGRL
+        from grl_conformance.core.reference import ReferenceGRL
 
-        return ReferenceGRL(dann.ALPHA), "textbook GRL (harness.reference.ReferenceGRL)"
-    from harness import registry
+        return ReferenceGRL(dann.ALPHA), "textbook GRL (grl_conformance.core.reference.ReferenceGRL)"
+    from grl_conformance.core import registry
 
     entries = registry.collect(only=[name])
     return entries[0].api.layer(alpha=dann.ALPHA), f"{name}"
@@ -51,7 +51,7 @@ def draw(out: Path = DEFAULT_OUT, impl: str | None = None, seed: int = 0) -> Pat
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("harness.train_plot: matplotlib is not installed, no picture drawn "
+        print("grl_conformance.bench.train_plot: matplotlib is not installed, no picture drawn "
               "(pip install matplotlib, or the [plot] extra)", file=sys.stderr)
         return None
     grl, label = _grl_for(impl)
@@ -93,7 +93,8 @@ def draw(out: Path = DEFAULT_OUT, impl: str | None = None, seed: int = 0) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.train_plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m grl_conformance.bench.train_plot",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help=f"PNG to write (default {DEFAULT_OUT})")
     parser.add_argument("--impl", default=None, help="registry row to train through (default: the textbook GRL)")
     parser.add_argument("--seed", type=int, default=0, help="which seed's data and weights to draw (default 0)")

@@ -2,15 +2,15 @@
 
 One function, `run_rank`, runs on every rank under either launcher:
 
-- inside the harness: `harness.checks.distributed` starts world size 2 with
+- inside the harness: `grl_conformance.checks.distributed` starts world size 2 with
   `torch.multiprocessing.start_processes` (forkserver by default, spawn on request) and
   `file://` init in a temporary directory;
 - on a cluster: torchrun sets RANK / WORLD_SIZE / MASTER_ADDR and this module's `main` uses
   `env://` init, for example on two nodes with one process per GPU:
 
       torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \
-          --rdzv-endpoint HOST:29500 -m harness.distributed_worker ddp.eager \
-          impls.naive_function:IMPL --out result.json
+          --rdzv-endpoint HOST:29500 -m grl_conformance.checks.distributed_worker ddp.eager \
+          grl_conformance.impls.naive_function:IMPL --out result.json
 
 Every rank runs the same short DANN-style sequence (alpha changes between steps through
 `set_alpha`, an SGD step after each), records its gradients, and rank 0 judges them against a
@@ -34,11 +34,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from harness.procs import frames_outside_torch, set_pdeathsig
-from harness.reference import Reverse
+from grl_conformance.core.reference import Reverse
+from grl_conformance.isolation.procs import frames_outside_torch, set_pdeathsig
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
-         "dtensor": "dtensor"}  # dtensor: harness/dtensor_rank.py runs the rank
+         "dtensor": "dtensor"}  # dtensor: harness/checks/dtensor_rank.py runs the rank
 BATCH = 4  # rows per rank
 WORLD = [2]  # world size of this run, set by run_rank (the global batch depends on it)
 DTYPE = torch.float32  # what DANN trains in; float64 alpha precision is backward.reversal's job
@@ -73,7 +73,7 @@ class DannNet(nn.Module):
 
 
 class ReferenceGRL(nn.Module):
-    """The harness's trusted GRL (`harness.reference.Reverse`) with one alpha per batch row."""
+    """The harness's trusted GRL (`grl_conformance.core.reference.Reverse`) with one alpha per batch row."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -176,7 +176,7 @@ def _full(grad):
 def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, backend: str,
                 opts: dict) -> list:
     """Every rank: the schedule through DDP / FSDP2, gradients recorded after each backward."""
-    from harness.registry import resolve
+    from grl_conformance.core.registry import resolve
 
     impl = resolve(impl_ref)
     compiled = MODES[check_id] == "ddp_compiled"
@@ -285,7 +285,7 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
                             timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
         if MODES[check_id] == "dtensor":
-            from harness import dtensor_rank
+            from grl_conformance.checks import dtensor_rank
 
             return dtensor_rank.run(impl_ref, rank, world, device,
                                     note + f" [{backend} on {device.type}, world size {world}]")
@@ -341,13 +341,13 @@ def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method
 
 
 def main(argv: list[str] | None = None) -> int:
-    """torchrun entry: `python -m harness.distributed_worker CHECK_ID MODULE:ATTR [--out FILE]`."""
+    """torchrun entry: `python -m grl_conformance.checks.distributed_worker CHECK_ID MODULE:ATTR [--out FILE]`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m harness.distributed_worker",
+    parser = argparse.ArgumentParser(prog="python -m grl_conformance.checks.distributed_worker",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("check_id", choices=sorted(MODES))
-    parser.add_argument("impl_ref", help="MODULE:ATTR, as harness.registry.resolve takes it")
+    parser.add_argument("impl_ref", help="MODULE:ATTR, as grl_conformance.core.registry.resolve takes it")
     parser.add_argument("--out", help="rank 0 writes its verdict (JSON) here")
     args = parser.parse_args(argv)
     if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):

@@ -1,6 +1,6 @@
 """Latency sweep reports: the sweep's JSON document in, Markdown / PNG / a matrix column out.
 
-Torch-free (like `harness.report`): the pytest plugin uses `annotate` to put each row's
+Torch-free (like `grl_conformance.results.report`): the pytest plugin uses `annotate` to put each row's
 headline overhead into the compatibility matrix without importing the sweep.
 matplotlib is optional (`pip install -e .[plot]`): without it no PNG, with a message.
 """

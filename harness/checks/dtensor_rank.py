@@ -1,5 +1,5 @@
 """The per-rank side of the `dtensor` check (harness/checks/distributed.py launches it through
-`harness.distributed_worker`, which calls `run` after the process group is up).
+`grl_conformance.checks.distributed_worker`, which calls `run` after the process group is up).
 
 Tensor parallelism hands a GRL a DTensor activation. On a 1-D device mesh over the ranks, for
 the placements Shard(0), Shard(1) and Replicate, both forms of the GRL (layer with set_alpha,
@@ -25,7 +25,7 @@ def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, distribute_tensor
 
-    from harness.registry import resolve
+    from grl_conformance.core.registry import resolve
 
     impl = resolve(impl_ref)
     mesh = init_device_mesh(device.type, (world,))
@@ -61,7 +61,7 @@ def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - every rank raises the same; rank 0 reports it
         if rank != 0:
             return None
-        from harness.distributed_worker import describe_failure
+        from grl_conformance.checks.distributed_worker import describe_failure
 
         message = describe_failure(exc)
         hint = ""

@@ -1,4 +1,4 @@
-"""pytest side of the torch-upgrade gate (comparison logic: harness/gate.py).
+"""pytest side of the torch-upgrade gate (comparison logic: harness/results/compare.py).
 
 `--grl-baseline FILE|auto`: every cell is compared with the expectations file as it finishes.
 A regression (a baseline `pass` that no longer passes, or a new `fail`) fails that cell's test
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import gate, registry
+from grl_conformance.core import registry
+from grl_conformance.results import compare as gate
 
 CELL_KEY = "grl_cell"
 BASELINE_DIR = Path("reports") / "baselines"
@@ -56,12 +57,12 @@ def _torch_version() -> str:
 
 
 def configure(config: pytest.Config) -> None:
-    from harness import report
+    from grl_conformance.results import report
 
     choice = config.getoption("--grl-baseline")
     if choice:
         if choice == "auto":
-            from harness import env
+            from grl_conformance.core import env
 
             path = gate.pick_baseline(_baseline_dir(config), _torch_version(), env.device_slug())
             if path is None:

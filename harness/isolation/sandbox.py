@@ -3,7 +3,7 @@
 The harness runs other people's code, so no implementation runs in the pytest process and no
 two implementations share a process. A `Sandbox` (one per pytest process: the controller, or
 each xdist worker) keeps a child per row, forked from the session's forkserver
-(harness/procs.py) that already imported torch, and sends it one cell at a time:
+(harness/isolation/procs.py) that already imported torch, and sends it one cell at a time:
 
 - a cell that takes longer than the timeout (`--grl-timeout`, GRL_TIMEOUT) gets its Python
   stack dumped (faulthandler on SIGUSR1), then the child's process group is killed; the cell is
@@ -32,8 +32,8 @@ import time
 from dataclasses import asdict
 from multiprocessing.connection import wait
 
-from harness.outcome import ERROR, PASS, Outcome, one_line
-from harness.procs import (
+from grl_conformance.core.outcome import ERROR, PASS, Outcome, one_line
+from grl_conformance.isolation.procs import (
     ensure_forkserver,
     exit_reason,
     frames_outside_torch,
@@ -44,6 +44,7 @@ from harness.procs import (
 
 DEFAULT_TIMEOUT_S = 300.0  # a cold inductor compile on 2 busy cores takes well under a minute
 _SERVE = "_serve_row"  # the child's main function, found in faulthandler dumps by this name
+_HERE = os.path.abspath(__file__)  # this file's frames are left out of "stuck at" stacks
 
 
 def timeout_from_env(default: float = DEFAULT_TIMEOUT_S) -> float:
@@ -69,7 +70,7 @@ class Sandbox:
     def run(self, impl, check) -> Outcome:
         """Run one cell of `impl` (a registry entry with a `ref`) through `check`."""
         if check.own_processes:
-            from harness.runner import run_check
+            from grl_conformance.core.runner import run_check
 
             return run_check(impl, check)
         if not impl.ref:
@@ -144,7 +145,7 @@ class RowChild:
             time.sleep(0.05)
         time.sleep(0.1)  # let the handler finish writing
         self.close(graceful=False)
-        where = frames_outside_torch(_tail_text(self.log_path, offset), _SERVE)
+        where = frames_outside_torch(_tail_text(self.log_path, offset), _SERVE, skip=_HERE)
         return Outcome(ERROR, one_line(f"timed out after {timeout_s:g} s (--grl-timeout); the row's "
                                        f"process was killed" + (f"; stuck at {where}" if where else "")),
                        round(time.perf_counter() - start, 4), "timeout")
@@ -154,7 +155,8 @@ class RowChild:
         reason = exit_reason(self.proc.exitcode)
         self.close()
         text = _tail_text(self.log_path, offset)
-        where = frames_outside_torch(text, "Current thread") or frames_outside_torch(text, _SERVE)
+        where = (frames_outside_torch(text, "Current thread", skip=_HERE)
+                 or frames_outside_torch(text, _SERVE, skip=_HERE))
         lines = [ln.strip() for ln in text.splitlines()
                  if ln.strip() and not ln.startswith(_DUMP_LINES)]
         said = " | ".join(lines[-4:])
@@ -227,9 +229,9 @@ def _serve_row(conn, ref: str, log_path: str, owner_pid: int) -> None:
 
 
 def _serve(conn, ref: str) -> int:
-    from harness import checks as catalogue
-    from harness import hypothesis_profiles, registry
-    from harness.runner import run_check
+    from grl_conformance import checks as catalogue
+    from grl_conformance.core import hypothesis_profiles, registry
+    from grl_conformance.core.runner import run_check
 
     hypothesis_profiles.load()
     _quiet_compile_workers()

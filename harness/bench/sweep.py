@@ -42,8 +42,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness import env as environment
-from harness import latency_report, registry
+from grl_conformance.core import env as environment
+from grl_conformance.core import registry
+from grl_conformance.results import latency as latency_report
 
 ALPHA = 0.5
 NEG_ALPHA = -ALPHA
@@ -153,7 +154,7 @@ def _log(cfg: Config, text: str) -> None:
 
 
 def _error_text(exc: BaseException) -> str:
-    from harness.outcome import describe_exception, one_line
+    from grl_conformance.core.outcome import describe_exception, one_line
 
     return one_line(describe_exception(exc), 300)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness import expectations
+from grl_conformance.results import expectations
 
 REGRESSION, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
     "regression", "improvement", "known", "changed", "new", "removed", "same")
@@ -139,7 +139,7 @@ def baseline_path(directory: Path, torch_version: str, device_slug: str = "cpu")
 
 
 def pick_baseline(directory: Path, torch_version: str, device_slug: str = "cpu") -> Path | None:
-    """This torch's expectations file, else the newest older one (harness/expectations.py)."""
+    """This torch's expectations file, else the newest older one (harness/results/expectations.py)."""
     choice = expectations.pick(directory, torch_version, device_slug)
     return choice.path if choice else None
 

@@ -291,14 +291,14 @@ def baseline(seeds: tuple[int, ...] = SEEDS, steps: int = STEPS) -> Result:
     return result
 
 
-# --- evidence: `python -m harness.dann --seeds 100` -----------------------------------------
+# --- evidence: `python -m grl_conformance.checks.dann --seeds 100` -----------------------------------------
 
 def _variants(extra_refs: Sequence[str] = ()) -> dict[str, Callable[[], nn.Module | None]]:
     """What the sweep trains: a correct GRL, the baseline, and any `--grl-impl` rows (e.g. the
     train mutants, `tests.selftest.mutation:train_identity_backward`: the product never imports
     its tests itself)."""
-    from harness.reference import ReferenceGRL
-    from harness.registry import resolve
+    from grl_conformance.core.reference import ReferenceGRL
+    from grl_conformance.core.registry import resolve
 
     out: dict[str, Callable[[], nn.Module | None]] = {
         "correct": lambda: ReferenceGRL(ALPHA),
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m harness.dann",
+        prog="python -m grl_conformance.checks.dann",
         description="Evidence for the train criteria: train correct, baseline and mutant GRLs on "
                     "many seeds. Columns: mean/worst source acc, mean/worst/best target acc, "
                     "mean/worst domain-head acc.")

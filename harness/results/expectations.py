@@ -9,7 +9,7 @@ files and `torch.library.opcheck`'s failures dict do:
   status written there. A deviation fails that cell's test, naming the cell and the file; a
   listed failure that now passes is *stale* and is reported (the file needs regenerating), not
   failed;
-- the **gate** (`--grl-baseline`, harness/gate.py): a regression of any row fails the run.
+- the **gate** (`--grl-baseline`, harness/results/compare.py): a regression of any row fails the run.
 
 A torch or device with no file of its own is held to the newest older file of the same device
 (CPU files stand in for CUDA), and the run header says so. Every cell must name a registered

@@ -1,0 +1,1 @@
+"""The benchmarks: latency sweep, the one-command GPU run, the DANN picture."""

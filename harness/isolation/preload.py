@@ -1,0 +1,38 @@
+"""Imported first by the session's forkserver (isolation/procs.py, PRELOAD): what the matrix
+needs pinned, and work every row's child would otherwise repeat, done once before the fork so
+the children inherit it. Only the server process is changed: the user's pytest process never.
+
+- torch 2.13 turns a custom op whose output aliases its input from a warning into an error when
+  the environment variable CI is set (`torch._functorch.config.error_on_custom_op_aliasing`
+  defaults to bool($CI)). The matrix must say what users get, not what a CI runner gets, and
+  must not change with the machine it runs on: the user default is pinned here, before torch is
+  imported, for the sandbox's processes alone. Set the variable yourself to see the strict
+  behaviour.
+- inductor probes the CPU's vector ISA on its first compile in a process by compiling and
+  running six small programs (about 0.9 s on 2 cores, measured with cProfile on torch 2.13); the
+  result is cached per process. Probing here runs only subprocesses and leaves no thread behind.
+"""
+from __future__ import annotations
+
+import os
+
+PINNED_ENV = {"TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING": "0"}
+
+
+def pin_environment() -> None:
+    """Set PINNED_ENV where the caller has not (a process of the sandbox's only)."""
+    for name, value in PINNED_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def _probe_vector_isa() -> None:
+    try:
+        from torch._inductor import cpu_vec_isa
+
+        cpu_vec_isa.pick_vec_isa()
+    except Exception:  # noqa: BLE001 - a warm-up only: a child that needs it probes again
+        pass
+
+
+pin_environment()
+_probe_vector_isa()

@@ -1,0 +1,1 @@
+"""The pytest glue: one test per cell, the matrix at the end, the torch-upgrade gate."""

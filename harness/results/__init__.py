@@ -1,0 +1,1 @@
+"""The documents written: reports, expectations files, comparisons, advice. No torch import."""
