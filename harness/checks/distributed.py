@@ -21,7 +21,14 @@ from multiprocessing.connection import wait
 
 from grl_conformance.checks import check
 from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
-from grl_conformance.isolation.procs import group_members, read_text, signal_pid, start_method
+from grl_conformance.isolation.procs import (
+    group_members,
+    marked,
+    new_mark,
+    read_text,
+    signal_pid,
+    start_method,
+)
 
 WORLD_SIZE = 2
 # pids of the ranks of the last launch in this process (self-tests check they are gone)
@@ -69,6 +76,7 @@ def launch(check_id: str, impl) -> dict:
     from grl_conformance.checks import distributed_worker as worker
 
     opts = worker.options()
+    opts["mark"] = mark = new_mark("ranks")  # carried by whatever a rank's code starts
     limit = opts["timeout_s"]
     with tempfile.TemporaryDirectory(prefix="grl-dist-") as tmp:
         ctx = mp.start_processes(worker.spawn_entry,
@@ -100,6 +108,8 @@ def launch(check_id: str, impl) -> dict:
             _kill_ranks(procs)
             for p in procs:
                 p.join(timeout=10)
+            for pid in marked(mark):  # started in a session of its own by a rank's code
+                signal_pid(signal.SIGKILL, pid)
             survivors = group_members(pids)
             if survivors:  # something escaped the first kill: once more, then report it
                 for pid in survivors:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from grl_conformance.core.reference import Reverse
-from grl_conformance.isolation.procs import frames_outside_torch, set_pdeathsig
+from grl_conformance.isolation.procs import MARK_VAR, frames_outside_torch, set_pdeathsig
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
          "dtensor": "dtensor"}  # dtensor: harness/checks/dtensor_rank.py runs the rank
@@ -322,6 +322,8 @@ def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method
     """Target of `torch.multiprocessing.start_processes` (first argument: the rank)."""
     os.setsid()  # own process group: the parent can kill this rank and anything it started
     set_pdeathsig()  # and the rank dies with the parent
+    if opts.get("mark"):
+        os.environ[MARK_VAR] = opts["mark"]  # and anything started in a session of its own
     import faulthandler
     import signal
 

@@ -8,6 +8,10 @@ the children inherit it. Only the server process is changed: the user's pytest p
   must not change with the machine it runs on: the user default is pinned here, before torch is
   imported, for the sandbox's processes alone. Set the variable yourself to see the strict
   behaviour.
+- inductor caches its compiled code under the temp directory by default; a run must leave
+  nothing there, so the sandbox's processes cache under the user's cache directory instead
+  ($XDG_CACHE_HOME or ~/.cache, then grl-conformance/torchinductor), which also keeps later runs
+  warm. TORCHINDUCTOR_CACHE_DIR set by the caller wins.
 - inductor probes the CPU's vector ISA on its first compile in a process by compiling and
   running six small programs (about 0.9 s on 2 cores, measured with cProfile on torch 2.13); the
   result is cached per process. Probing here runs only subprocesses and leaves no thread behind.
@@ -19,10 +23,16 @@ import os
 PINNED_ENV = {"TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING": "0"}
 
 
+def cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "grl-conformance", "torchinductor")
+
+
 def pin_environment() -> None:
-    """Set PINNED_ENV where the caller has not (a process of the sandbox's only)."""
+    """Set PINNED_ENV and the inductor cache where the caller has not (sandbox processes only)."""
     for name, value in PINNED_ENV.items():
         os.environ.setdefault(name, value)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())
 
 
 def _probe_vector_isa() -> None:

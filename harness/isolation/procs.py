@@ -97,17 +97,113 @@ def group_members(pgids) -> list[int]:
     if not os.path.isdir("/proc"):  # not Linux: the group kills stand, unverified
         return found
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp in pgids and state not in ("Z", "X"):
+        fields = _stat(int(entry)) if entry.isdigit() else []
+        if fields and int(fields[2]) in pgids and fields[0] not in ("Z", "X"):
             found.append(int(entry))
     return found
+
+
+MARK_VAR = "GRL_CONFORMANCE_RUN"  # set in every process that runs implementation code
+_MARKS = iter(range(1, 1 << 62))
+
+
+def new_mark(kind: str) -> str:
+    """A token unique to one row child or one distributed launch of this session."""
+    return f"{os.getpid()}-{kind}-{next(_MARKS)}-{os.urandom(4).hex()}"
+
+
+def marked(token: str) -> list[int]:
+    """Live processes whose environment carries MARK_VAR=token: whatever an implementation
+    started with `subprocess` inherits it, in a session of its own or not (Linux; elsewhere [])."""
+    needle = f"\0{MARK_VAR}={token}\0".encode()
+    found: list[int] = []
+    if not os.path.isdir("/proc"):
+        return found
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if needle in b"\0" + environ + b"\0" and _state(int(entry)) not in ("Z", "X", ""):
+            found.append(int(entry))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """`pid` and every live process below it in the parent tree, read from /proc."""
+    children: dict[int, list[int]] = {}
+    if not os.path.isdir("/proc"):
+        return {pid}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if fields and fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in found:
+            found.add(p)
+            todo.extend(children.get(p, ()))
+    return found
+
+
+def end_tree(pid: int, token: str = "") -> list[int]:
+    """Kill `pid`, everything below it, its process group and every process marked `token`.
+
+    The tree is frozen (SIGSTOP) before it is killed, so nothing in it can fork away in between;
+    a row child is a subreaper (`become_subreaper`), so a daemon its code double-forked is still
+    in its tree. Returns what is still alive afterwards (empty: nothing survived).
+    """
+    frozen: set[int] = set()
+    for _ in range(3):
+        new = descendants(pid) - frozen
+        if not new:
+            break
+        for p in new:
+            signal_pid(signal.SIGSTOP, p)
+        frozen |= new
+    kill_group(pid)
+    for p in frozen | set(marked(token) if token else ()):
+        signal_pid(signal.SIGKILL, p)
+    deadline = time.monotonic() + 2.0
+    while True:
+        left = [p for p in frozen - {pid} if _state(p) not in ("Z", "X", "")]
+        left += marked(token) if token else []
+        if not left or time.monotonic() > deadline:
+            return sorted(set(left))
+        for p in left:
+            signal_pid(signal.SIGKILL, p)
+        time.sleep(0.05)
+
+
+def become_subreaper() -> None:
+    """Orphans of this process's descendants are re-parented here, not to init (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001 - not Linux: the environment mark still finds them
+        pass
+
+
+def _stat(pid: int) -> list[str]:
+    """[state, ppid, pgrp, ...] from /proc/PID/stat, or [] when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _state(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[0] if fields else ""
 
 
 def signal_pid(sig: int, pid: int) -> None:

@@ -9,7 +9,9 @@ each xdist worker) keeps a child per row, forked from the session's forkserver
   stack dumped (faulthandler on SIGUSR1), then the child's process group is killed; the cell is
   `error` ("timed out after N s", where it was stuck) and a fresh child takes the row's next cell;
 - a child that dies (a signal, `os._exit`, an abort in C++) makes the cell `error` naming the
-  signal or exit code with the last lines it wrote (stdout and stderr go to a log file);
+  signal or exit code with the last lines it wrote (its stdout and stderr go through a pipe to
+  a thread here that keeps only the last TAIL_BYTES: a chatty row cannot fill a disk, and a run
+  writes no files; `--grl-keep-logs DIR` saves each row's tail there when the row ends);
 - global state a cell changes (grad mode, default dtype and device, deterministic flags,
   anomaly mode, thread count, dynamo config, the hypothesis profile) is restored after it and
   named in the cell; a non-daemon thread left running is named too. A row's state can never
@@ -19,29 +21,38 @@ A check declared with `own_processes` (the distributed ones) only launches and j
 its own, with their own timeout and cleanup, so it runs in the calling process.
 
 The child exits with `os._exit`, so no thread an implementation leaves behind can hold it; it
-also exits when the process that owns it is gone. No process outlives the session.
+also exits when the process that owns it is gone. Whatever the row's code started ends with the
+row, in a session of its own or not: the child is a subreaper, its tree is frozen and killed,
+and every process carrying its environment mark is killed too (isolation/procs.py, `end_tree`).
+No process outlives the session.
 """
 from __future__ import annotations
 
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 
 from grl_conformance.core.outcome import ERROR, PASS, Outcome, one_line
 from grl_conformance.isolation.procs import (
+    MARK_VAR,
+    become_subreaper,
+    descendants,
+    end_tree,
     ensure_forkserver,
     exit_reason,
     frames_outside_torch,
     group_members,
     kill_group,
+    marked,
+    new_mark,
     signal_pid,
 )
 
+TAIL_BYTES = 256 * 1024  # of each row's output, kept for the footnotes (and --grl-keep-logs)
 DEFAULT_TIMEOUT_S = 300.0  # a cold inductor compile on 2 busy cores takes well under a minute
 _SERVE = "_serve_row"  # the child's main function, found in faulthandler dumps by this name
 _HERE = os.path.abspath(__file__)  # this file's frames are left out of "stuck at" stacks
@@ -58,11 +69,12 @@ def timeout_from_env(default: float = DEFAULT_TIMEOUT_S) -> float:
 class Sandbox:
     """The rows' children of one pytest process; `close()` ends them all."""
 
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, keep_logs: str | None = None) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
-        self.tmp = tempfile.mkdtemp(prefix="grl-sandbox-")
+        self.keep_logs = keep_logs  # a directory for each row's output tail, or None: no files
+        self.survivors: list[int] = []  # processes a row left that could not be killed
         self.rows: dict[str, RowChild] = {}
         self.started: list[int] = []  # pids of every child started (self-tests check they end)
         self._serial = 0
@@ -78,22 +90,27 @@ class Sandbox:
         row = self.rows.get(impl.ref)
         if row is None or not row.alive():
             self._serial += 1
-            log = os.path.join(self.tmp, f"{self._serial:03d}-{_safe(impl.name)}.log")
-            row = self.rows[impl.ref] = RowChild(impl.ref, log)
+            row = self.rows[impl.ref] = RowChild(impl.ref, f"{self._serial:03d}-{_safe(impl.name)}")
             self.started.append(row.pid)
         outcome = row.run(check.id, self.timeout_s)
         if not row.alive():
-            row.close()
+            self._end(row)
             del self.rows[impl.ref]
         return outcome
+
+    def _end(self, row: RowChild) -> None:
+        try:
+            row.close()
+        except Exception:  # noqa: BLE001 - the group kill below still ends it
+            kill_group(row.pid)
+        self.survivors += row.survivors
+        if self.keep_logs:
+            row.output.save(os.path.join(self.keep_logs, f"{row.label}.log"))
 
     def close(self) -> None:
         """End every child; whatever one of them does, the others are still ended."""
         for row in list(self.rows.values()):
-            try:
-                row.close()
-            except Exception:  # noqa: BLE001 - the group kill below still ends it
-                kill_group(row.pid)
+            self._end(row)
         self.rows.clear()
         for pid in group_members(self.started):  # anything the kills above missed
             signal_pid(signal.SIGKILL, pid)
@@ -106,24 +123,31 @@ def _safe(name: str) -> str:
 class RowChild:
     """One implementation's child: cells go in one at a time, outcomes come back."""
 
-    def __init__(self, ref: str, log_path: str) -> None:
+    def __init__(self, ref: str, label: str) -> None:
         ctx = ensure_forkserver()
-        self.ref, self.log_path = ref, log_path
-        open(log_path, "a").close()
+        self.ref, self.label, self.mark = ref, label, new_mark("row")
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve_row, args=(child_conn, ref, log_path, os.getpid()),
+        read_fd, write_fd = os.pipe()
+        self.output = OutputTail(read_fd)
+        out = Connection(write_fd, readable=False)  # its fd travels to the child with the args
+        self.proc = ctx.Process(target=_serve_row,
+                                args=(child_conn, out, ref, self.mark, os.getpid()),
                                 name=f"grl-row {ref}", daemon=False)
-        self.proc.start()
-        child_conn.close()
+        try:
+            self.proc.start()
+        finally:
+            child_conn.close()
+            out.close()  # the child holds the write end now: EOF once it and its own are gone
         self.pid = self.proc.pid
         self.closed = False
+        self.survivors: list[int] = []
 
     def alive(self) -> bool:
         return not self.closed and self.proc.exitcode is None
 
     def run(self, check_id: str, timeout_s: float) -> Outcome:
         start = time.perf_counter()
-        offset = _size(self.log_path)
+        offset = self.output.offset()
         try:
             self.conn.send(check_id)
         except OSError:
@@ -141,11 +165,11 @@ class RowChild:
     def _timed_out(self, offset: int, start: float, timeout_s: float) -> Outcome:
         signal_pid(signal.SIGUSR1, self.pid)  # faulthandler writes every thread's stack
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and _SERVE not in _tail_text(self.log_path, offset):
+        while time.monotonic() < deadline and _SERVE not in self.output.since(offset):
             time.sleep(0.05)
-        time.sleep(0.1)  # let the handler finish writing
+        self.output.settle()  # let the handler finish writing
         self.close(graceful=False)
-        where = frames_outside_torch(_tail_text(self.log_path, offset), _SERVE, skip=_HERE)
+        where = frames_outside_torch(self.output.since(offset), _SERVE, skip=_HERE)
         return Outcome(ERROR, one_line(f"timed out after {timeout_s:g} s (--grl-timeout); the row's "
                                        f"process was killed" + (f"; stuck at {where}" if where else "")),
                        round(time.perf_counter() - start, 4), "timeout")
@@ -154,7 +178,8 @@ class RowChild:
         self.proc.join(timeout=5)
         reason = exit_reason(self.proc.exitcode)
         self.close()
-        text = _tail_text(self.log_path, offset)
+        self.output.settle()
+        text = self.output.since(offset)
         where = (frames_outside_torch(text, "Current thread", skip=_HERE)
                  or frames_outside_torch(text, _SERVE, skip=_HERE))
         lines = [ln.strip() for ln in text.splitlines()
@@ -172,11 +197,17 @@ class RowChild:
         self.closed = True
         if graceful and self.proc.exitcode is None and not self.conn.closed:
             try:
-                self.conn.send(None)
+                self.conn.send(None)  # the child ends what it started, then exits
             except OSError:
                 pass
             self.proc.join(timeout=2)
-        kill_group(self.pid)  # the child and anything it started (setsid made it the leader)
+        # Whatever is left: the child's tree while it is unreaped, its group (setsid made it the
+        # leader), and every process carrying its mark (a new session, an orphan of a dead child).
+        self.survivors = end_tree(self.pid, self.mark) if self.proc.exitcode is None else []
+        kill_group(self.pid)
+        self.survivors = sorted(set(self.survivors) | set(marked(self.mark)))
+        for pid in self.survivors:
+            signal_pid(signal.SIGKILL, pid)
         if self.proc.exitcode is None:
             signal_pid(signal.SIGKILL, self.pid)
         self.proc.join(timeout=5)
@@ -189,30 +220,67 @@ class RowChild:
 _DUMP_LINES = ("  File", "Thread 0x", "Current thread", "Extension modules:", "  <no Python frame>")
 
 
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+class OutputTail:
+    """A row child's stdout and stderr, read from a pipe by a thread; the last `limit` bytes kept."""
 
+    def __init__(self, fd: int, limit: int = TAIL_BYTES) -> None:
+        self.limit, self.total, self.last = limit, 0, time.monotonic()
+        self.buf = bytearray()
+        self.lock = threading.Lock()
+        self.eof = threading.Event()
+        threading.Thread(target=self._read, args=(fd,), name="grl-row-output", daemon=True).start()
 
-def _tail_text(path: str, offset: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            return fh.read()[-20000:].decode(errors="replace")
-    except OSError:
-        return ""
+    def _read(self, fd: int) -> None:
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                with self.lock:
+                    self.buf += chunk
+                    self.total += len(chunk)
+                    if len(self.buf) > self.limit:
+                        del self.buf[:len(self.buf) - self.limit]
+                    self.last = time.monotonic()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            self.eof.set()
+
+    def offset(self) -> int:
+        """Bytes read so far: pass it to `since` for what was written after this point."""
+        return self.total
+
+    def since(self, offset: int, limit: int = 20000) -> str:
+        with self.lock:
+            kept = min(len(self.buf), self.total - offset)
+            data = bytes(self.buf[len(self.buf) - kept:]) if kept > 0 else b""
+        return data[-limit:].decode(errors="replace")
+
+    def settle(self, quiet_s: float = 0.2, wait_s: float = 3.0) -> None:
+        """Wait for EOF or `quiet_s` without output, so a dead child's last words are read."""
+        deadline = time.monotonic() + wait_s
+        while not self.eof.is_set() and time.monotonic() < deadline:
+            if time.monotonic() - self.last > quiet_s:
+                return
+            self.eof.wait(0.05)
+
+    def save(self, path: str) -> None:
+        self.settle()
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with self.lock, open(path, "wb") as fh:
+            fh.write(self.buf)
 
 
 # --- the child ------------------------------------------------------------------------------
 
-def _serve_row(conn, ref: str, log_path: str, owner_pid: int) -> None:
+def _serve_row(conn, out, ref: str, mark: str, owner_pid: int) -> None:
     """The row's child: load the entry once, then run the cells it is sent until told to stop."""
     os.setsid()  # its own process group: a kill takes everything it started
-    log = open(log_path, "a", buffering=1, errors="replace")
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
+    become_subreaper()  # and a daemon its code double-forks stays in its tree
+    os.environ[MARK_VAR] = mark  # inherited by every process the row's code starts
+    os.dup2(out.fileno(), 1)
+    os.dup2(out.fileno(), 2)
+    out.close()
+    log = open(1, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
     sys.stdout = sys.stderr = log
     import faulthandler
 
@@ -225,7 +293,16 @@ def _serve_row(conn, ref: str, log_path: str, owner_pid: int) -> None:
         print(f"grl sandbox: {type(exc).__name__}: {exc}", file=log)
         status = 1
     log.flush()
+    _end_descendants(mark)
     os._exit(status)  # no thread an implementation left behind may keep this process alive
+
+
+def _end_descendants(mark: str) -> None:
+    """Kill what the row's code started (its tree: this process is their subreaper; and any
+    process with this row's mark) before the child exits."""
+    me = os.getpid()
+    for pid in (descendants(me) | set(marked(mark))) - {me}:
+        signal_pid(signal.SIGKILL, pid)  # no thread an implementation left behind may keep this process alive
 
 
 def _serve(conn, ref: str) -> int:

@@ -18,6 +18,7 @@ regressions against it.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grl-timeout", type=float, default=None, metavar="SECONDS",
                     help="per-cell limit; on expiry the row's process is killed and the cell is "
                          "error (also GRL_TIMEOUT; default 300)")
+    group.addoption("--grl-keep-logs", default=None, metavar="DIR",
+                    help="save the last 256 KiB of each row process's output in DIR when the "
+                         "row ends (default: kept in memory for the footnotes, no files)")
     group.addoption("--grl-report-dir", default=None, metavar="DIR",
                     help="where to write the reports (default: reports/ in the repo root)")
     group.addoption("--grl-no-report", action="store_true",
@@ -146,7 +150,9 @@ def pins_of(config: pytest.Config) -> expectations.Pins | None:
 
 def sandbox_of(config: pytest.Config) -> sandbox.Sandbox:
     if config._grl_sandbox is None:
-        config._grl_sandbox = sandbox.Sandbox(config._grl_timeout)
+        keep = config.getoption("--grl-keep-logs")
+        config._grl_sandbox = sandbox.Sandbox(config._grl_timeout,
+                                              os.path.abspath(keep) if keep else None)
     return config._grl_sandbox
 
 
@@ -310,3 +316,7 @@ class MatrixSession:
                 terminalreporter.write_line(f"  {message}")
         for path in self.written:
             terminalreporter.write_line(f"report written: {path}")
+        keep = self.config.getoption("--grl-keep-logs")
+        if keep:
+            terminalreporter.write_line(f"row logs (the last 256 KiB of each row process's output) "
+                                        f"kept in: {os.path.abspath(keep)}")

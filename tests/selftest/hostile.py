@@ -89,9 +89,36 @@ class ThreadLayer(FloatAlphaLayer):
         return Reverse.apply(x, self.alpha)
 
 
+class SpawnerLayer(FloatAlphaLayer):
+    """A correct GRL that starts a sleeping helper in a session of its own per construction."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__(alpha)
+        import subprocess
+
+        subprocess.Popen(["sh", "-c", "sleep 600; : grl-selftest-helper"], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def forward(self, x):
+        return Reverse.apply(x, self.alpha)
+
+
+CHATTY_BYTES = 1 << 20
+
+
+class ChattyLayer(FloatAlphaLayer):
+    """A correct GRL that prints a megabyte per forward (a debugging print left in)."""
+
+    def forward(self, x):
+        os.write(1, b"x" * (CHATTY_BYTES - 1) + b"\n")
+        return Reverse.apply(x, self.alpha)
+
+
 SEGFAULT = hostile("hostile_segfault", SegfaultLayer)
 EXIT = hostile("hostile_exit", ExitLayer)
 HANG = hostile("hostile_hang", HangLayer)
 GRAD_OFF = hostile("hostile_grad_off", GradOffLayer)
 DEFAULT_DTYPE = hostile("hostile_dtype", DefaultDtypeLayer)
 THREAD = hostile("hostile_thread", ThreadLayer)
+SPAWNER = hostile("hostile_spawner", SpawnerLayer)
+CHATTY = hostile("hostile_chatty", ChattyLayer)

@@ -159,7 +159,8 @@ def test_cpp_op_loads_from_cache_in_a_new_process(apis):
 
     path = Path(cpp_op.load_library())
     before = path.stat().st_mtime_ns
-    code = ("import time; from grl_conformance.impls import cpp_op; from grl_conformance.impls._cpp_build import build_and_load as b; "
+    code = ("import time; from grl_conformance.impls import cpp_op; "
+            "from grl_conformance.impls._cpp_build import build_and_load as b; "
             "p = cpp_op.load_library(); print(p); print(b.last_seconds)")  # seconds: for -s runs only
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(REPO)})

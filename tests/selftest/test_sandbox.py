@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HOSTILE = ["SEGFAULT", "EXIT", "HANG", "GRAD_OFF", "DEFAULT_DTYPE", "THREAD"]
+HOSTILE = ["SEGFAULT", "EXIT", "HANG", "GRAD_OFF", "DEFAULT_DTYPE", "THREAD", "SPAWNER", "CHATTY"]
 CHECKS = "forward.identity or backward.reversal or alpha.update or compile.eager"
 REFERENCE_ROWS = "naive_function,hook"
 
@@ -26,14 +26,18 @@ REFERENCE_ROWS = "naive_function,hook"
 def _run(tmp_path: Path, hostile: bool, workers: int) -> tuple[subprocess.CompletedProcess, dict, str]:
     mark = uuid.uuid4().hex
     out = tmp_path / ("hostile" if hostile else "clean")
-    cmd = [sys.executable, "-m", "pytest", "-q", "harness/conformance/test_eager.py",
+    temp = tmp_path / "tmp"  # the run's temp directory: it must be empty afterwards
+    temp.mkdir()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "harness/conformance/test_eager.py",
            "harness/conformance/test_compile.py", "-k", CHECKS, "--grl-timeout", "6",
-           "--grl-report-dir", str(out), "--grl-no-builtin", "--grl-only", REFERENCE_ROWS]
+           "--grl-report-dir", str(out), "--grl-no-builtin", "--grl-only", REFERENCE_ROWS,
+           "--grl-keep-logs", str(tmp_path / "logs")]
     cmd += ["-n", str(workers)] if workers else ["-p", "no:xdist"]
     if hostile:
         for name in HOSTILE:
             cmd += ["--grl-impl", f"tests.selftest.hostile:{name}"]
-    env = {**os.environ, "GRL_SELFTEST_MARK": mark, "CI": "true"}
+    env = {**os.environ, "GRL_SELFTEST_MARK": mark, "CI": "true", "TMPDIR": str(temp)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     report = out / "latest.json"
     doc = json.loads(report.read_text()) if report.exists() else {}
@@ -100,3 +104,16 @@ def test_hostile_rows_become_red_cells_and_change_nothing_else(tmp_path, clean_c
     # A fresh child takes the next cell after a kill: the hang row's forward still passes.
     assert cells[("hostile_hang", "forward.identity")]["status"] == "pass"
     assert not _left_behind(mark), "processes of the run outlived it"
+    # A correct row that starts helpers in sessions of their own, or prints a megabyte per
+    # forward, is a correct row: its cells pass, its helpers end with the run (above), its
+    # output is kept bounded, and the run leaves nothing in the temp directory.
+    for row in ("hostile_spawner", "hostile_chatty"):
+        assert cells[(row, "backward.reversal")]["status"] == "pass", cells[(row, "backward.reversal")]
+    # (pytest-xdist's own base temp directory, pytest-of-<user>, is pytest's, with its own
+    # retention; nothing else may be there)
+    left = [p.name for p in (tmp_path / "tmp").iterdir() if not p.name.startswith("pytest-of-")]
+    assert left == []
+    logs = {p.name: p.stat().st_size for p in (tmp_path / "logs").iterdir()}
+    assert any("hostile_chatty" in name for name in logs), logs
+    assert max(logs.values()) <= 256 * 1024, logs
+    assert "row logs" in done.stdout and str(tmp_path / "logs") in done.stdout
