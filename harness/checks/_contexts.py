@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from grl_conformance.core.outcome import (
+    NOT_INSTALLED,
     CheckSignal,
     Errored,
     Failed,
@@ -524,7 +525,7 @@ def _onnx_available() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise Skipped(f"{', '.join(missing)} not installed: {ONNX_HINT}")
+        raise Skipped(f"{', '.join(missing)} not installed: {ONNX_HINT}", summary=NOT_INSTALLED)
 
 
 def translation_table(impl) -> dict | None:

@@ -8,6 +8,9 @@ from functools import lru_cache
 
 PASS, FAIL, ERROR, SKIP, NA, XFAIL = "pass", "fail", "error", "skip", "n/a", "xfail"
 STATUSES = (PASS, FAIL, ERROR, SKIP, NA, XFAIL)
+# The summary of a skip for an optional package that is not installed (an extra): such a cell is
+# not judged in this environment, and a pin or a self-test that expects a verdict skips too.
+NOT_INSTALLED = "not installed"
 
 
 @dataclass(frozen=True)

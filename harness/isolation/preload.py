@@ -11,7 +11,9 @@ the children inherit it. Only the server process is changed: the user's pytest p
 - inductor caches its compiled code under the temp directory by default; a run must leave
   nothing there, so the sandbox's processes cache under the user's cache directory instead
   ($XDG_CACHE_HOME or ~/.cache, then grl-conformance/torchinductor), which also keeps later runs
-  warm. TORCHINDUCTOR_CACHE_DIR set by the caller wins.
+  warm. TORCHINDUCTOR_CACHE_DIR set by the caller wins. One path ignores that variable: the
+  precompiled headers' directory, fixed at import from the temp directory
+  (`torch._inductor.codecache._HEADER_DIR` and its lock directory); it is moved beside the cache here.
 - inductor probes the CPU's vector ISA on its first compile in a process by compiling and
   running six small programs (about 0.9 s on 2 cores, measured with cProfile on torch 2.13); the
   result is cached per process. Probing here runs only subprocesses and leaves no thread behind.
@@ -35,6 +37,18 @@ def pin_environment() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())
 
 
+def _move_header_dir() -> None:
+    try:
+        from torch._inductor import codecache
+
+        if isinstance(getattr(codecache, "_HEADER_DIR", None), str):
+            codecache._HEADER_DIR = os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"],
+                                                 "precompiled_headers")
+            codecache._HEADER_LOCK_DIR = os.path.join(codecache._HEADER_DIR, "locks")
+    except Exception:  # noqa: BLE001 - another torch: its headers stay where it puts them
+        pass
+
+
 def _probe_vector_isa() -> None:
     try:
         from torch._inductor import cpu_vec_isa
@@ -45,4 +59,5 @@ def _probe_vector_isa() -> None:
 
 
 pin_environment()
+_move_header_dir()
 _probe_vector_isa()

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from grl_conformance.core.outcome import NOT_INSTALLED
+
 FILE_RE = re.compile(r"^torch-(\d+)\.(\d+)(-cuda)?\.json$")
 
 
@@ -120,6 +122,9 @@ class Pins:
         was, now = want["status"], cell["status"]
         if was == now:
             return OK, ""
+        if now == "skip" and cell.get("summary") == NOT_INSTALLED:
+            # An optional extra missing here (onnx): the cell is not judged, the pin stands.
+            return UNPINNED, f"{key[0]} / {key[1]} not judged here: {cell.get('detail', '')}"
         if was == "skip" and not self.choice.same_device:
             # A CPU file standing in for CUDA: the cells it skipped ran here, unpinned.
             return UNPINNED, (f"{key[0]} / {key[1]} ran here ({now}) but {where} is from a CPU "

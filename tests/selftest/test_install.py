@@ -50,6 +50,42 @@ class MyGRL(torch.nn.Module):
 '''
 
 
+# A user's project that already has what our package used to be called: a harness.py, a
+# harness/ package, an impls/ package, a conftest.py and a pytest.ini, with tests of its own.
+USER_PROJECT = {
+    "harness.py": "WHO = 'the user harness.py'\n",
+    "harness/__init__.py": "WHO = 'the user harness package'\n",
+    "impls/__init__.py": "ROWS = ['the user impls']\n",
+    "conftest.py": "import pytest\n\n\n@pytest.fixture\ndef answer():\n    return 42\n",
+    "pytest.ini": "[pytest]\ntestpaths = tests\naddopts = -p no:cacheprovider\n",
+    "tests/test_mine.py": (
+        "import os\nimport sys\n\n\n"
+        "def test_their_modules_are_theirs(answer):\n"
+        "    import harness\n    import impls\n\n"
+        "    assert answer == 42\n"
+        "    assert harness.WHO == 'the user harness package' and impls.ROWS == ['the user impls']\n\n\n"
+        "def test_nothing_of_ours_was_loaded_or_set():\n"
+        "    assert 'torch' not in sys.modules\n"
+        "    assert not any(k.startswith(('TORCHINDUCTOR', 'GRL_')) for k in os.environ)\n"),
+}
+
+
+def make_user_project(root: Path) -> Path:
+    for name, text in {**USER_PROJECT, "mypkg/__init__.py": MYPKG}.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def user_env(venv: Path, temp: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith(("GRL_", "TORCHINDUCTOR"))}
+    temp.mkdir(exist_ok=True)
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", CI="true", TMPDIR=str(temp))
+    return env
+
+
 def gate_command() -> str:
     """The `run:` line of the workflow step with `id: gate`."""
     text = WORKFLOW.read_text()
@@ -81,12 +117,28 @@ def installed(tmp_path_factory) -> Path:
     return venv
 
 
-def test_grl_harness_run_from_an_unrelated_directory(installed, tmp_path):
-    project = tmp_path / "project"
-    (project / "mypkg").mkdir(parents=True)
-    (project / "mypkg" / "__init__.py").write_text(MYPKG)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PATH=f"{installed / 'bin'}{os.pathsep}{env.get('PATH', '')}", CI="true")
+def test_the_wheel_installs_one_uniquely_named_package(installed, tmp_path):
+    code = ("import importlib.metadata as m; print(sorted({f.parts[0] for f in m.files('grl-conformance') "
+            "if f.suffix == '.py' and not f.parts[0].startswith('..')}))")
+    done = subprocess.run([str(installed / "bin" / "python"), "-c", code], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path, env=user_env(installed, tmp_path / "tmp"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['grl_conformance']"
+
+
+def test_the_users_own_pytest_run_is_unchanged(installed, tmp_path):
+    """Installed beside their code, the plugin changes nothing in the user's own test run."""
+    project = make_user_project(tmp_path / "project")
+    done = subprocess.run([str(installed / "bin" / "python"), "-m", "pytest", "-q"], cwd=project,
+                          env=user_env(installed, tmp_path / "tmp"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout, done.stdout[-3000:]
+
+
+def test_grl_harness_run_from_the_users_project(installed, tmp_path):
+    project = make_user_project(tmp_path / "project")
+    env = user_env(installed, tmp_path / "tmp")
     tool = str(installed / "bin" / "grl-harness")
     first = subprocess.run([tool, "run", "mypkg:MyGRL", "--out", "reports-first",
                             "--update-baseline"], cwd=project, env=env, capture_output=True,
@@ -105,3 +157,6 @@ def test_grl_harness_run_from_an_unrelated_directory(installed, tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert gate.returncode == 0, gate.stdout[-4000:] + gate.stderr[-3000:]
     assert "gate: 0 regressions" in gate.stdout
+    # Two whole runs left nothing in the temp directory (pytest's own base temp aside).
+    left = [p.name for p in (tmp_path / "tmp").iterdir() if not p.name.startswith("pytest-of-")]
+    assert left == [], left

@@ -56,3 +56,53 @@ def test_a_missing_area_module_is_an_error(monkeypatch):
     monkeypatch.setattr(catalogue, "AREAS", (*catalogue.AREAS, "no_such_area"))
     with pytest.raises(ModuleNotFoundError, match="no_such_area"):
         catalogue.all_checks()
+
+
+def _layout_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text[text.index("## Layout"):text.index("\n## ", text.index("## Layout") + 3)]
+
+
+def test_the_wheels_packages_are_the_folders():
+    """pyproject's explicit package list matches harness/'s folders: a new folder is shipped."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"grl_conformance", "grl_conformance.impls"} | {
+        "grl_conformance." + p.parent.relative_to(ROOT / "harness").as_posix().replace("/", ".")
+        for p in (ROOT / "harness").glob("*/__init__.py")}
+    assert listed == folders
+
+
+def test_the_readme_layout_names_every_module():
+    section = _layout_section()
+    missing = []
+    for path in sorted((ROOT / "harness").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if path.parent.name == "conformance":
+            continue  # named as a folder: one test module per area
+        folder = path.parent.relative_to(ROOT).as_posix() + "/"
+        if path.name == "__init__.py":
+            if folder not in section and rel not in section:
+                missing.append(folder)
+        elif rel not in section and not (f"`{path.name}`" in section and f"`{folder}" in section):
+            missing.append(rel)
+    for path in sorted((ROOT / "impls").glob("_*.py")):
+        if path.name != "__init__.py" and path.name not in section:
+            missing.append(path.relative_to(ROOT).as_posix())
+    assert not missing, f"README's layout table does not name: {missing}"
+
+
+def test_every_forkserver_preload_name_imports():
+    """A stale name in PRELOAD is skipped silently by multiprocessing: every row gets slower."""
+    import subprocess
+    import sys
+
+    from grl_conformance.isolation.procs import PRELOAD
+
+    code = ("import importlib, sys\n"
+            f"for name in {PRELOAD!r}:\n"
+            "    importlib.import_module(name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
