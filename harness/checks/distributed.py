@@ -117,12 +117,15 @@ def launch(check_id: str, impl) -> dict:
                 time.sleep(0.2)
                 survivors = group_members(pids)
             LAST_SPAWN["survivors"] = survivors
-            for path in ctx.error_files:
+            torch_errors = {}  # torch's own record of a rank's exception: read, then removed
+            for r, path in enumerate(ctx.error_files):
                 if path and os.path.exists(path):
+                    torch_errors[r] = _last_line_of_torch_error(path)
                     os.unlink(path)
         if survivors:
             raise Errored(f"processes {survivors} survived the kill of the rank process groups")
-        errors = {r: read_text(os.path.join(tmp, f"rank{r}.err")) for r in range(WORLD_SIZE)}
+        errors = {r: read_text(os.path.join(tmp, f"rank{r}.err")) or torch_errors.get(r, "")
+                  for r in range(WORLD_SIZE)}
         if timed_out:
             stuck = [r for r, p in enumerate(procs) if p.exitcode in (-signal.SIGKILL, None)]
             where = [f"rank {r} at {w}" for r in stuck
@@ -145,6 +148,18 @@ def launch(check_id: str, impl) -> dict:
         if not verdict:
             raise Errored("ranks exited cleanly but rank 0 wrote no verdict")
         return json.loads(verdict)
+
+
+def _last_line_of_torch_error(path: str) -> str:
+    """torch.multiprocessing pickles a failed rank's traceback text into its error file."""
+    import pickle
+
+    try:
+        with open(path, "rb") as fh:
+            text = pickle.load(fh)  # written by torch's own spawn wrapper in our child
+        return str(text).strip().splitlines()[-1] if str(text).strip() else ""
+    except Exception:  # noqa: BLE001 - unreadable: the rank's own .err file speaks instead
+        return ""
 
 
 def _outcome(verdict: dict) -> Outcome:
