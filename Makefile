@@ -13,7 +13,7 @@ PEERS := torch-gradient-reversal==1.0.0 pytorch-revgrad==0.2.0 pytorch-adapt==0.
 PEER_DEPS := pytorch-metric-learning==1.6.3
 PEER_LIGHT := scipy tqdm
 
-.PHONY: setup peers plot test report gate sweep train-plot clean
+.PHONY: setup peers plot test report gate sweep train-plot clean history
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -82,3 +82,27 @@ GPU_REPORT_ARGS ?=
 gpu-report:
 	@test -n "$(OUT)" || { echo "usage: make gpu-report OUT=DIR [PYTHON=...] [GPU_REPORT_ARGS=--dry-run]" >&2; exit 2; }
 	$(PYTHON) -m grl_conformance.bench.gpu_report "$(OUT)" $(GPU_REPORT_ARGS)
+
+# The torch history: one venv per torch minor (latest patch pip offers), the whole matrix with the
+# published packages, its report in reports/history/ and its expectations file in
+# reports/baselines/; each venv is deleted after its run (the pip cache stays). Then the history
+# report. Minutes and several GB per torch: `make history HISTORY_TORCH="2.6.0 2.14.1"` for some.
+HISTORY_TORCH ?= 2.6.0 2.7.1 2.8.0 2.9.1 2.10.0 2.11.0 2.12.1 2.13.0 2.14.1
+HISTORY_VENV := .venv-history
+history:
+	@mkdir -p reports/history
+	@for v in $(HISTORY_TORCH); do \
+	  start=$$(date +%s); \
+	  rm -rf $(HISTORY_VENV); \
+	  $(MAKE) --no-print-directory setup TORCH=$$v VENV=$(HISTORY_VENV) || exit 1; \
+	  installed=$$(date +%s); \
+	  $(HISTORY_VENV)/bin/python -m pytest -n $(JOBS) -q -p no:cacheprovider harness/conformance \
+	    --grl-report-dir reports/history --grl-update-baseline --grl-expectations reports/history/no-pins \
+	    > reports/history/.run-$$v.log 2>&1; \
+	  end=$$(date +%s); \
+	  echo "$$v install_s=$$((installed - start)) matrix_s=$$((end - installed))" >> reports/history/wall-times.txt; \
+	  tail -n 3 reports/history/.run-$$v.log; rm -rf $(HISTORY_VENV) reports/history/.run-$$v.log; \
+	done
+	@rm -f reports/history/latest.json
+	$(PY) -m grl_conformance.cli history reports/history --out reports/history/README.md
+

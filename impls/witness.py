@@ -104,9 +104,19 @@ def _composite(x: Tensor, neg_alpha: Tensor) -> Tensor:
     return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
+def _is_exporting() -> bool:
+    """torch.compiler.is_exporting (torch >= 2.7). torch 2.6 has no such flag: there, non-strict
+    export traces with make_fx (compiling, but not dynamo); strict export looks like dynamo and
+    takes the traced Function path."""
+    probe = getattr(torch.compiler, "is_exporting", None)
+    if probe is not None:
+        return probe()
+    return torch.compiler.is_compiling() and not torch.compiler.is_dynamo_compiling()
+
+
 def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced) -> Tensor:
     """The choice outside TorchScript (read at trace time: dynamo and export see constants)."""
-    if torch.compiler.is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
+    if _is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
         return _composite(x, neg_alpha)
     if torch.compiler.is_compiling():  # dynamo: refuses the custom jvp
         return traced.apply(x, neg_alpha)
@@ -129,7 +139,7 @@ class GradientReversalLayer(NegAlphaLayer):
 
     @torch.jit.unused
     def _python(self, x: Tensor) -> Tensor:
-        if torch.compiler.is_exporting():
+        if _is_exporting():
             return self._scripted(x)  # the same composite as TorchScript
         return _python_path(x, self.neg_alpha, self.eager_function, self.traced_function)
 

@@ -45,17 +45,22 @@ class Check:
     # The check runs the implementation only in processes of its own (distributed ranks): the
     # harness calls it directly instead of sending it to the row's sandboxed child.
     own_processes: bool = False
+    # The column's positive control (core/controls.py): the trusted reference GRL, or a built-in
+    # row by name where the column needs more than the reference offers.
+    control: str = "reference"
 
 
 _CHECKS: dict[str, Check] = {}
 
 
-def check(check_id: str, *, runs_backward: bool = True,
-          own_processes: bool = False) -> Callable[[Callable], Callable]:
+def check(check_id: str, *, runs_backward: bool = True, own_processes: bool = False,
+          control: str = "reference") -> Callable[[Callable], Callable]:
     """Register a check function under its public id (ids are part of the report format).
 
     own_processes: the check never runs implementation code in the calling process (it launches
     and judges processes of its own, with their own timeout and cleanup).
+    control: what must pass the column before it judges any row ("reference", or a built-in
+    row's name such as "witness"); see core/controls.py.
     """
     if "-" in check_id or " " in check_id:
         raise ValueError(f"check id {check_id!r} must not contain '-' or spaces")
@@ -66,7 +71,7 @@ def check(check_id: str, *, runs_backward: bool = True,
             raise ValueError(f"check {check_id!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _CHECKS[check_id] = Check(check_id, area, _returns_a_pass(check_id, fn), doc, runs_backward,
-                                  own_processes)
+                                  own_processes, control)
         return fn
 
     return register

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from grl_conformance.core import compat
 from grl_conformance.core.outcome import Failed
 from grl_conformance.core.reference import ReferenceGRL
 
@@ -156,13 +157,11 @@ def fresh_dynamo(**config):
     """Clean dynamo state in, clean state out; a recompile-limit hit raises instead of falling back."""
     from torch._dynamo.utils import counters
 
+    strict = compat.strict_dynamo_config()  # no silent eager run (core/compat.py)
     torch._dynamo.reset()
     counters.clear()
     try:
-        # suppress_errors (TORCHDYNAMO_SUPPRESS_ERRORS=1) would turn a compile failure into a
-        # silent eager run; pinned off so the environment cannot decide a cell.
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, suppress_errors=False,
-                                        **config):
+        with torch._dynamo.config.patch(**strict, **config):
             yield counters
     finally:
         torch._dynamo.reset()

@@ -20,6 +20,7 @@ import time
 from multiprocessing.connection import wait
 
 from grl_conformance.checks import check
+from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
 from grl_conformance.isolation.procs import (
     group_members,
@@ -175,6 +176,12 @@ def _fsdp_available() -> None:
         from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError as exc:
         raise Skipped(f"FSDP2 fully_shard not importable: {exc}") from None
+    import torch
+
+    from grl_conformance.checks import distributed_worker as worker
+
+    want = worker.options()["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    compat.fsdp2_on(want)
 
 
 @check("ddp.eager", own_processes=True)

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from grl_conformance.core import compat
 from grl_conformance.core.reference import Reverse
 from grl_conformance.isolation.procs import MARK_VAR, frames_outside_torch, set_pdeathsig
 
@@ -185,7 +186,8 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
 
         torch._dynamo.reset()
         counters.clear()
-        torch._dynamo.config.suppress_errors = False
+        for name, value in compat.strict_dynamo_config().items():  # no silent eager run
+            setattr(torch._dynamo.config, name, value)
     layer = impl.api.layer(alpha=1.0)
     net = build(layer, device)
     model = _wrap(check_id, net, device, backend, opts)

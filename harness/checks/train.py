@@ -15,6 +15,7 @@ import time
 import torch
 
 from grl_conformance.checks import check, dann
+from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, passed
 
 
@@ -49,7 +50,7 @@ def dann_moons_compiled(impl):
     first: list[int] = []
     start = time.perf_counter()
     try:
-        with torch._dynamo.config.patch(suppress_errors=False):  # never a silent eager fallback
+        with torch._dynamo.config.patch(**compat.strict_dynamo_config()):  # never a silent eager run
             result = dann.train(layer, compile_backend="inductor",
                                 after_first_step=lambda: first.append(counters["frames"]["total"]))
         graphs = counters["stats"]["unique_graphs"]

@@ -59,7 +59,7 @@ def _call_targets(graph_module) -> str:
     return ", ".join(targets)
 
 
-@check("export")
+@check("export", control="library_op")  # a Function loses its backward in export; an op keeps it
 def export(impl):
     """Many GRLs export without error and lose the reversal: run the exported program backward."""
     model = impl_model(impl)
@@ -114,7 +114,7 @@ def _close(a, b) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-@check("func.vmap")
+@check("func.vmap", control="witness")  # the reference defines no vmap rule
 def func_vmap(impl):
     """vmap over the GRL must give the identity forward and a reversed backward per sample."""
     layer = impl.api.layer(alpha=ALPHA)
@@ -160,7 +160,7 @@ def func_grad(impl):
     return passed("torch.func.grad(sum(w * grl(x))) == -alpha * w")
 
 
-@check("func.jvp")
+@check("func.jvp", control="witness")  # nor a jvp rule
 def func_jvp(impl):
     """Forward mode must give the tangent -alpha * t (consistent with reverse mode); zero is wrong."""
     layer = impl.api.layer(alpha=ALPHA)
@@ -241,7 +241,7 @@ SHORT = {"test_schema": "schema", "test_autograd_registration": "autograd_regist
 
 
 # It judges how an op is registered, not the value of a gradient: not a backward check.
-@check("opcheck", runs_backward=False)
+@check("opcheck", runs_backward=False, control="library_op")  # needs a registered op
 def opcheck(impl):
     """torch.library.opcheck tests a custom op's schema, autograd registration and fake/meta kernels."""
     ops = custom_ops_called(impl)

@@ -11,6 +11,8 @@ STATUSES = (PASS, FAIL, ERROR, SKIP, NA, XFAIL)
 # The summary of a skip for an optional package that is not installed (an extra): such a cell is
 # not judged in this environment, and a pin or a self-test that expects a verdict skips too.
 NOT_INSTALLED = "not installed"
+# The summary of a skip given to every row of a column whose control failed (core/controls.py).
+NOT_JUDGED = "not judged"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ never in the pytest process. Cell outcomes travel to the controller in `user_pro
 `pytest -n 2` (xdist) works; only the controller writes reports. Under xdist the cells of one
 row are kept on one worker (`--dist loadgroup`), so each row has one child for the session.
 
+Every column runs first on its control, a GRL known to be right (core/controls.py), once per
+session: the first worker to reach the column runs it, the others read its outcome from a
+directory the controller makes and removes. A column whose control does not pass judges no row.
+
 A red cell is a finding, not a failing test: crashes and timeouts included. pytest's exit code
 reflects the harness itself (self-tests, the reference pins) and, when a baseline is given,
 regressions against it.
@@ -20,16 +24,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from grl_conformance import checks as catalogue
-from grl_conformance.core import registry
+from grl_conformance.core import controls, registry
+from grl_conformance.core.outcome import Outcome
 from grl_conformance.isolation import sandbox
 from grl_conformance.results import expectations
 
 CELL_KEY = "grl_cell"
+CONTROL_KEY = "grl_control"  # a column's control outcome, sent with the cell that ran it
 NOTE_KEY = "grl_expectation_note"  # a stale or missing expectation of a reference row
 PINS_DIR = Path(__file__).resolve().parent / "expectations"  # the repo's reports/baselines
 
@@ -77,6 +84,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance: a cell of the compatibility matrix")
     config.addinivalue_line("markers", "xdist_group(name): cells of one row share a worker")
     config._grl_impls = None
+    config._grl_controls = None
+    if not hasattr(config, "workerinput"):  # the controller: one directory for every worker
+        import tempfile
+
+        config._grl_controls_dir = tempfile.mkdtemp(prefix="grl-controls-")
+    else:
+        config._grl_controls_dir = config.workerinput.get("grl_controls_dir")
     config._grl_sandbox = None
     config._grl_pins = False  # not looked up yet
     if config.getoption("--grl-impl") or _only(config) or config.getoption("--grl-no-builtin"):
@@ -107,6 +121,67 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if box is not None:
         box.close()
         config._grl_sandbox = None
+    if not hasattr(config, "workerinput") and getattr(config, "_grl_controls_dir", None):
+        import shutil
+
+        shutil.rmtree(config._grl_controls_dir, ignore_errors=True)
+        config._grl_controls_dir = None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: every worker shares the controller's controls directory."""
+    node.workerinput["grl_controls_dir"] = node.config._grl_controls_dir
+
+
+class ControlRuns:
+    """Each column's control outcome, run once per session (core/controls.py).
+
+    Under xdist the workers share a directory: the first to reach a column holds its lock while
+    it runs the control, the others then read the outcome it wrote.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.known: dict[str, Outcome] = {}
+
+    def outcome(self, check: catalogue.Check, box: sandbox.Sandbox) -> tuple[Outcome, bool]:
+        """(the control's outcome, whether this call ran it)."""
+        if check.id in self.known:
+            return self.known[check.id], False
+        if not self.directory or not os.path.isdir(self.directory):
+            self.known[check.id] = self._run(check, box)
+            return self.known[check.id], True
+        import fcntl
+
+        path = os.path.join(self.directory, f"{check.id}.json")
+        with open(path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            ran = not os.path.exists(path)
+            if ran:
+                outcome = self._run(check, box)
+                with open(path + ".tmp", "w") as fh:
+                    json.dump(asdict(outcome), fh)
+                os.replace(path + ".tmp", path)
+            else:
+                with open(path) as fh:
+                    outcome = Outcome(**json.load(fh))
+        self.known[check.id] = outcome
+        return outcome, ran
+
+    @staticmethod
+    def _run(check: catalogue.Check, box: sandbox.Sandbox) -> Outcome:
+        try:
+            impl = registry.resolve(controls.control_ref(check.control))
+        except Exception as exc:  # noqa: BLE001 - a control that cannot load judges nothing
+            return Outcome("error", f"cannot load the control {check.control}: {exc}")
+        return box.run(impl, check)
+
+
+def controls_of(config: pytest.Config) -> ControlRuns:
+    if config._grl_controls is None:
+        config._grl_controls = ControlRuns(config._grl_controls_dir)
+    return config._grl_controls
 
 
 def impls_of(config: pytest.Config) -> list[registry.Impl]:
@@ -178,7 +253,16 @@ class Cell:
     def run(self) -> dict:
         """Run the cell in the row's sandbox; hold the package's reference rows to their pins."""
         config = self.item.config
-        outcome = sandbox_of(config).run(self.impl, self.check)
+        box = sandbox_of(config)
+        control, ran = controls_of(config).outcome(self.check, box)
+        if ran:
+            self.item.user_properties.append((CONTROL_KEY, json.dumps(
+                {"check": self.check.id, "control": self.check.control, **asdict(control)})))
+        if self.impl.ref == controls.control_ref(self.check.control):
+            outcome = control  # the row is this column's control: its cell already ran
+        else:
+            outcome = box.run(self.impl, self.check)
+        outcome = controls.judged(outcome, control, self.check.control)
         cell = {"impl": self.impl.name, "check": self.check.id, "status": outcome.status,
                 "detail": outcome.detail, "duration_s": outcome.duration_s}
         if outcome.summary:
@@ -227,6 +311,7 @@ class MatrixSession:
         self.doc: dict | None = None
         self.slug = ""
         self.notes: dict[str, list[str]] = {}  # stale / unpinned expectations of reference rows
+        self.controls: dict[str, dict] = {}  # column -> its control's outcome (core/controls.py)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         found = False
@@ -234,6 +319,9 @@ class MatrixSession:
             if key == NOTE_KEY and report.when == "call":
                 verdict, message = json.loads(value)
                 self.notes.setdefault(verdict, []).append(message)
+            if key == CONTROL_KEY and report.when == "call":
+                data = json.loads(value)
+                self.controls[data.pop("check")] = data
             if key == CELL_KEY and report.when == "call":
                 if not self.cells:
                     pins_of(self.config)  # the file the cells are held to, before any is written
@@ -276,6 +364,8 @@ class MatrixSession:
                 areas.setdefault(chk.area, []).append(chk.id)
             self.doc = report.build(env, impls, checks, self.cells.values(),
                                     time.time() - self.start, areas)
+            if self.controls:
+                self.doc["controls"] = {c: self.controls[c] for c in checks if c in self.controls}
         return self.doc
 
     def _add_latency(self, impls: list[dict], env: dict) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from grl_conformance.core.outcome import NOT_JUDGED
+
 SCHEMA = 1
 STATUS_ORDER = ("fail", "error", "xfail", "skip", "n/a", "pass")  # worst first
 
@@ -17,7 +19,8 @@ LEGEND = {
     "pass": "ran and behaved correctly",
     "fail": "ran and gave a WRONG result (wrong value or dtype, silently lost reversal): the worst outcome",
     "error": "raised, crashed, failed to build or timed out where it should have worked",
-    "skip": "the environment cannot run it (no CUDA, package not installed); the note says what is missing",
+    "skip": "the environment cannot run it (no CUDA, package not installed, needs a newer torch), or "
+            "`not judged`: the column's control failed here; the note says which",
     "n/a": "does not apply to this kind of implementation",
     "xfail": "a known failure: declared unsupported by the entry, or listed in the expectations",
 }
@@ -91,6 +94,30 @@ def _groups(doc: dict, width: int | None = None) -> list[tuple[str, list[str]]]:
     return grouped
 
 
+def unjudged_columns(doc: dict) -> dict[str, str]:
+    """Columns whose control did not pass here -> the control's outcome (from the cells)."""
+    found: dict[str, str] = {}
+    for cell in doc["cells"]:
+        if cell["status"] == "skip" and cell.get("summary") == NOT_JUDGED:
+            found.setdefault(cell["check"], cell["detail"])
+    return {c: found[c] for c in doc["checks"] if c in found}
+
+
+def controls_line(doc: dict) -> str:
+    """One line: how many columns their controls checked, what that cost, which failed."""
+    controls = doc.get("controls") or {}
+    if not controls:
+        return ""
+    cost = sum(c.get("duration_s", 0.0) for c in controls.values())
+    passed = sum(c.get("status") == "pass" for c in controls.values())
+    bad = unjudged_columns(doc)
+    text = (f"controls: {len(controls)} columns run first on a trusted GRL ({cost:.1f} s of cell "
+            f"time): {passed} passed, {len(controls) - passed - len(bad)} skipped with every row")
+    if not bad:
+        return text + "; every column that ran is judged"
+    return text + f"; {len(bad)} NOT JUDGED here (their control did not pass): " + ", ".join(bad)
+
+
 def _row_tally(doc: dict, name: str) -> list[int]:
     statuses = [c["status"] for c in doc["cells"] if c["impl"] == name]
     return [statuses.count(s) for s in STATUS_ORDER]
@@ -104,6 +131,8 @@ def render_terminal(doc: dict) -> str:
     out = [tabulate([[n] + ([latency[n]] if latency else []) + _row_tally(doc, n) for n in names],
                     headers=["impl"] + ([LATENCY_HEADER] if latency else []) + list(STATUS_ORDER),
                     tablefmt="simple")]
+    if controls_line(doc):
+        out.append(controls_line(doc))
     for area, group in _groups(doc, width=8):
         rows = [[name] + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
         out.append(tabulate(rows, headers=[area or "impl"] + group, tablefmt="simple"))
@@ -147,6 +176,8 @@ def render_markdown(doc: dict) -> str:
                   ["cells", ", ".join(f"{n} {s}" for s, n in counts(doc).items())]],
                  headers=["environment", ""], tablefmt="github"),
         "",
+        *([controls_line(doc), ""] if controls_line(doc) else []),
+        *_unjudged_section(doc),
         "## Summary",
         "",
         tabulate(summary, headers=["impl"] + ([LATENCY_HEADER] if latency else [])
@@ -176,6 +207,19 @@ def render_markdown(doc: dict) -> str:
         lines += ["## Notes", ""]
         lines += [f"[^{n}]: {status}: {detail}" for (status, detail), n in notes.items()] + [""]
     return "\n".join(lines)
+
+
+def _unjudged_section(doc: dict) -> list[str]:
+    bad = unjudged_columns(doc)
+    if not bad:
+        return []
+    controls = doc.get("controls") or {}
+    rows = [[f"`{c}`", f"`{controls.get(c, {}).get('control', '?')}`", _md_escape(detail)]
+            for c, detail in bad.items()]
+    return ["## Columns not judged here", "",
+            "Each column runs first on a trusted GRL (its control). These did not pass it in "
+            "this environment, so no row is judged in them: every cell is `skip (not judged)`.", "",
+            tabulate(rows, headers=["column", "control", "why"], tablefmt="github"), ""]
 
 
 LATENCY_HEADER = "fwd+bwd ÷ floor"
