@@ -211,7 +211,37 @@ def run_advise(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable] = [_run, _diff, _sweep, _advise]
+# --- history: the matrix across torch releases, from `make history`'s reports ------------
+
+def _history(sub) -> None:
+    p = sub.add_parser("history", help="the torch-history page from one JSON report per torch",
+                       description="Render reports/history/README.md: the releases measured, each "
+                                   "change between neighbouring torch releases, and where each "
+                                   "cell passes. `make history` writes the reports first.")
+    p.add_argument("directory", help="a folder of compat-<torch>-cpu.json reports (reports/history)")
+    p.add_argument("--out", metavar="FILE", help="write the page here instead of printing it")
+    p.set_defaults(handler=run_history)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from grl_conformance.results import history
+
+    try:
+        text = history.render_dir(args.directory)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"grl-harness history: {args.directory}: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"history written: {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+SUBCOMMANDS: list[Callable] = [_run, _diff, _sweep, _advise, _history]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,7 +153,10 @@ class GateSession:
                 terminalreporter.write_line(f"note: the baseline is from {was or '?'}, this run "
                                             f"on {now or '?'}: device-dependent cells may differ")
             n = len(self.comparison.regressions)
+            unjudged = sorted({key[1] for key, _, _ in self.comparison.rows[gate.UNJUDGED]})
             terminalreporter.write_line(
-                f"gate: {n} regression{'s' if n != 1 else ''}" + (" -> FAILED" if n else " -> ok"))
+                f"gate: {n} regression{'s' if n != 1 else ''}" + (" -> FAILED" if n else " -> ok")
+                + (f"; NOT HELD on this torch (the column's control failed, not your GRL): "
+                   f"{', '.join(unjudged)}" if unjudged else ""))
         if self.written is not None:
             terminalreporter.write_line(f"baseline written: {self.written}")

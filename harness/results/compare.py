@@ -15,6 +15,10 @@ every cell into one verdict:
   silently wrong gradient past the gate; regenerate the expectations to accept it).
 - `removed`: the baseline has a cell this run did not produce. Listed, never fails
   (a filtered run, or a row that left the registry).
+- `not judged`: the cell was judged in the baseline, but this run could not judge its column
+  (the column's control did not pass here: core/controls.py; every row's cell says so). Listed
+  apart, never fails: a harness that cannot run a column on this torch is not the GRL's
+  regression, and the gate says which columns it could not hold.
 - `same`: unchanged.
 
 This module knows nothing of torch, so the diff CLI and the self-tests run without it.
@@ -27,11 +31,12 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from grl_conformance.core.outcome import NOT_JUDGED
 from grl_conformance.results import expectations
 
-REGRESSION, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
-    "regression", "improvement", "known", "changed", "new", "removed", "same")
-VERDICT_ORDER = (REGRESSION, IMPROVEMENT, CHANGED, NEW, REMOVED, KNOWN, SAME)
+REGRESSION, UNJUDGED, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
+    "regression", "not judged", "improvement", "known", "changed", "new", "removed", "same")
+VERDICT_ORDER = (REGRESSION, UNJUDGED, IMPROVEMENT, CHANGED, NEW, REMOVED, KNOWN, SAME)
 BAD = ("fail", "error")
 
 Key = tuple  # (impl, check)
@@ -45,6 +50,8 @@ def classify(base: Mapping | None, now: Mapping | None) -> str:
         return REGRESSION if now["status"] == "fail" else NEW
     if now is None:
         return REMOVED
+    if _unjudged(now) and not _unjudged(base):
+        return UNJUDGED
     was, is_ = base["status"], now["status"]
     if was == "pass" and is_ != "pass":
         return REGRESSION
@@ -55,6 +62,10 @@ def classify(base: Mapping | None, now: Mapping | None) -> str:
     if is_ == "pass":
         return IMPROVEMENT
     return CHANGED
+
+
+def _unjudged(cell: Mapping) -> bool:
+    return cell["status"] == "skip" and cell.get("summary") == NOT_JUDGED
 
 
 @dataclass
@@ -103,7 +114,7 @@ def _detail(base: Mapping | None, now: Mapping | None, width: int) -> str:
 
 
 def render(comparison: Comparison, old_label: str = "old", new_label: str = "new",
-           show: Iterable[str] = (REGRESSION, IMPROVEMENT, CHANGED, NEW, REMOVED),
+           show: Iterable[str] = (REGRESSION, UNJUDGED, IMPROVEMENT, CHANGED, NEW, REMOVED),
            detail_width: int = 100) -> str:
     """A table per verdict (worst first) plus a one-line tally; `same`/`known` only counted."""
     out = []

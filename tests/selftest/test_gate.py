@@ -50,6 +50,13 @@ def test_classify(was, now, verdict):
     assert gate.classify(cell("a", was), cell("a", now)) == verdict
 
 
+@pytest.mark.parametrize("was", ["pass", "fail", "error", "skip"])
+def test_a_column_its_control_could_not_judge_is_never_a_regression(was):
+    now = {**cell("a", "skip"), "summary": "not judged"}
+    assert gate.classify(cell("a", was), now) == gate.UNJUDGED
+    assert gate.classify(now, now) == gate.SAME  # not judged in the baseline either
+
+
 def test_compare_lists_new_and_removed():
     base = [cell("a", "pass"), cell("gone", "pass")]
     now = [cell("a", "pass"), cell("fresh", "fail"), cell("a", "pass", check="other.check")]
