@@ -5,8 +5,12 @@ It chooses its mechanism per context, because no single mechanism survives them 
 
 | context                                   | mechanism                                   |
 | ----------------------------------------- | ------------------------------------------- |
-| eager, torch.func, checkpoint, DDP/FSDP,  | `_Reverse`: autograd.Function, view forward |
-| DTensor, autocast, CUDA graphs            | (`aten.alias`), backward one multiply by    |
+| eager, checkpoint, DDP/FSDP, DTensor,     | `_ReverseFast`: the same Function in the    |
+| autocast, CUDA graphs (no torch.func       | old style (`forward(ctx, ...)`), which      |
+| transform active)                         | skips the argument binding `setup_context`  |
+|                                           | costs on every call                         |
+| inside torch.func (vmap, grad, jvp, ...)  | `_Reverse`: autograd.Function, view forward |
+|                                           | (`aten.alias`), backward one multiply by    |
 |                                           | -alpha, `setup_context`, generated vmap     |
 |                                           | rule, `jvp` = -alpha * t                    |
 | torch.compile (dynamo traces it)          | `_ReverseTraced`: the same Function without |
@@ -24,8 +28,14 @@ it costs four kernels and an activation-sized save, and masks the gradient at no
 inputs; the eager Function is the fast path: a view forward (no copy, no kernel) and one
 multiply by the stored -alpha in backward, nothing activation-sized saved.
 
-The three mechanisms are class attributes / one method of the layer (`eager_function`,
-`traced_function`, `_scripted`) so that the test twins in tests/selftest/mutants_witness.py
+Speed: torch.func needs `setup_context`, and `Function.apply` binds the arguments of such a
+Function with `inspect.signature` on every call (about 9 us of the 27 us an eager forward+backward
+of 2^14 float32 elements takes on one CPU thread, torch 2.13); outside a torch.func transform
+(`torch._C._are_functorch_transforms_active()`, one C call of 0.04 us) the old-style twin runs
+instead: as fast as a C++ op row (docs/impls.md, "The witness row", has the sweep).
+
+The four mechanisms are class attributes / one method of the layer (`fast_function`,
+`eager_function`, `traced_function`, `_scripted`) so that the test twins in tests/selftest/mutants_witness.py
 can break exactly one and show which columns go through it. The functional form
 `gradient_reversal` makes the same choice outside TorchScript; only the module is scriptable.
 
@@ -97,6 +107,27 @@ class _Reverse(_ReverseTraced):
         return _scale(x_tangent, ctx.neg_alpha)
 
 
+class _ReverseFast(Function):
+    """`_Reverse` in the old style, for eager outside torch.func: no per-call argument binding."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, neg_alpha) -> Tensor:
+        ctx.neg_alpha = neg_alpha
+        # view_as is a microsecond cheaper per call; aten.alias has the DTensor sharding rule
+        return x.view_as(x) if type(x) is Tensor else torch.ops.aten.alias(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _scale(grad, ctx.neg_alpha), None
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, alpha_tangent):  # forward-mode AD outside torch.func
+        return _scale(x_tangent, ctx.neg_alpha)
+
+
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
+
+
 def _composite(x: Tensor, neg_alpha: Tensor) -> Tensor:
     """Plain aten ops for export and TorchScript: value exactly x, derivative -alpha."""
     d = x.detach()
@@ -114,18 +145,22 @@ def _is_exporting() -> bool:
     return torch.compiler.is_compiling() and not torch.compiler.is_dynamo_compiling()
 
 
-def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced) -> Tensor:
+def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced,
+                 fast=_ReverseFast) -> Tensor:
     """The choice outside TorchScript (read at trace time: dynamo and export see constants)."""
-    if _is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
-        return _composite(x, neg_alpha)
-    if torch.compiler.is_compiling():  # dynamo: refuses the custom jvp
-        return traced.apply(x, neg_alpha)
-    return eager.apply(x, neg_alpha)  # eager, torch.func, checkpoint, DTensor, CUDA graphs
+    if torch.compiler.is_compiling():
+        if _is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
+            return _composite(x, neg_alpha)
+        return traced.apply(x, neg_alpha)  # dynamo: refuses the custom jvp
+    if _functorch_active():
+        return eager.apply(x, neg_alpha)  # torch.func: setup_context, vmap rule, jvp
+    return fast.apply(x, neg_alpha)  # eager, checkpoint, DDP, DTensor, CUDA graphs
 
 
 class GradientReversalLayer(NegAlphaLayer):
     # The three mechanisms, as class attributes so a test twin can swap exactly one
     # (tests/selftest/mutants_witness.py); TorchScript compiles only `_scripted`.
+    fast_function = _ReverseFast
     eager_function = _Reverse
     traced_function = _ReverseTraced
 
@@ -139,9 +174,13 @@ class GradientReversalLayer(NegAlphaLayer):
 
     @torch.jit.unused
     def _python(self, x: Tensor) -> Tensor:
-        if _is_exporting():
-            return self._scripted(x)  # the same composite as TorchScript
-        return _python_path(x, self.neg_alpha, self.eager_function, self.traced_function)
+        if torch.compiler.is_compiling():
+            if _is_exporting():
+                return self._scripted(x)  # the same composite as TorchScript
+            return self.traced_function.apply(x, self.neg_alpha)
+        if _functorch_active():
+            return self.eager_function.apply(x, self.neg_alpha)
+        return self.fast_function.apply(x, self.neg_alpha)  # the common case, checked last
 
 
 def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:

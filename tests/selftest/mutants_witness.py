@@ -1,7 +1,8 @@
 """Twins of the witness row (impls/witness.py), each with exactly one of its mechanisms broken.
 
-The witness picks its mechanism per context: `_Reverse` (eager, torch.func), `_ReverseTraced`
-(under dynamo), the composite (export and TorchScript). Each twin is the witness with one
+The witness picks its mechanism per context: `_ReverseFast` (eager outside torch.func),
+`_Reverse` (inside torch.func), `_ReverseTraced` (under dynamo), the composite (export and
+TorchScript). Each twin is the witness with one
 piece swapped for a version that forgets the reversal, and must `fail` the column that goes
 through that piece while the columns that go through the others still pass: that proves each
 column really exercises the path the witness's docstring says it does (a column that silently
@@ -16,8 +17,16 @@ from grl_conformance.impls import witness
 from tests.selftest.mutation import mutant
 
 
+class _FastUnreversed(witness._ReverseFast):
+    """The plain-eager Function's backward forgot -alpha."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 class _EagerUnreversed(witness._Reverse):
-    """The eager Function's backward forgot -alpha (its jvp is still right)."""
+    """The torch.func Function's backward forgot -alpha (its jvp is still right)."""
 
     @staticmethod
     def backward(ctx, grad):
@@ -38,6 +47,10 @@ class _JvpUnreversed(witness._Reverse):
     @staticmethod
     def jvp(ctx, x_tangent, alpha_tangent):
         return x_tangent.view_as(x_tangent)
+
+
+class _FastTwin(witness.GradientReversalLayer):
+    fast_function = _FastUnreversed
 
 
 class _EagerTwin(witness.GradientReversalLayer):
@@ -61,11 +74,16 @@ class _CompositeTwin(witness.GradientReversalLayer):
 
 
 MUTANTS = [
+    mutant("witness_fast_twin", _FastTwin,
+           trips={"backward.reversal": "fail", "amp.autocast": "fail"},
+           passes=("forward.identity", "memory.saved", "func.grad", "func.vmap", "func.jvp"),
+           why="the witness with its plain-eager Function's backward unreversed: eager autograd "
+               "goes through it, no torch.func transform does"),
     mutant("witness_eager_twin", _EagerTwin,
-           trips={"backward.reversal": "fail", "func.grad": "fail"},
-           passes=("forward.identity", "memory.saved", "func.jvp"),
-           why="the witness with its eager Function's backward unreversed: eager autograd and "
-               "torch.func.grad go through it; forward mode (its jvp) does not"),
+           trips={"func.grad": "fail", "func.vmap": "fail"},
+           passes=("forward.identity", "backward.reversal", "memory.saved", "func.jvp"),
+           why="the witness with its torch.func Function's backward unreversed: torch.func.grad "
+               "and vmap go through it; plain eager and forward mode (its jvp) do not"),
     mutant("witness_traced_twin", _TracedTwin,
            trips={"compile.eager": "fail", "compile.aot_eager": "fail", "compile.inductor": "fail",
                   "compile.alpha_schedule": "fail", "compile.fusion": "fail"},
