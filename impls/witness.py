@@ -15,8 +15,8 @@ It chooses its mechanism per context, because no single mechanism survives them 
 |                                           | rule, `jvp` = -alpha * t                    |
 | torch.compile (dynamo traces it)          | `_ReverseTraced`: the same Function without |
 |                                           | `jvp` (dynamo refuses a custom jvp)         |
-| torch.export (hence ONNX dynamo=True)     | `_composite`: plain aten arithmetic whose   |
-| and TorchScript                           | value is exactly x and whose derivative is  |
+| torch.export (hence ONNX dynamo=True),    | `_composite`: plain aten arithmetic whose   |
+| TorchScript, torch.fx symbolic tracing    | value is exactly x and whose derivative is  |
 |                                           | -alpha (see below)                          |
 
 Why: export records only the forward of an autograd.Function (its exported program loses the
@@ -118,7 +118,8 @@ class _ReverseFast(Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return _scale(grad, ctx.neg_alpha), None
+        out = grad * ctx.neg_alpha  # _scale, inlined: this is the per-call hot path
+        return (out if out.dtype == grad.dtype else out.to(grad.dtype)), None
 
     @staticmethod
     def jvp(ctx, x_tangent: Tensor, alpha_tangent):  # forward-mode AD outside torch.func
@@ -133,6 +134,13 @@ def _composite(x: Tensor, neg_alpha: Tensor) -> Tensor:
     d = x.detach()
     y = d + torch.nan_to_num(x - d, nan=0.0, posinf=0.0, neginf=0.0) * neg_alpha
     return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+def _composite_fx(x, neg_alpha):
+    """The composite for torch.fx symbolic tracing: no branch on a traced dtype (`.to` records
+    a call that is free when the dtype already matches)."""
+    d = x.detach()
+    return (d + torch.nan_to_num(x - d, nan=0.0, posinf=0.0, neginf=0.0) * neg_alpha).to(x.dtype)
 
 
 def _is_exporting() -> bool:
@@ -152,6 +160,8 @@ def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced,
         if _is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
             return _composite(x, neg_alpha)
         return traced.apply(x, neg_alpha)  # dynamo: refuses the custom jvp
+    if type(x) is not Tensor and isinstance(x, torch.fx.Proxy):
+        return _composite_fx(x, neg_alpha)  # torch.fx symbolic tracing
     if _functorch_active():
         return eager.apply(x, neg_alpha)  # torch.func: setup_context, vmap rule, jvp
     return fast.apply(x, neg_alpha)  # eager, checkpoint, DDP, DTensor, CUDA graphs
@@ -178,9 +188,12 @@ class GradientReversalLayer(NegAlphaLayer):
             if _is_exporting():
                 return self._scripted(x)  # the same composite as TorchScript
             return self.traced_function.apply(x, self.neg_alpha)
+        if type(x) is not Tensor and isinstance(x, torch.fx.Proxy):
+            return _composite_fx(x, self.neg_alpha)  # torch.fx symbolic tracing: aten ops
+        neg_alpha = self._buffers["neg_alpha"]  # what self.neg_alpha finds, without __getattr__
         if _functorch_active():
-            return self.eager_function.apply(x, self.neg_alpha)
-        return self.fast_function.apply(x, self.neg_alpha)  # the common case, checked last
+            return self.eager_function.apply(x, neg_alpha)
+        return self.fast_function.apply(x, neg_alpha)  # the common case, checked last
 
 
 def gradient_reversal(x: Tensor, alpha=1.0) -> Tensor:

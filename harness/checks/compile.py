@@ -102,7 +102,9 @@ def _compile_error(exc: BaseException, model, x) -> Errored:
             "recompile" in message and "limit" in message):
         return Errored(f"recompile limit hit ({head})", summary="recompile limit")
     if isinstance(exc, (dynamo_exc.Unsupported, dynamo_exc.UserError)):
-        return Errored(f"fullgraph=True raised {head}. {_explain(model, x)}", summary="graph break")
+        gb = compat.graph_break_id(exc)
+        return Errored(f"fullgraph=True raised {head}. {_explain(model, x)}"
+                       + (f". {gb}" if gb else ""), summary="graph break")
     if isinstance(exc, dynamo_exc.TorchRuntimeError):
         text = " ".join(str(exc).split())
         got = text.find(": got ")  # "Dynamo failed to run FX node with fake tensors: ... got Error(...)"

@@ -609,6 +609,115 @@ def memory_saved(impl) -> Outcome:
     return passed(f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input")
 
 
+@check("memory.graph_freed")
+def memory_graph_freed(impl) -> Outcome:
+    """A step's graph must be freed by reference counting alone, backward run or not: a GRL
+    that keeps its output on ctx makes a cycle that holds every step's activations until gc."""
+    import gc
+    import weakref
+
+    notes = []
+    for label, f in _forms(impl, 0.5):
+        for backward in (False, True):
+            when = "after backward" if backward else "without backward (an evaluation forward)"
+            gc.collect()
+            gc.disable()
+            try:
+                x = _randn(64, 256, dtype=torch.float32, seed=21).requires_grad_(True)
+                h = x * 2.0  # an activation the step's graph owns
+                y = f(h)
+                loss = (y * y).sum()
+                if backward:
+                    loss.backward()
+                refs = {"the GRL's output": weakref.ref(y), "its input activation": weakref.ref(h)}
+                del x, h, y, loss
+                alive = [name for name, ref in refs.items() if ref() is not None]
+            finally:
+                gc.enable()
+            if alive:
+                gc.collect()
+                freed = all(ref() is None for ref in refs.values())
+                raise Failed(f"{label}: {' and '.join(alive)} still alive {when} once every "
+                             f"reference is dropped" + ("; gc.collect() frees it: a reference "
+                             "cycle (e.g. the output kept on ctx)" if freed else
+                             "; even gc.collect() does not free it"),
+                             summary="kept until gc" if freed else "leaks")
+        notes.append(label)
+    return passed(f"{', '.join(notes)}: output and input activation freed without the garbage "
+                  "collector, with and without backward")
+
+
+def _two_branch_grad(f1, f2, x0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+    x = x0.detach().clone().requires_grad_(True)
+    ((f1(x) * c1).sum() + (f2(x) * c2).sum()).backward()
+    return x.grad
+
+
+def _branches_right(got, b1: float, b2: float, c1, c2) -> bool:
+    """-b1 c1 - b2 c2 up to float32 rounding of each term (precision is backward.reversal's
+    question; two branches that cancel must not turn a rounded alpha into a mix-up)."""
+    if got is None or got.shape != c1.shape:
+        return False
+    scale = (b1 * c1).abs() + (b2 * c2).abs()
+    return bool(((got.double() + b1 * c1 + b2 * c2).abs() <= 1e-6 * scale + 1e-30).all())
+
+
+@check("graph.several_grls")
+def graph_several_grls(impl) -> Outcome:
+    """Two GRLs with different alphas in one graph (one per discriminator, as multi-adversarial
+    and CDAN-style models do), then the same from several threads at once: each branch must get
+    its own -alpha (alpha kept in class or module state mixes them up)."""
+    import threading
+
+    a1, a2 = 0.3, 1.7
+    x0 = _randn(8, 16, seed=31)
+    c1, c2 = _randn(8, 16, seed=32), _randn(8, 16, seed=33)
+    m1, m2 = impl.api.layer(alpha=a1), impl.api.layer(alpha=a2)
+    forms = [("two modules", m1, m2),
+             ("two functional calls", lambda x: impl.api.fn(x, a1), lambda x: impl.api.fn(x, a2))]
+    for label, f1, f2 in forms:
+        got = _two_branch_grad(f1, f2, x0, c1, c2)
+        if not _branches_right(got, a1, a2, c1, c2):
+            mixed = _branches_right(got, a2, a2, c1, c2) or _branches_right(got, a1, a1, c1, c2)
+            raise Failed(f"{label} with alphas {a1} and {a2} in one graph: the input gradient is not "
+                         f"-{a1} * upstream1 - {a2} * upstream2"
+                         + ("; both branches got the same alpha (alpha kept in shared state)" if mixed
+                            else ""), summary="alphas mixed" if mixed else "wrong grad")
+    # Threads: each with its own pair of instances and alphas, and all sharing one instance.
+    errors: list[str] = []
+    shared = impl.api.layer(alpha=a1)
+
+    def worker(k: int) -> None:
+        try:
+            b1, b2 = 0.1 * (k + 1), 0.5 + 0.25 * k
+            own1, own2 = impl.api.layer(alpha=b1), impl.api.layer(alpha=b2)
+            for _ in range(25):
+                got = _two_branch_grad(own1, own2, x0, c1, c2)
+                if not _branches_right(got, b1, b2, c1, c2):
+                    errors.append(f"thread {k}: its own instances (alphas {b1:g}, {b2:g}) gave a "
+                                  "wrong input gradient")
+                    return
+                got = _two_branch_grad(shared, shared, x0, c1, c2)
+                if not _branches_right(got, a1, a1, c1, c2):
+                    errors.append(f"thread {k}: the shared instance (alpha {a1}) gave a wrong "
+                                  "input gradient")
+                    return
+        except Exception as exc:  # noqa: BLE001 - reported as the cell's failure
+            errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise Failed(f"4 threads, each with its own two instances and all sharing one: {errors[0]}",
+                     summary="threads mixed")
+    return passed(f"alphas {a1} and {a2} in one graph (modules and functional calls), and 4 threads "
+                  "x 25 steps with their own instances and a shared one: every branch got its own "
+                  "-alpha")
+
+
 # --- inplace.after --------------------------------------------------------------------------
 
 # autograd's own refusals of an in-place op (view of a custom Function or multi-output view op,

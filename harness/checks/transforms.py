@@ -9,6 +9,7 @@ same model with the harness's reference GRL, eager); the torch.func checks again
 from __future__ import annotations
 
 import io
+import warnings
 
 import torch
 
@@ -81,7 +82,7 @@ def export(impl):
                   f"eager run's ({TOLERANCE}); graph calls: {_call_targets(program.graph_module)}")
 
 
-@check("jit.script")
+@check("jit.script", control="witness")  # torch 2.14 refuses to script any Function
 def jit_script(impl):
     """TorchScript must keep the reversal; whether the scripted module saves and loads is reported."""
     model = impl_model(impl)
@@ -108,6 +109,91 @@ def jit_script(impl):
     _judge_program("saved and reloaded scripted module", loaded, model, x, upstream)
     return passed(f"scripted output and input gradient equal a correct GRL's ({TOLERANCE}); "
                   "torch.jit.save/load round-trips with the reversal intact", summary="saves")
+
+
+@check("jit.trace", control="witness")
+def jit_trace(impl):
+    """Tracing (legacy, as jit.script) must keep the reversal; whether it saves is reported."""
+    model = impl_model(impl)
+    x, upstream = sample_inputs()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python values
+            traced = torch.jit.trace(model, (x,), check_trace=False)
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("torch.jit.trace", exc, "trace error") from None
+    try:
+        _judge_program("traced module", traced, model, x, upstream)
+    except Failed:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _raised("running the traced module", exc, "run error") from None
+    buffer = io.BytesIO()
+    try:
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+    except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
+        return passed(f"traced output and input gradient equal a correct GRL's ({TOLERANCE}); "
+                      f"torch.jit.save/load does not round-trip ({type(exc).__name__}: "
+                      f"{_one(exc, 160)})", summary="no save")
+    _judge_program("saved and reloaded traced module", loaded, model, x, upstream)
+    return passed(f"traced output and input gradient equal a correct GRL's ({TOLERANCE}); "
+                  "torch.jit.save/load round-trips with the reversal intact", summary="saves")
+
+
+def _fx_judge(impl, leaf: bool, how: str):
+    import torch.fx
+
+    model = impl_model(impl)
+    x, upstream = sample_inputs()
+    grl = model[1]
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return m is grl if leaf else super().is_leaf_module(m, qualname)
+
+    try:
+        graph = Tracer().trace(model)
+        module = torch.fx.GraphModule(model, graph)
+    except Exception as exc:  # noqa: BLE001
+        raise _raised(f"torch.fx symbolic tracing ({how})", exc, "trace error") from None
+    try:
+        _judge_program(f"FX GraphModule ({how})", module, model, x, upstream)
+    except Failed as failed:
+        raise Failed(f"{failed.detail}; traced graph calls: {_fx_targets(module)}",
+                     summary=failed.summary) from None
+    except Exception as exc:  # noqa: BLE001
+        raise _raised(f"running the FX GraphModule ({how})", exc, "run error") from None
+    return passed(f"torch.fx symbolic trace of Linear -> GRL -> Linear ({how}): the GraphModule's "
+                  f"output and input gradient equal a correct GRL's ({TOLERANCE}); graph calls: "
+                  f"{_fx_targets(module)}")
+
+
+def _fx_targets(module) -> str:
+    names = []
+    for node in module.graph.nodes:
+        if node.op in ("call_function", "call_method", "call_module"):
+            target = node.target if isinstance(node.target, str) else getattr(
+                node.target, "__name__", str(node.target))
+            names.append(f"{node.op}:{target}")
+    return _one(", ".join(names), 240)
+
+
+@check("fx.trace", control="witness")  # FX records only a Function's forward
+def fx_trace(impl):
+    """torch.fx.symbolic_trace through the GRL (torchvision's feature extractors do it): the
+    GraphModule must keep the reversal. The detail says whether the GRL as a leaf module does."""
+    try:
+        return _fx_judge(impl, leaf=False, how="traced through the GRL")
+    except (Failed, Errored) as broken:
+        try:
+            _fx_judge(impl, leaf=True, how="the GRL as a leaf module")
+            hint = ("; as a leaf module (Tracer.is_leaf_module, leaf_modules= in torchvision's "
+                    "create_feature_extractor) the GraphModule keeps the reversal")
+        except (Failed, Errored) as leaf:
+            hint = f"; as a leaf module too: {leaf.detail}"
+        raise type(broken)(_one(broken.detail + hint, 600), summary=broken.summary) from None
 
 
 def _close(a, b) -> bool:

@@ -52,3 +52,34 @@ def fsdp2_on(device_type: str) -> None:
     if device_type == "cpu" and not hasattr(torch.cpu.Stream, "record_event"):
         raise needs("2.7", "FSDP2 on CPU (torch.cpu.Stream.record_event)")
 
+
+
+def graph_break_id(exc: BaseException) -> str:
+    """Dynamo's id for a graph break and its first hint, where this torch has the registry
+    (`torch/_dynamo/graph_break_registry.json`, recent releases): "graph break GB0123 (<type>):
+    hint: ...", so a user can look the cause up; "" where it has none."""
+    import json
+    import os
+
+    import torch._dynamo
+
+    gb_type = ""
+    seen = exc
+    while seen is not None and not gb_type:
+        gb_type = getattr(seen, "gb_type", "") or ""
+        seen = seen.__cause__
+    path = os.path.join(os.path.dirname(torch._dynamo.__file__), "graph_break_registry.json")
+    if not gb_type or not os.path.exists(path):
+        return ""
+    try:
+        with open(path) as fh:
+            registry = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    for gb_id, entries in registry.items():
+        for entry in entries:
+            if entry.get("Gb_type") == gb_type:
+                hints = entry.get("Hints") or []
+                hint = " ".join(str(hints[0]).split())[:160] if hints else ""
+                return f"graph break {gb_id} ({gb_type})" + (f"; hint: {hint}" if hint else "")
+    return f"graph break type {gb_type!r} (not in this torch's registry)"

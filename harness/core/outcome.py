@@ -21,6 +21,9 @@ class Outcome:
     detail: str = ""
     duration_s: float = 0.0
     summary: str = ""  # a few words shown in the matrix cell, e.g. "1 recompile", "+1 kernel"
+    # warnings the implementation's own code raised during the cell (deprecations predict the
+    # next upgrade's errors): "Category: message (file.py:line)", at most a few
+    warnings: tuple = ()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -25,9 +25,10 @@ def run_check(impl: Impl, check: Check) -> Outcome:
     own child (or, for a check with `own_processes`, here, where it only launches its ranks).
     """
     start = time.perf_counter()
+    caught: list = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # recorded, never printed: the row's own are kept
             if not check.own_processes:
                 impl.api  # noqa: B018 - load first, so a load failure reads as such
             result = check.fn(impl)
@@ -41,7 +42,27 @@ def run_check(impl: Impl, check: Check) -> Outcome:
         outcome = Outcome(ERROR, describe_exception(exc))
     outcome = _apply_claims(impl, check.id, outcome)
     return Outcome(outcome.status, one_line(outcome.detail), round(time.perf_counter() - start, 4),
-                   one_line(outcome.summary, 40))
+                   one_line(outcome.summary, 40), _own_warnings(impl, caught))
+
+
+def _own_warnings(impl: Impl, caught: list, limit: int = 5) -> tuple:
+    """The warnings raised from the implementation's own source folder, deduplicated."""
+    import inspect
+    import os
+
+    try:
+        root = os.path.dirname(os.path.abspath(inspect.getfile(impl.api.layer))) + os.sep
+    except Exception:  # noqa: BLE001 - no source file (a C++ class, a failed load): none kept
+        return ()
+    found: list[str] = []
+    for w in caught:
+        if not os.path.abspath(str(w.filename)).startswith(root):
+            continue
+        text = one_line(f"{w.category.__name__}: {w.message} "
+                        f"({os.path.basename(str(w.filename))}:{w.lineno})", 200)
+        if text not in found:
+            found.append(text)
+    return tuple(found[:limit])
 
 
 def _apply_claims(impl: Impl, check_id: str, outcome: Outcome) -> Outcome:

@@ -361,9 +361,9 @@ def _with_leak(outcome: Outcome, changed: list[str]) -> Outcome:
     note = "left global state changed: " + "; ".join(changed)
     if outcome.status == PASS:
         return Outcome(ERROR, one_line(f"{note}. {outcome.detail}"), outcome.duration_s,
-                       "leaks state")
+                       "leaks state", outcome.warnings)
     return Outcome(outcome.status, one_line(f"{outcome.detail}; {note}"), outcome.duration_s,
-                   outcome.summary)
+                   outcome.summary, outcome.warnings)
 
 
 class GlobalState:

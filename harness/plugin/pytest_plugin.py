@@ -267,6 +267,10 @@ class Cell:
                 "detail": outcome.detail, "duration_s": outcome.duration_s}
         if outcome.summary:
             cell["summary"] = outcome.summary
+        if outcome.status != "pass":
+            cell["repro"] = repro_command(self.impl, self.check)
+        if outcome.warnings:
+            cell["warnings"] = list(outcome.warnings)
         meta = {"name": self.impl.name, "kind": self.impl.kind, "origin": self.impl.origin}
         self.item.user_properties.append((CELL_KEY, json.dumps({"cell": cell, "impl": meta})))
         gate = getattr(config, "_grl_gate", None)
@@ -280,6 +284,15 @@ class Cell:
             if message:
                 self.item.user_properties.append((NOTE_KEY, json.dumps([verdict, message])))
         return cell
+
+
+def repro_command(impl: registry.Impl, check: catalogue.Check) -> str:
+    """The command that reruns one cell alone (a built-in row by name, any other by its ref)."""
+    import shlex
+
+    ref = impl.name if impl.ref.startswith(registry.IMPLS_PACKAGE + ".") else impl.ref
+    return (f"grl-harness run {shlex.quote(ref or impl.name)} --area {check.area} -n 0 "
+            f"-- -k {shlex.quote(f'{impl.name}-{check.id}')}")
 
 
 def cell_key_from_nodeid(nodeid: str) -> tuple[str, str] | None:

@@ -103,6 +103,17 @@ def unjudged_columns(doc: dict) -> dict[str, str]:
     return {c: found[c] for c in doc["checks"] if c in found}
 
 
+def row_warnings(doc: dict) -> dict[str, list[str]]:
+    """Each row's warnings from its own code, over all its cells, first seen first."""
+    found: dict[str, list[str]] = {}
+    for cell in doc["cells"]:
+        for text in cell.get("warnings", ()):
+            seen = found.setdefault(cell["impl"], [])
+            if text not in seen:
+                seen.append(text)
+    return found
+
+
 def controls_line(doc: dict) -> str:
     """One line: how many columns their controls checked, what that cost, which failed."""
     controls = doc.get("controls") or {}
@@ -138,6 +149,9 @@ def render_terminal(doc: dict) -> str:
         out.append(tabulate(rows, headers=[area or "impl"] + group, tablefmt="simple"))
     tally = ", ".join(f"{n} {s}" for s, n in counts(doc).items())
     out.append(f"{len(doc['cells'])} cells: {tally}")
+    for name, texts in row_warnings(doc).items():
+        out.append(f"{name} warns from its own code: " + " | ".join(texts[:3])
+                   + (f" (+{len(texts) - 3} more)" if len(texts) > 3 else ""))
     worst = [c for c in doc["cells"] if c["status"] == "fail"]
     if worst:
         out.append("WRONG RESULTS (fail):")
@@ -155,7 +169,10 @@ def render_markdown(doc: dict) -> str:
         cell = index.get((name, check))
         text = cell_label(cell, MARK)
         if cell is not None and (cell["status"] != "pass" or cell.get("summary") == "unexpected"):
-            key = (cell["status"], _md_escape(cell["detail"]) or "(no detail)")
+            detail = _md_escape(cell["detail"]) or "(no detail)"
+            if cell.get("repro"):
+                detail += f"<br>rerun: `{cell['repro']}`"
+            key = (cell["status"], detail)
             number = notes.setdefault(key, len(notes) + 1)
             text += f" [^{number}]"
         return text
@@ -200,6 +217,14 @@ def render_markdown(doc: dict) -> str:
         tabulate(impl_rows, headers=["impl", "kind", "origin"], tablefmt="github"),
         "",
     ]
+    warned = row_warnings(doc)
+    if warned:
+        lines += ["## Warnings from the implementations' own code", "",
+                  "Raised from the row's own source folder during its cells (deprecations "
+                  "predict the next upgrade's errors).", "",
+                  tabulate([[f"`{n}`", "<br>".join(_md_escape(t) for t in texts)]
+                            for n, texts in warned.items()],
+                           headers=["impl", "warnings"], tablefmt="github"), ""]
     extra = doc.get("extra") or {}
     for title, text in extra.items():
         lines += [f"## {title}", "", text, ""]

@@ -193,7 +193,55 @@ class _ModuleBackward(FloatAlphaLayer):
 
 NEVER_REVERSES = "never_reverses"
 
+class _OutputOnCtx(torch.autograd.Function):
+    """Right gradient, but keeps its output on ctx: output -> grad_fn -> ctx -> output, a cycle
+    only the garbage collector frees (PyTorch's docs warn against it)."""
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+        ctx.out = output
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+class _OutputOnCtxLayer(FloatAlphaLayer):
+    def forward(self, x):
+        return _OutputOnCtx.apply(x, float(self.alpha))
+
+
+class _ClassAlphaLayer(nn.Module):
+    """Alpha kept on the class (a shortcut seen in research code): one instance is right, two with
+    different alphas both use the last one set."""
+
+    alpha = 1.0
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        type(self).alpha = float(alpha)
+
+    def set_alpha(self, alpha):
+        type(self).alpha = float(alpha)
+
+    def forward(self, x):
+        return FloatAlphaLayer(type(self).alpha)(x)
+
+
 MUTANTS = [
+    mutant("class_alpha", _ClassAlphaLayer,
+           trips={"graph.several_grls": "fail"},
+           passes=("backward.reversal", "alpha.update", "memory.saved"),
+           why="alpha on the class: two GRLs with different alphas share the last one"),
+    mutant("output_on_ctx", _OutputOnCtxLayer,
+           trips={"memory.graph_freed": "fail"},
+           passes=("backward.reversal", "alpha.update", "graph.several_grls"),
+           why="keeps its output on ctx: every step's graph lives until gc runs"),
     mutant(NEVER_REVERSES, _ModuleBackward, trips={"backward.reversal": "fail"},
            why="an nn.Module's backward method is never called by autograd: no reversal at all",
            passes=("forward.identity", "memory.saved")),

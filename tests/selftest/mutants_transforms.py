@@ -143,7 +143,50 @@ class _ReversalDroppedUnderFunctorch(FloatAlphaLayer):
         return Reverse.apply(x, self.alpha)
 
 
+class _UnreversedWhenTracedLayer(FloatAlphaLayer):
+    """Reverses in eager; under torch.jit.trace it takes a shortcut that forgets -alpha."""
+
+    def forward(self, x):
+        if torch.jit.is_tracing():
+            return x * 1.0
+        return Reverse.apply(x, self.alpha)
+
+
+class _FxReverse(torch.autograd.Function):
+    """A Function FX cannot see into: with a Proxy input, forward records only `view_as`."""
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+class _FxBlindLayer(FloatAlphaLayer):
+    """Correct in eager; traced through by FX, its graph records `x * 1` (reversal lost)."""
+
+    def forward(self, x):
+        if isinstance(x, torch.fx.Proxy):
+            return x * 1.0
+        return _FxReverse.apply(x, self.alpha)
+
+
 MUTANTS = [
+    mutant("trace_shortcut", _UnreversedWhenTracedLayer,
+           trips={"jit.trace": "fail"},
+           passes=("backward.reversal", "jit.script"),
+           why="reverses in eager, but takes an unreversed shortcut under torch.jit.trace"),
+    mutant("fx_blind", _FxBlindLayer,
+           trips={"fx.trace": "fail"},
+           passes=("backward.reversal", "jit.trace"),
+           why="an autograd.Function FX traces through as `x * 1`: the GraphModule loses the "
+               "reversal, the real module keeps it"),
     mutant("transforms_functorch_unreversed", _ReversalDroppedUnderFunctorch,
            trips={"func.grad": "fail", "func.jvp": "fail"},
            why="torch.func sees an identity: grad equals the upstream weights, jvp tangent is t"),

@@ -127,3 +127,22 @@ def test_a_planted_harness_gap_charges_no_row(tmp_path, workers):
     assert "2 NOT JUDGED here" in done.stdout and "compile.eager, compile.aot_eager" in done.stdout
     md = next(out for out in (tmp_path / f"planted-{workers}").glob("compat-*.md"))
     assert "## Columns not judged here" in md.read_text()
+
+
+def test_a_graph_break_carries_dynamos_id_and_hint():
+    import re
+
+    import torch
+
+    def f(x):
+        torch._dynamo.graph_break()
+        return x + 1
+
+    torch._dynamo.reset()
+    try:
+        with pytest.raises(Exception) as info:  # noqa: PT011 - dynamo's exception types vary by torch
+            torch.compile(f, fullgraph=True, backend="eager")(torch.ones(2))
+    finally:
+        torch._dynamo.reset()
+    text = compat.graph_break_id(info.value)
+    assert re.match(r"graph break GB\d{4} \(", text), text
