@@ -89,7 +89,7 @@ gpu-report:
 # report. Minutes and several GB per torch: `make history HISTORY_TORCH="2.6.0 2.14.1"` for some.
 HISTORY_TORCH ?= 2.6.0 2.7.1 2.8.0 2.9.1 2.10.0 2.11.0 2.12.1 2.13.0 2.14.1
 HISTORY_VENV := .venv-history
-history:
+history: setup
 	@mkdir -p reports/history
 	@for v in $(HISTORY_TORCH); do \
 	  start=$$(date +%s); \
