@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grl_conformance.results.latency import speed_text
+
 START, END = "<!-- advice:start -->", "<!-- advice:end -->"
 
 # (concern, when it matters to a DANN user, check-id prefixes or ids)
 CONCERNS = (
-    ("eager", "any training: right forward and -alpha * grad, alpha updates",
-     ("forward.identity", "backward.", "alpha.update", "graph.shared_trunk", "inplace.after")),
-    ("memory", "large activations: nothing saved for backward", ("memory.saved",)),
+    ("eager", "any training: right forward and -alpha * grad, alpha updates, several GRLs",
+     ("forward.identity", "backward.", "alpha.update", "graph.", "inplace.after")),
+    ("memory", "large activations: nothing saved for backward, each step's graph freed",
+     ("memory.",)),
     ("compile", "torch.compile with the DANN alpha schedule", ("compile.", "checkpoint.compiled")),
-    ("deploy", "shipping the model: torch.export, TorchScript, ONNX",
-     ("export", "jit.script", "onnx.")),
+    ("deploy", "shipping the model: torch.export, TorchScript, ONNX, FX feature extraction",
+     ("export", "jit.", "onnx.", "fx.")),
     ("distributed", "DDP, compiled DDP, FSDP2, DTensor", ("ddp.", "fsdp", "dtensor")),
     ("training tricks", "AMP, activation checkpointing, EMA copies and checkpoints",
      ("amp.", "checkpoint.reentrant", "checkpoint.nonreentrant", "serialize.")),
@@ -61,12 +64,19 @@ def render(doc: dict, report_link: str) -> str:
         return (concerns, sum(c["status"] == "fail" for c in row), len(bad), name)
 
     names.sort(key=badness)
-    header = ["impl", "fwd+bwd ÷ floor"] + [c[0] for c in CONCERNS]
+    sizes = next((i["latency"].get("sizes") for i in impls.values() if i.get("latency")), None)
+    speed_head = (f"fwd+bwd float32 at {' · '.join(sizes)}: eager / compiled" if sizes
+                  else "fwd+bwd ÷ floor")
+    header = ["impl", speed_head] + [c[0] for c in CONCERNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         row = [c for c in cells if c["impl"] == name]
-        value = (impls[name].get("latency") or {}).get("ratio_floor")
-        ratio = "-" if value is None else f"×{value:.2f}"
+        lat = impls[name].get("latency") or {}
+        if sizes:
+            ratio = speed_text(lat.get("fwdbwd_s"))
+        else:
+            value = lat.get("ratio_floor")
+            ratio = "-" if value is None else f"×{value:.2f}"
         entries = [_entry([c for c in row if _matches(c["check"], pats)]) for _, _, pats in CONCERNS]
         lines.append(f"| `{name}` ({impls[name].get('kind', '')}) | {ratio} | "
                      + " | ".join(entries) + " |")

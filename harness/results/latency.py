@@ -65,6 +65,32 @@ def headline_exp(doc: dict) -> int | None:
     return HEADLINE["exp"] if HEADLINE["exp"] in exps else exps[-1]
 
 
+QUOTED_SMALL_EXP = 14  # a DANN-sized activation: 2^14 elements (e.g. 32 x 512)
+
+
+def quoted_exps(doc: dict) -> list[int]:
+    """The sizes the README and the matrix quote: 2^14 (where swept) and the headline size."""
+    exps = sorted({r["exp"] for r in doc["results"]})
+    small = QUOTED_SMALL_EXP if QUOTED_SMALL_EXP in exps else (exps[0] if exps else None)
+    return sorted({e for e in (small, headline_exp(doc)) if e is not None})
+
+
+def speed_text(fwdbwd_s: dict | None) -> str:
+    """`18.1 µs · 16.9 ms` (eager, by size), then the compiled figures after ` / `."""
+    if not fwdbwd_s:
+        return "-"
+
+    def fmt(v):
+        return "-" if v is None else (f"{v * 1e6:.1f} µs" if v < 1e-3 else f"{v * 1e3:.1f} ms")
+
+    parts = []
+    for mode in ("eager", "compiled"):
+        by_exp = fwdbwd_s.get(mode) or {}
+        if by_exp:
+            parts.append(" · ".join(fmt(by_exp[e]) for e in sorted(by_exp, key=int)))
+    return " / ".join(parts) or "-"
+
+
 def summarise(doc: dict) -> dict:
     """Per row, at one large size: the figures the README and the matrix quote."""
     results = doc["results"]
@@ -92,6 +118,13 @@ def summarise(doc: dict) -> dict:
                 "model_overhead_floor": model.get("overhead_floor") if model else None,
                 "extra_bytes": alone.get("extra_bytes") if alone else None,
             }
+        # The sizes DANN trains at (a batch of 32-256 rows of 256-2048 features is 2^13-2^19
+        # elements) and the headline: eager and compiled forward+backward, seconds.
+        entry["fwdbwd_s"] = {
+            mode: {str(e): r.get("median_s") for e in quoted_exps(doc)
+                   if (r := _pick(results, subject=name, role="row", dtype=dtype, exp=e, mode=mode,
+                                  phase="fwdbwd", context="alone"))}
+            for mode in ("eager", "compiled")}
         kern = (doc.get("kernels") or {}).get(name)
         if kern is not None:
             entry["kernels"] = kern
@@ -361,6 +394,8 @@ def annotate(impls: list[dict], doc: dict | None, source: str = "") -> list[dict
         ratio = (row.get("eager") or {}).get("ratio_floor")
         impl["latency"] = {"ratio_floor": ratio,  # unrounded: the renderers round once
                            "at": summary["label"], "device": doc["device_slug"],
-                           "created": doc["created"], "source": source}
+                           "created": doc["created"], "source": source,
+                           "fwdbwd_s": row.get("fwdbwd_s") or {},
+                           "sizes": [f"2^{e}" for e in quoted_exps(doc)]}
     return impls
 
