@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from grl_conformance.core import compat
 from grl_conformance.core.outcome import (
     NOT_INSTALLED,
     CheckSignal,
@@ -286,13 +287,22 @@ def amp_grad_scaler(impl):
 CHECKPOINT_ALPHAS = (0.5, 0.25, 2.0)
 
 
-def _checkpoint_steps(grl, set_alpha, reentrant: bool | None, compile_ctx=None):
+def _checkpoint_steps(grl, set_alpha, reentrant: bool | None, compile_ctx=None, policy=None):
     """Three training steps (set_alpha between them); the domain branch in a checkpoint when
-    `reentrant` is not None. Returns per step the parameter gradients (and compile stats)."""
+    `reentrant` is not None (selective, with `policy`, when given). Returns per step the
+    parameter gradients (and compile stats)."""
     from torch.utils.checkpoint import checkpoint
 
     segment = None
-    if reentrant is not None:
+    if reentrant is not None and policy is not None:
+        import functools
+
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+        def segment(fn, f):
+            return checkpoint(fn, f, use_reentrant=False, context_fn=functools.partial(
+                create_selective_checkpoint_contexts, policy))
+    elif reentrant is not None:
         def segment(fn, f):
             return checkpoint(fn, f, use_reentrant=reentrant)
     model = Dann(grl, segment)
@@ -344,6 +354,45 @@ def checkpoint_check(impl, reentrant: bool, compile_ctx=None):
     return passed(f"{kind} checkpoint around GRL -> domain head ({first}): {len(CHECKPOINT_ALPHAS)} "
                   f"steps with set_alpha between them (alpha {', '.join(map(str, CHECKPOINT_ALPHAS))}), "
                   f"gradients equal the trusted reference without checkpointing (layer and fn){extra}")
+
+
+def _sac_policies():
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    def save_everything(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE
+
+    def recompute_everything(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return (("save-everything", save_everything), ("recompute-everything", recompute_everything))
+
+
+def selective_checkpoint_check(impl):
+    """The domain branch under selective activation checkpointing (a policy per op), both ends
+    of the policy range, three steps with set_alpha between them."""
+    try:
+        policies = _sac_policies()
+    except ImportError as exc:
+        raise compat.needs("2.5", f"selective activation checkpointing ({exc})") from None
+    ref = ReferenceGRL()
+    want, _ = _checkpoint_steps(ref, ref.set_alpha, None)
+    lost, _ = _checkpoint_steps(nn.Identity(), lambda a: None, None)
+    layer = impl.api.layer(alpha=1.0)
+    alpha_box = {"a": 1.0}
+    forms = (("layer.set_alpha", layer, layer.set_alpha),
+             ("fn", lambda t: impl.api.fn(t, alpha_box["a"]), lambda a: alpha_box.__setitem__("a", a)))
+    for name, policy in policies:
+        for label, grl, set_alpha in forms:
+            where = f"selective checkpoint ({name} policy), {label}"
+            with at(where):
+                got, _ = _checkpoint_steps(grl, set_alpha, False, policy=policy)
+            for step, alpha in enumerate(CHECKPOINT_ALPHAS):
+                compare_grads(got[step], want[step], f"{where}, step {step} (alpha {alpha})", lost[step])
+    return passed(f"torch.utils.checkpoint with create_selective_checkpoint_contexts around GRL -> "
+                  f"domain head, a save-everything and a recompute-everything policy: "
+                  f"{len(CHECKPOINT_ALPHAS)} steps with set_alpha between them, gradients equal the "
+                  f"trusted reference without checkpointing (layer and fn)")
 
 
 # --- serialize.* -----------------------------------------------------------------------------

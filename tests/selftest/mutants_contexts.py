@@ -233,7 +233,24 @@ class _OpBadSharding(FloatAlphaLayer):
         return _OP_BAD_SHARDING(x, self.alpha)
 
 
+class _ShortcutUnderModesLayer(FloatAlphaLayer):
+    """Reverses in eager and in plain checkpointing, but takes an unreversed shortcut whenever a
+    TorchDispatchMode is active (as a GRL that thinks it is being traced might): selective
+    checkpointing runs the forward under one."""
+
+    def forward(self, x):
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        if _get_current_dispatch_mode() is not None:
+            return x.view_as(x)
+        return super().forward(x)
+
+
 MUTANTS = [
+    mutant("sac_shortcut", _ShortcutUnderModesLayer,
+           trips={"checkpoint.selective": "fail"},
+           passes=("backward.reversal", "checkpoint.reentrant", "checkpoint.nonreentrant"),
+           why="drops the reversal under a dispatch mode: only selective checkpointing shows it"),
     mutant("ctx_custom_fwd_fp16", _CastFp16, trips={"amp.autocast": "fail", "amp.grad_scaler": "fail"},
            why="custom_fwd(cast_inputs=float16): the output is float16 under a bfloat16 region, "
                "and the scaled gradient overflows float16's range on its way back",

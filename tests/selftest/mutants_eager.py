@@ -233,7 +233,34 @@ class _ClassAlphaLayer(nn.Module):
         return FloatAlphaLayer(type(self).alpha)(x)
 
 
+class _SavedAlpha(torch.autograd.Function):
+    """Right in eager; saves alpha as a tensor through save_for_backward, where a saved-tensor
+    hook (offloading, compression) can hand back a different value."""
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(torch.tensor(inputs[1], dtype=torch.float64))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (alpha,) = ctx.saved_tensors
+        return grad * -alpha.item(), None
+
+
+class _SavedAlphaLayer(FloatAlphaLayer):
+    def forward(self, x):
+        return _SavedAlpha.apply(x, float(self.alpha))
+
+
 MUTANTS = [
+    mutant("alpha_saved_for_backward", _SavedAlphaLayer,
+           trips={"memory.offload": "fail"},
+           passes=("backward.reversal", "memory.saved", "alpha.update"),
+           why="alpha through save_for_backward: a compressing saved-tensor hook rounds it"),
     mutant("class_alpha", _ClassAlphaLayer,
            trips={"graph.several_grls": "fail"},
            passes=("backward.reversal", "alpha.update", "memory.saved"),
