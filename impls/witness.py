@@ -15,6 +15,9 @@ It chooses its mechanism per context, because no single mechanism survives them 
 |                                           | rule, `jvp` = -alpha * t                    |
 | torch.compile (dynamo traces it)          | `_ReverseTraced`: the same Function without |
 |                                           | `jvp` (dynamo refuses a custom jvp)         |
+| torch.compile of a torch.func transform   | the composite below: dynamo inlines a       |
+|                                           | Function's forward there and drops its      |
+|                                           | backward (the reversal lost, silently)      |
 | torch.export (hence ONNX dynamo=True),    | `_composite`: plain aten arithmetic whose   |
 | TorchScript, torch.fx symbolic tracing    | value is exactly x and whose derivative is  |
 |                                           | -alpha (see below)                          |
@@ -159,6 +162,8 @@ def _python_path(x: Tensor, neg_alpha, eager=_Reverse, traced=_ReverseTraced,
     if torch.compiler.is_compiling():
         if _is_exporting():  # torch.export, strict or not, and ONNX dynamo=True
             return _composite(x, neg_alpha)
+        if _functorch_active():  # torch.compile(torch.func.grad(...)): aten ops keep -alpha
+            return _composite_fx(x, neg_alpha)
         return traced.apply(x, neg_alpha)  # dynamo: refuses the custom jvp
     if type(x) is not Tensor and isinstance(x, torch.fx.Proxy):
         return _composite_fx(x, neg_alpha)  # torch.fx symbolic tracing
@@ -187,6 +192,8 @@ class GradientReversalLayer(NegAlphaLayer):
         if torch.compiler.is_compiling():
             if _is_exporting():
                 return self._scripted(x)  # the same composite as TorchScript
+            if _functorch_active():  # compiled torch.func: dynamo drops a Function's backward
+                return _composite_fx(x, self._buffers["neg_alpha"])
             return self.traced_function.apply(x, self.neg_alpha)
         if type(x) is not Tensor and isinstance(x, torch.fx.Proxy):
             return _composite_fx(x, self.neg_alpha)  # torch.fx symbolic tracing: aten ops

@@ -172,6 +172,50 @@ def compile_inductor(impl):
     return _fullgraph(impl, "inductor", bitwise=False)
 
 
+@check("compile.func_grad", control="witness")
+def compile_func_grad(impl):
+    """torch.compile(torch.func.grad(f), fullgraph=True): dynamo has inlined a Function's forward
+    and dropped its custom backward without an error (a GRL then returns +1, not -alpha)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    alpha = 0.5
+    layer = impl.api.layer(alpha=alpha)
+    gen = torch.Generator().manual_seed(41)
+    x, c = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    want = -alpha * c
+
+    def loss(t):
+        return (layer(t) * c).sum()
+
+    try:
+        eager = torch.func.grad(loss)(x)
+    except Exception as exc:  # noqa: BLE001 - not this column's question: func.grad's
+        raise Errored(f"torch.func.grad itself raises in eager {type(exc).__name__}: "
+                      f"{first_line(exc)} (func.grad's cell)", summary="eager error") from None
+    notes = []
+    for backend in ("eager", "aot_eager"):
+        with fresh_dynamo():
+            counter = CompileCounterWithBackend(backend)
+            try:
+                got = torch.compile(torch.func.grad(loss), backend=counter, fullgraph=True)(x)
+            except Exception as exc:  # noqa: BLE001 - the reason is the finding
+                raise _compile_error(exc, layer, x) from None
+        if counter.frame_count == 0:
+            raise Failed(f"{backend}: dynamo compiled nothing", summary="not compiled")
+        if torch.allclose(got, c, rtol=1e-6, atol=1e-7) and not torch.allclose(want, c):
+            raise Failed(f"compiled ({backend}) torch.func.grad returns +upstream, not -alpha * "
+                         f"upstream: the reversal lost (its eager torch.func.grad "
+                         f"{'is right' if torch.allclose(eager, want, rtol=1e-6, atol=1e-7) else 'is wrong too'})",
+                         summary="reversal lost")
+        if not torch.allclose(got, want, rtol=1e-6, atol=1e-7):
+            diff = (got - want).abs().max().item()
+            raise Failed(f"compiled ({backend}) torch.func.grad differs from -alpha * upstream "
+                         f"(max |diff| {diff:.3g}, alpha {alpha})", summary="wrong grad")
+        notes.append(f"{backend} {counter.frame_count} graph(s)")
+    return passed(f"torch.compile(torch.func.grad(sum(GRL(x) * c)), fullgraph=True) equals "
+                  f"-alpha * c (alpha {alpha}): {', '.join(notes)}")
+
+
 def dann_alpha(p: float) -> float:
     """Ganin et al. 2016: alpha_p = 2 / (1 + exp(-10 p)) - 1."""
     return 2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0

@@ -112,7 +112,18 @@ class _ReversalDroppedWhenCompiled(FloatAlphaLayer):
         return Reverse.apply(x, self.alpha)
 
 
+class _PlainFunctionLayer(FloatAlphaLayer):
+    """The textbook correct Function GRL (setup_context, so torch.func accepts it): right in
+    eager and in eager torch.func.grad; compiled torch.func.grad drops its backward (torch
+    2.13, pytorch/pytorch#193279-style silent correctness)."""
+
+
 MUTANTS = [
+    mutant("function_under_compiled_func", _PlainFunctionLayer,
+           trips={"compile.func_grad": "fail"},
+           passes=("backward.reversal", "func.grad", "compile.aot_eager"),
+           why="a correct Function GRL: torch.compile(torch.func.grad(...)) silently loses its "
+               "reversal (a torch bug the column exists to show)"),
     mutant("compile_reversal_dropped", _ReversalDroppedWhenCompiled,
            trips={"compile.eager": "fail", "compile.aot_eager": "fail", "compile.inductor": "fail",
                   "compile.alpha_schedule": "fail"},
