@@ -41,6 +41,7 @@ from grl_conformance.checks._common import (
     fresh_dynamo,
     impl_model,
     judge_step,
+    linear_grl_linear,
     max_diff,
     reference_model,
     reference_step,
@@ -228,6 +229,60 @@ def alpha_schedule_values(steps: int = 12) -> list:
     kinds = (float, np.float64, np.float32)
     per = math.ceil(steps / len(kinds))
     return [kinds[i // per](dann_alpha(i / (steps - 1))) for i in range(steps)]
+
+
+@check("compile.compiled_autograd")
+def compile_compiled_autograd(impl):
+    """Compiled autograd (the backward traced and compiled as a graph), after an eager forward
+    and after a compiled one, over an alpha schedule: a GRL's backward must trace and keep
+    -alpha; backward recompiles per alpha change are counted."""
+    alphas = (0.1, 0.5, 0.9, 0.3)
+    x0, upstream = sample_inputs()
+
+    def grads(layer, forward_backend=None, backward=True):
+        model = linear_grl_linear(layer)
+        run = model if forward_backend is None else torch.compile(model, backend=forward_backend)
+        calls = {"n": 0}
+
+        def compiler(gm):
+            calls["n"] += 1
+            return torch.compile(gm, backend="eager", fullgraph=True)
+
+        out = []
+        for a in alphas:
+            layer.set_alpha(a)
+            x = x0.detach().clone().requires_grad_(True)
+            y = run(x)
+            if backward:
+                with compat.compiled_autograd(compiler):
+                    y.backward(upstream)
+            else:
+                y.backward(upstream)
+            out.append(x.grad)
+        return out, calls["n"]
+
+    want, _ = grads(ReferenceGRL(1.0), backward=False)
+    notes = []
+    for label, backend in (("eager forward", None), ("compiled forward (aot_eager)", "aot_eager")):
+        with fresh_dynamo():
+            try:
+                got, graphs = grads(impl.api.layer(alpha=1.0), backend)
+            except Exception as exc:  # noqa: BLE001 - the reason is the finding
+                err = _compile_error(exc, impl_model(impl), x0)
+                raise Errored(f"{label}, compiled backward: {err.detail}", summary=err.summary) from None
+        for i, (g, w, a) in enumerate(zip(got, want, alphas, strict=True)):
+            if g is None or not torch.allclose(g, w, rtol=1e-5, atol=1e-6):
+                lost = g is not None and torch.allclose(g, -w / a, rtol=1e-5, atol=1e-6)
+                raise Failed(f"{label}, compiled backward, step {i} (alpha {a}): the input "
+                             f"gradient is not a correct GRL's"
+                             + ("; it is the unreversed gradient: reversal lost" if lost else ""),
+                             summary="reversal lost" if lost else "wrong grad")
+        notes.append(f"{label}: {graphs} backward graph(s) for {len(alphas)} alphas")
+    recompiles = max(0, int(notes[-1].split(": ")[1].split()[0]) - 1) if notes else 0
+    return passed(f"compiled autograd (backward compiled by dynamo, fullgraph, eager backend) over "
+                  f"alphas {', '.join(map(str, alphas))}: input gradients equal a correct GRL's; "
+                  f"{'; '.join(notes)}",
+                  summary=f"{recompiles} backward recompile{'s' if recompiles != 1 else ''}")
 
 
 @check("compile.alpha_schedule", control="witness")  # a float alpha recompiles per value on 2.6

@@ -83,3 +83,14 @@ def graph_break_id(exc: BaseException) -> str:
                 hint = " ".join(str(hints[0]).split())[:160] if hints else ""
                 return f"graph break {gb_id} ({gb_type})" + (f"; hint: {hint}" if hint else "")
     return f"graph break type {gb_type!r} (not in this torch's registry)"
+
+
+def compiled_autograd(compiler):
+    """The context manager that compiles every backward in it with `compiler` (compiled
+    autograd): `torch._dynamo.compiled_autograd._enable` on recent torch, `enable` on older."""
+    from torch._dynamo import compiled_autograd as ca
+
+    enable = getattr(ca, "_enable", None) or getattr(ca, "enable", None)
+    if enable is None:
+        raise HarnessGap("torch._dynamo.compiled_autograd has neither _enable nor enable")
+    return enable(compiler)

@@ -118,7 +118,37 @@ class _PlainFunctionLayer(FloatAlphaLayer):
     2.13, pytorch/pytorch#193279-style silent correctness)."""
 
 
+class _UnreversedWhenBackwardCompiled(torch.autograd.Function):
+    """Right in eager; when compiled autograd traces its backward, it takes a shortcut that
+    forgets -alpha (a module flag read at trace time)."""
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        from torch._dynamo import compiled_autograd
+
+        if compiled_autograd.in_compiled_autograd_region:
+            return grad, None
+        return -ctx.alpha * grad, None
+
+
+class _CompiledBackwardShortcutLayer(FloatAlphaLayer):
+    def forward(self, x):
+        return _UnreversedWhenBackwardCompiled.apply(x, float(self.alpha))
+
+
 MUTANTS = [
+    mutant("compiled_backward_shortcut", _CompiledBackwardShortcutLayer,
+           trips={"compile.compiled_autograd": "fail"},
+           passes=("backward.reversal", "compile.eager", "compile.aot_eager"),
+           why="forgets -alpha only when compiled autograd traces its backward"),
     mutant("function_under_compiled_func", _PlainFunctionLayer,
            trips={"compile.func_grad": "fail"},
            passes=("backward.reversal", "func.grad", "compile.aot_eager"),
