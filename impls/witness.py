@@ -117,7 +117,13 @@ class _ReverseFast(Function):
     def forward(ctx, x: Tensor, neg_alpha) -> Tensor:
         ctx.neg_alpha = neg_alpha
         # view_as is a microsecond cheaper per call; aten.alias has the DTensor sharding rule
-        return x.view_as(x) if type(x) is Tensor else torch.ops.aten.alias(x)
+        # (torch >= 2.10; before it, DTensor has view_as's and not alias's)
+        if type(x) is Tensor:
+            return x.view_as(x)
+        try:
+            return torch.ops.aten.alias(x)
+        except NotImplementedError:
+            return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
