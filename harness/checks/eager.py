@@ -609,7 +609,7 @@ def memory_saved(impl) -> Outcome:
     return passed(f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input")
 
 
-@check("memory.graph_freed")
+@check("memory.graph_freed", runs_backward=False)  # judges memory, not the gradient
 def memory_graph_freed(impl) -> Outcome:
     """A step's graph must be freed by reference counting alone, backward run or not: a GRL
     that keeps its output on ctx makes a cycle that holds every step's activations until gc."""

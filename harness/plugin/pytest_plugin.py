@@ -38,7 +38,7 @@ from grl_conformance.results import expectations
 CELL_KEY = "grl_cell"
 CONTROL_KEY = "grl_control"  # a column's control outcome, sent with the cell that ran it
 NOTE_KEY = "grl_expectation_note"  # a stale or missing expectation of a reference row
-PINS_DIR = Path(__file__).resolve().parent / "expectations"  # the repo's reports/baselines
+PINS_DIR = Path(__file__).resolve().parents[1] / "expectations"  # the repo's reports/baselines
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -89,7 +89,7 @@ def render(doc: dict, report_link: str) -> str:
            f"report. Columns: {legend}.", "", *lines, ""]
     if clean:
         out.append(f"Every column that ran passes for: {', '.join(f'`{n}`' for n in clean)}.")
-    return "\n".join(out)
+    return "\n".join(out).rstrip("\n")
 
 
 def update_readme(readme: Path, text: str) -> bool:

@@ -386,7 +386,7 @@ def annotate(impls: list[dict], doc: dict | None, source: str = "") -> list[dict
     """Give each matrix row dict a `latency` entry from a sweep document (in place)."""
     if doc is None:
         return impls
-    summary = doc.get("summary") or summarise(doc)
+    summary = summarise(doc)  # from the results: a stored summary may predate its fields
     for impl in impls:
         row = summary["rows"].get(impl["name"])
         if not row:

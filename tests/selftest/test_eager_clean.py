@@ -16,9 +16,10 @@ from tests.selftest.grls import BufferAlphaLayer, FloatAlphaLayer, impl_of
 CLEAN = [impl_of("clean_view_function", FloatAlphaLayer),
          impl_of("clean_buffer_clone", BufferAlphaLayer)]
 EAGER_IDS = ["forward.identity", "backward.reversal", "backward.gradcheck", "backward.double",
-             "alpha.update", "graph.shared_trunk", "memory.saved", "inplace.after", "amp.autocast",
-             "checkpoint.reentrant", "checkpoint.nonreentrant", "serialize.copy", "serialize.save",
-             "serialize.state_dict"]
+             "alpha.update", "graph.shared_trunk", "memory.saved", "memory.graph_freed",
+             "memory.offload", "graph.several_grls", "inplace.after", "amp.autocast",
+             "checkpoint.reentrant", "checkpoint.nonreentrant", "checkpoint.selective",
+             "serialize.copy", "serialize.save", "serialize.state_dict"]
 
 
 def test_the_eager_catalogue_is_the_designed_one():

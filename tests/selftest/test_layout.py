@@ -106,3 +106,11 @@ def test_every_forkserver_preload_name_imports():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_reference_pins_are_found():
+    """The plugin's default expectations folder must hold files: a wrong path (as once after a
+    move) leaves every reference row unpinned without a word."""
+    from grl_conformance.plugin.pytest_plugin import PINS_DIR
+
+    assert PINS_DIR.is_dir() and sorted(PINS_DIR.glob("torch-*.json")), PINS_DIR
