@@ -173,48 +173,65 @@ def compile_inductor(impl):
     return _fullgraph(impl, "inductor", bitwise=False)
 
 
-@check("compile.func_grad", control="witness")
-def compile_func_grad(impl):
-    """torch.compile(torch.func.grad(f), fullgraph=True): dynamo has inlined a Function's forward
-    and dropped its custom backward without an error (a GRL then returns +1, not -alpha)."""
+def _compiled_func(impl, name: str, build, truth_of):
+    """torch.compile(<a torch.func transform of the GRL>, fullgraph=True) on eager, aot_eager
+    and (where it compiles here) inductor, judged against -alpha times what it transforms."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
     alpha = 0.5
     layer = impl.api.layer(alpha=alpha)
     gen = torch.Generator().manual_seed(41)
     x, c = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
-    want = -alpha * c
-
-    def loss(t):
-        return (layer(t) * c).sum()
-
+    fn = build(layer, c)
+    want, unreversed = truth_of(alpha, c)
     try:
-        eager = torch.func.grad(loss)(x)
-    except Exception as exc:  # noqa: BLE001 - not this column's question: func.grad's
-        raise Errored(f"torch.func.grad itself raises in eager {type(exc).__name__}: "
-                      f"{first_line(exc)} (func.grad's cell)", summary="eager error") from None
+        eager = fn(x)
+    except Exception as exc:  # noqa: BLE001 - not this column's question: the eager one's
+        raise Errored(f"torch.func.{name} itself raises in eager {type(exc).__name__}: "
+                      f"{first_line(exc)} (func.{name}'s cell)", summary="eager error") from None
+    backends = ["eager", "aot_eager"] + (["inductor"] if _inductor_probe()[0] is not None else [])
     notes = []
-    for backend in ("eager", "aot_eager"):
+    for backend in backends:
         with fresh_dynamo():
             counter = CompileCounterWithBackend(backend)
             try:
-                got = torch.compile(torch.func.grad(loss), backend=counter, fullgraph=True)(x)
+                got = torch.compile(fn, backend=counter, fullgraph=True)(x)
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
-                raise _compile_error(exc, layer, x) from None
+                err = _compile_error(exc, layer, x)
+                raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
         if counter.frame_count == 0:
             raise Failed(f"{backend}: dynamo compiled nothing", summary="not compiled")
-        if torch.allclose(got, c, rtol=1e-6, atol=1e-7) and not torch.allclose(want, c):
-            raise Failed(f"compiled ({backend}) torch.func.grad returns +upstream, not -alpha * "
-                         f"upstream: the reversal lost (its eager torch.func.grad "
-                         f"{'is right' if torch.allclose(eager, want, rtol=1e-6, atol=1e-7) else 'is wrong too'})",
-                         summary="reversal lost")
+        right_eager = torch.allclose(eager, want, rtol=1e-6, atol=1e-7)
+        if torch.allclose(got, unreversed, rtol=1e-6, atol=1e-7):
+            raise Failed(f"compiled ({backend}) torch.func.{name} returns the unreversed result, "
+                         f"not -alpha times it: the reversal lost (its eager torch.func.{name} "
+                         f"{'is right' if right_eager else 'is wrong too'})", summary="reversal lost")
         if not torch.allclose(got, want, rtol=1e-6, atol=1e-7):
             diff = (got - want).abs().max().item()
-            raise Failed(f"compiled ({backend}) torch.func.grad differs from -alpha * upstream "
-                         f"(max |diff| {diff:.3g}, alpha {alpha})", summary="wrong grad")
+            raise Failed(f"compiled ({backend}) torch.func.{name} differs from the right result "
+                         f"(max |diff| {diff:.3g}, alpha {alpha})", summary="wrong result")
         notes.append(f"{backend} {counter.frame_count} graph(s)")
-    return passed(f"torch.compile(torch.func.grad(sum(GRL(x) * c)), fullgraph=True) equals "
-                  f"-alpha * c (alpha {alpha}): {', '.join(notes)}")
+    return passed(f"torch.compile(torch.func.{name}(...), fullgraph=True) equals -alpha times the "
+                  f"unreversed result (alpha {alpha}): {', '.join(notes)}")
+
+
+@check("compile.func_grad", control="witness")
+def compile_func_grad(impl):
+    """torch.compile(torch.func.grad(f), fullgraph=True): dynamo has inlined a Function's forward
+    and dropped its custom backward without an error (a GRL then returns +1, not -alpha)."""
+    def build(layer, c):
+        return torch.func.grad(lambda t: (layer(t) * c).sum())
+
+    return _compiled_func(impl, "grad", build, lambda a, c: (-a * c, c))
+
+
+@check("compile.func_jvp", control="witness")
+def compile_func_jvp(impl):
+    """torch.compile of torch.func.jvp through the GRL: the tangent must come out -alpha * t."""
+    def build(layer, c):
+        return lambda t: torch.func.jvp(layer, (t,), (c,))[1]
+
+    return _compiled_func(impl, "jvp", build, lambda a, c: (-a * c, c))
 
 
 def dann_alpha(p: float) -> float:

@@ -144,7 +144,42 @@ class _CompiledBackwardShortcutLayer(FloatAlphaLayer):
         return _UnreversedWhenBackwardCompiled.apply(x, float(self.alpha))
 
 
+class _JvpFunction(torch.autograd.Function):
+    """A correct GRL with setup_context, a vmap rule and a jvp: right under eager torch.func."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, alpha):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent, alpha_tangent):
+        return -ctx.alpha * x_tangent
+
+
+class _ShortcutWhenCompiledLayer(FloatAlphaLayer):
+    """Right in eager and eager torch.func; under dynamo it takes an unreversed shortcut."""
+
+    def forward(self, x):
+        if torch.compiler.is_compiling():
+            return x * 1.0
+        return _JvpFunction.apply(x, float(self.alpha))
+
+
 MUTANTS = [
+    mutant("compiled_func_shortcut", _ShortcutWhenCompiledLayer,
+           trips={"compile.func_jvp": "fail", "compile.func_grad": "fail"},
+           passes=("backward.reversal", "func.grad", "func.jvp"),
+           why="right in eager torch.func; compiled, it forgets the reversal"),
     mutant("compiled_backward_shortcut", _CompiledBackwardShortcutLayer,
            trips={"compile.compiled_autograd": "fail"},
            passes=("backward.reversal", "compile.eager", "compile.aot_eager"),
