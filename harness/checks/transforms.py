@@ -82,33 +82,39 @@ def export(impl):
                   f"eager run's ({TOLERANCE}); graph calls: {_call_targets(program.graph_module)}")
 
 
+def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
+    """A TorchScript module (scripted or traced) must give a correct GRL's output and input
+    gradient; whether torch.jit.save/load round-trips is reported (and the reloaded module judged)."""
+    try:
+        module = build()
+    except Exception as exc:  # noqa: BLE001
+        raise _raised(f"torch.jit.{verb}", exc, f"{verb} error") from None
+    try:
+        _judge_program(f"{kind} module", module, model, x, upstream)
+    except Failed:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _raised(f"running the {kind} module", exc, "run error") from None
+    buffer = io.BytesIO()
+    try:
+        torch.jit.save(module, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+    except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
+        return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
+                      f"torch.jit.save/load does not round-trip ({type(exc).__name__}: "
+                      f"{_one(exc, 160)})", summary="no save")
+    _judge_program(f"saved and reloaded {kind} module", loaded, model, x, upstream)
+    return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
+                  "torch.jit.save/load round-trips with the reversal intact", summary="saves")
+
+
 @check("jit.script", control="witness")  # torch 2.14 refuses to script any Function
 def jit_script(impl):
     """TorchScript must keep the reversal; whether the scripted module saves and loads is reported."""
     model = impl_model(impl)
     x, upstream = sample_inputs()
-    try:
-        scripted = torch.jit.script(model)
-    except Exception as exc:  # noqa: BLE001
-        raise _raised("torch.jit.script", exc, "script error") from None
-    try:
-        _judge_program("scripted module", scripted, model, x, upstream)
-    except Failed:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _raised("running the scripted module", exc, "run error") from None
-    buffer = io.BytesIO()
-    try:
-        torch.jit.save(scripted, buffer)
-        buffer.seek(0)
-        loaded = torch.jit.load(buffer)
-    except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
-        return passed(f"scripted output and input gradient equal a correct GRL's ({TOLERANCE}); "
-                      f"torch.jit.save/load does not round-trip ({type(exc).__name__}: "
-                      f"{_one(exc, 160)})", summary="no save")
-    _judge_program("saved and reloaded scripted module", loaded, model, x, upstream)
-    return passed(f"scripted output and input gradient equal a correct GRL's ({TOLERANCE}); "
-                  "torch.jit.save/load round-trips with the reversal intact", summary="saves")
+    return _judge_torchscript("script", "scripted", lambda: torch.jit.script(model), model, x, upstream)
 
 
 @check("jit.trace", control="witness")
@@ -116,30 +122,13 @@ def jit_trace(impl):
     """Tracing (legacy, as jit.script) must keep the reversal; whether it saves is reported."""
     model = impl_model(impl)
     x, upstream = sample_inputs()
-    try:
+
+    def trace():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python values
-            traced = torch.jit.trace(model, (x,), check_trace=False)
-    except Exception as exc:  # noqa: BLE001
-        raise _raised("torch.jit.trace", exc, "trace error") from None
-    try:
-        _judge_program("traced module", traced, model, x, upstream)
-    except Failed:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise _raised("running the traced module", exc, "run error") from None
-    buffer = io.BytesIO()
-    try:
-        torch.jit.save(traced, buffer)
-        buffer.seek(0)
-        loaded = torch.jit.load(buffer)
-    except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
-        return passed(f"traced output and input gradient equal a correct GRL's ({TOLERANCE}); "
-                      f"torch.jit.save/load does not round-trip ({type(exc).__name__}: "
-                      f"{_one(exc, 160)})", summary="no save")
-    _judge_program("saved and reloaded traced module", loaded, model, x, upstream)
-    return passed(f"traced output and input gradient equal a correct GRL's ({TOLERANCE}); "
-                  "torch.jit.save/load round-trips with the reversal intact", summary="saves")
+            return torch.jit.trace(model, (x,), check_trace=False)
+
+    return _judge_torchscript("trace", "traced", trace, model, x, upstream)
 
 
 def _fx_judge(impl, leaf: bool, how: str):

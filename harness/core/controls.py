@@ -55,9 +55,3 @@ def judged(row: Outcome, control: Outcome, control_name: str) -> Outcome:
     detail = f"not judged: {why}: {control.detail}" if control.detail else f"not judged: {why}"
     return Outcome(SKIP, one_line(detail), row.duration_s, NOT_JUDGED)
 
-
-def is_not_judged(cell) -> bool:
-    """Whether a report cell (a mapping) or an Outcome was left unjudged by its control."""
-    summary = cell.get("summary", "") if isinstance(cell, dict) else getattr(cell, "summary", "")
-    status = cell.get("status", "") if isinstance(cell, dict) else getattr(cell, "status", "")
-    return status == SKIP and summary == NOT_JUDGED

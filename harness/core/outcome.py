@@ -15,6 +15,11 @@ NOT_INSTALLED = "not installed"
 NOT_JUDGED = "not judged"
 
 
+def is_not_judged(cell) -> bool:
+    """Whether a report cell (a mapping) was left unjudged by its column's control."""
+    return cell["status"] == SKIP and cell.get("summary") == NOT_JUDGED
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: str

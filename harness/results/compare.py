@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from grl_conformance.core.outcome import NOT_JUDGED
+from grl_conformance.core.outcome import is_not_judged
 from grl_conformance.results import expectations
 
 REGRESSION, UNJUDGED, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
@@ -50,7 +50,7 @@ def classify(base: Mapping | None, now: Mapping | None) -> str:
         return REGRESSION if now["status"] == "fail" else NEW
     if now is None:
         return REMOVED
-    if _unjudged(now) and not _unjudged(base):
+    if is_not_judged(now) and not is_not_judged(base):
         return UNJUDGED
     was, is_ = base["status"], now["status"]
     if was == "pass" and is_ != "pass":
@@ -62,10 +62,6 @@ def classify(base: Mapping | None, now: Mapping | None) -> str:
     if is_ == "pass":
         return IMPROVEMENT
     return CHANGED
-
-
-def _unjudged(cell: Mapping) -> bool:
-    return cell["status"] == "skip" and cell.get("summary") == NOT_JUDGED
 
 
 @dataclass

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from grl_conformance.core.outcome import is_not_judged
+
 REPORT_RE = re.compile(r"^compat-(\d+)\.(\d+)\.(\d+)-(\w+)\.json$")
 
 
@@ -78,12 +80,6 @@ def _cells(doc: Mapping) -> dict[tuple[str, str], dict]:
     return {(c["impl"], c["check"]): c for c in doc["cells"]}
 
 
-def _label(cell: Mapping | None) -> str:
-    if cell is None:
-        return "absent"
-    return f"{cell['status']} ({cell['summary']})" if cell.get("summary") else cell["status"]
-
-
 def changes(older: Mapping, newer: Mapping) -> list[dict]:
     """Status changes from one release to the next, grouped by (column, old status, new status)."""
     a, b = _cells(older), _cells(newer)
@@ -130,7 +126,7 @@ def render(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]] | None 
         tally: dict[str, int] = {}
         for cell in doc["cells"]:
             tally[cell["status"]] = tally.get(cell["status"], 0) + 1
-        unjudged = sorted({c["check"] for c in doc["cells"] if c.get("summary") == "not judged"})
+        unjudged = sorted({c["check"] for c in doc["cells"] if is_not_judged(c)})
         times = wall_times.get(label, {})
         rows.append([f"[{doc['torch']}]({doc['_file'].replace('.json', '.md')})", doc["created"][:10],
                      f"{times['install_s']} s" if "install_s" in times else "",

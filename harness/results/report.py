@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from grl_conformance.core.outcome import NOT_JUDGED
+from grl_conformance.core.outcome import is_not_judged
 
 SCHEMA = 1
 STATUS_ORDER = ("fail", "error", "xfail", "skip", "n/a", "pass")  # worst first
@@ -98,7 +98,7 @@ def unjudged_columns(doc: dict) -> dict[str, str]:
     """Columns whose control did not pass here -> the control's outcome (from the cells)."""
     found: dict[str, str] = {}
     for cell in doc["cells"]:
-        if cell["status"] == "skip" and cell.get("summary") == NOT_JUDGED:
+        if is_not_judged(cell):
             found.setdefault(cell["check"], cell["detail"])
     return {c: found[c] for c in doc["checks"] if c in found}
 

@@ -20,7 +20,13 @@ import pytest
 
 from grl_conformance import checks as catalogue
 from grl_conformance.core import compat, controls
-from grl_conformance.core.outcome import NOT_INSTALLED, NOT_JUDGED, Outcome, Skipped
+from grl_conformance.core.outcome import (
+    NOT_INSTALLED,
+    NOT_JUDGED,
+    Outcome,
+    Skipped,
+    is_not_judged,
+)
 from grl_conformance.core.registry import resolve
 from grl_conformance.core.runner import run_check
 
@@ -59,7 +65,7 @@ def test_a_control_that_does_not_pass_leaves_the_column_unjudged(status):
     cell = controls.judged(ROW_FAIL, Outcome(status, "AttributeError: gone"), "witness")
     assert (cell.status, cell.summary) == ("skip", NOT_JUDGED)
     assert cell.detail.startswith("not judged: the control (witness)") and "AttributeError: gone" in cell.detail
-    assert controls.is_not_judged({"status": cell.status, "summary": cell.summary})
+    assert is_not_judged({"status": cell.status, "summary": cell.summary})
 
 
 def test_a_skipped_control_keeps_the_rows_own_skip_but_never_a_pass():
