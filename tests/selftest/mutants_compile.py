@@ -118,17 +118,9 @@ class _PlainFunctionLayer(FloatAlphaLayer):
     2.13, pytorch/pytorch#193279-style silent correctness)."""
 
 
-class _UnreversedWhenBackwardCompiled(torch.autograd.Function):
+class _UnreversedWhenBackwardCompiled(Reverse):
     """Right in eager; when compiled autograd traces its backward, it takes a shortcut that
     forgets -alpha (a module flag read at trace time)."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
 
     @staticmethod
     def backward(ctx, grad):
@@ -144,22 +136,10 @@ class _CompiledBackwardShortcutLayer(FloatAlphaLayer):
         return _UnreversedWhenBackwardCompiled.apply(x, float(self.alpha))
 
 
-class _JvpFunction(torch.autograd.Function):
-    """A correct GRL with setup_context, a vmap rule and a jvp: right under eager torch.func."""
+class _JvpFunction(Reverse):
+    """The reference Function with a vmap rule and a jvp: right under eager torch.func."""
 
     generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.alpha * grad, None
 
     @staticmethod
     def jvp(ctx, x_tangent, alpha_tangent):

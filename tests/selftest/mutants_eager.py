@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from tests.selftest.grls import FloatAlphaLayer
+from tests.selftest.grls import FloatAlphaLayer, Reverse
 from tests.selftest.mutation import mutant
 
 
@@ -193,22 +193,14 @@ class _ModuleBackward(FloatAlphaLayer):
 
 NEVER_REVERSES = "never_reverses"
 
-class _OutputOnCtx(torch.autograd.Function):
+class _OutputOnCtx(Reverse):
     """Right gradient, but keeps its output on ctx: output -> grad_fn -> ctx -> output, a cycle
     only the garbage collector frees (PyTorch's docs warn against it)."""
 
     @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
+        Reverse.setup_context(ctx, inputs, output)
         ctx.out = output
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.alpha * grad, None
 
 
 class _OutputOnCtxLayer(FloatAlphaLayer):
@@ -233,13 +225,9 @@ class _ClassAlphaLayer(nn.Module):
         return FloatAlphaLayer(type(self).alpha)(x)
 
 
-class _SavedAlpha(torch.autograd.Function):
+class _SavedAlpha(Reverse):
     """Right in eager; saves alpha as a tensor through save_for_backward, where a saved-tensor
     hook (offloading, compression) can hand back a different value."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

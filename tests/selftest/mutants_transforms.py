@@ -152,29 +152,13 @@ class _UnreversedWhenTracedLayer(FloatAlphaLayer):
         return Reverse.apply(x, self.alpha)
 
 
-class _FxReverse(torch.autograd.Function):
-    """A Function FX cannot see into: with a Proxy input, forward records only `view_as`."""
-
-    @staticmethod
-    def forward(x, alpha):
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.alpha * grad, None
-
-
 class _FxBlindLayer(FloatAlphaLayer):
     """Correct in eager; traced through by FX, its graph records `x * 1` (reversal lost)."""
 
     def forward(self, x):
         if isinstance(x, torch.fx.Proxy):
             return x * 1.0
-        return _FxReverse.apply(x, self.alpha)
+        return Reverse.apply(x, self.alpha)
 
 
 MUTANTS = [
