@@ -165,3 +165,42 @@ def fresh_dynamo(**config):
             yield counters
     finally:
         torch._dynamo.reset()
+
+
+def offload_hooks():
+    """The saved-tensor hooks the offload columns run under, each counting the bytes it packs:
+    (label, make) where make() gives (context manager, counter dict with "bytes").
+
+    `compress`: every saved floating tensor kept as bfloat16, its dtype restored on unpack
+    (activation compression); lossy on purpose, so a value a GRL needs exactly and saves
+    through autograd (alpha) comes back rounded. `save_on_cpu`: torch's offloading hooks
+    (`torch.autograd.graph.save_on_cpu`, unpinned: the tensors here are on the CPU already);
+    lossless, so the gradient must be exact.
+    """
+    from torch.autograd.graph import save_on_cpu, saved_tensors_hooks
+
+    def compress():
+        count = {"bytes": 0}
+
+        def pack(t):
+            count["bytes"] += t.numel() * t.element_size()
+            return t.dtype, (t.to(torch.bfloat16) if t.is_floating_point() else t)
+
+        def unpack(saved):
+            dtype, t = saved
+            return t.to(dtype)
+
+        return saved_tensors_hooks(pack, unpack), count
+
+    def offload():
+        count = {"bytes": 0}
+        torch_hooks = save_on_cpu(pin_memory=False)
+        pack_to_cpu = torch_hooks.pack_hook
+
+        def pack(t):
+            count["bytes"] += t.numel() * t.element_size()
+            return pack_to_cpu(t)
+
+        return saved_tensors_hooks(pack, torch_hooks.unpack_hook), count
+
+    return [("compressing hooks (bfloat16)", compress), ("save_on_cpu", offload)]

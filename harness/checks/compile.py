@@ -250,27 +250,27 @@ def alpha_schedule_values(steps: int = 12) -> list:
 
 @check("compile.compiled_autograd")
 def compile_compiled_autograd(impl):
-    """Compiled autograd (the backward traced and compiled as a graph), after an eager forward
-    and after a compiled one, over an alpha schedule: a GRL's backward must trace and keep
-    -alpha; backward recompiles per alpha change are counted."""
+    """Compiled autograd (the backward traced and compiled as a graph), after an eager forward,
+    after a compiled one, and with both on inductor, over an alpha schedule: a GRL's backward
+    must trace and keep -alpha; backward recompiles per alpha change are counted."""
     alphas = (0.1, 0.5, 0.9, 0.3)
     x0, upstream = sample_inputs()
 
-    def grads(layer, forward_backend=None, backward=True):
+    def grads(layer, forward_backend=None, backward_backend=None):
         model = linear_grl_linear(layer)
         run = model if forward_backend is None else torch.compile(model, backend=forward_backend)
         calls = {"n": 0}
 
         def compiler(gm):
             calls["n"] += 1
-            return torch.compile(gm, backend="eager", fullgraph=True)
+            return torch.compile(gm, backend=backward_backend, fullgraph=True)
 
         out = []
         for a in alphas:
             layer.set_alpha(a)
             x = x0.detach().clone().requires_grad_(True)
             y = run(x)
-            if backward:
+            if backward_backend is not None:
                 with compat.compiled_autograd(compiler):
                     y.backward(upstream)
             else:
@@ -278,28 +278,84 @@ def compile_compiled_autograd(impl):
             out.append(x.grad)
         return out, calls["n"]
 
-    want, _ = grads(ReferenceGRL(1.0), backward=False)
+    want, _ = grads(ReferenceGRL(1.0))
     notes, graphs = [], 0
-    for label, backend in (("eager forward", None), ("compiled forward (aot_eager)", "aot_eager")):
+    for label, forward, backward in (
+            ("eager forward, backward compiled on eager", None, "eager"),
+            ("aot_eager forward, backward compiled on eager", "aot_eager", "eager"),
+            ("inductor forward, backward compiled on inductor", "inductor", "inductor")):
         with fresh_dynamo():
             try:
-                got, graphs = grads(impl.api.layer(alpha=1.0), backend)
+                got, graphs = grads(impl.api.layer(alpha=1.0), forward, backward)
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
                 err = _compile_error(exc, impl_model(impl), x0)
-                raise Errored(f"{label}, compiled backward: {err.detail}", summary=err.summary) from None
+                raise Errored(f"{label}: {err.detail}", summary=err.summary) from None
         for i, (g, w, a) in enumerate(zip(got, want, alphas, strict=True)):
             if g is None or not torch.allclose(g, w, rtol=1e-5, atol=1e-6):
                 lost = g is not None and torch.allclose(g, -w / a, rtol=1e-5, atol=1e-6)
-                raise Failed(f"{label}, compiled backward, step {i} (alpha {a}): the input "
+                raise Failed(f"{label}, step {i} (alpha {a}): the input "
                              f"gradient is not a correct GRL's"
                              + ("; it is the unreversed gradient: reversal lost" if lost else ""),
                              summary="reversal lost" if lost else "wrong grad")
         notes.append(f"{label}: {graphs} backward graph(s) for {len(alphas)} alphas")
-    recompiles = max(0, graphs - 1)  # in the compiled-forward case, the last one run
-    return passed(f"compiled autograd (backward compiled by dynamo, fullgraph, eager backend) over "
-                  f"alphas {', '.join(map(str, alphas))}: input gradients equal a correct GRL's; "
+    recompiles = max(0, graphs - 1)  # in the last case run (inductor both ways)
+    return passed(f"compiled autograd (backward compiled by dynamo, fullgraph) over alphas "
+                  f"{', '.join(map(str, alphas))}: input gradients equal a correct GRL's; "
                   f"{'; '.join(notes)}",
                   summary=f"{recompiles} backward recompile{'s' if recompiles != 1 else ''}")
+
+
+@check("compile.offload")
+def compile_offload(impl):
+    """Saved-tensor hooks around a compiled model (fullgraph, aot_eager and inductor): a
+    compressing hook and `save_on_cpu` must leave the input gradient the reference GRL's,
+    compiled the same way under the same hooks. AOTAutograd saves what the traced backward
+    needs through autograd, so a tensor a GRL kept on ctx in eager (bypassing the hooks) can
+    be packed, and rounded, once compiled."""
+    from grl_conformance.checks._common import offload_hooks
+
+    alpha = 0.1  # not a bfloat16 number: a compressed alpha shows
+    x0, upstream = (t.double() for t in sample_inputs())
+
+    def run(compiled, make_hooks):
+        hooks, packed = make_hooks()
+        x = x0.detach().clone().requires_grad_(True)
+        with hooks:
+            out = compiled(x)
+        out.backward(upstream)
+        return x.grad, packed["bytes"]
+
+    notes, most = [], 0
+    for backend in ("aot_eager", "inductor"):
+        with fresh_dynamo():
+            truth = torch.compile(reference_model(alpha).double(), backend=backend, fullgraph=True)
+            wants = [(label, *run(truth, make)) for label, make in offload_hooks()]
+            model = impl_model(impl, alpha).double()
+            try:
+                compiled = torch.compile(model, backend=backend, fullgraph=True)
+                gots = [run(compiled, make) for _, make in offload_hooks()]
+            except Exception as exc:  # noqa: BLE001 - the reason is the finding
+                err = _compile_error(exc, model, x0)
+                raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
+        for (hooks_label, want, ref_bytes), (got, got_bytes) in zip(wants, gots, strict=True):
+            extra = got_bytes - ref_bytes
+            most = max(most, extra)
+            where = f"{backend} under {hooks_label}"
+            if got is None:
+                raise Failed(f"{where}: no gradient reaches the input", summary="no gradient")
+            if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
+                diff = (got - want).abs().max().item()
+                lost = torch.allclose(got, want / -alpha, rtol=1e-6, atol=1e-9)
+                why = ("the reversal is lost" if lost else
+                       "what the compiled graph saved for its backward came back changed (alpha "
+                       "saved as a tensor once compiled?)")
+                raise Failed(f"{where}: the input gradient differs from the compiled reference "
+                             f"GRL's under the same hooks (max |diff| {diff:.3g}): {why}; the GRL "
+                             f"packed {extra} B", summary="reversal lost" if lost else "wrong under hooks")
+            notes.append(f"{where} packs {extra} B")
+    return passed(f"torch.compile fullgraph, float64 model, alpha {alpha}: input gradient equals "
+                  f"the compiled reference GRL's under the same hooks; {'; '.join(notes)} beyond "
+                  "the reference's", summary=f"packs {most} B")
 
 
 @check("compile.alpha_schedule", control="witness")  # a float alpha recompiles per value on 2.6

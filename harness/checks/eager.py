@@ -649,14 +649,14 @@ def memory_graph_freed(impl) -> Outcome:
 
 @check("memory.offload")
 def memory_offload(impl) -> Outcome:
-    """Under saved-tensor hooks that compress what autograd saves (to bfloat16, as activation
-    offloading and compression do), the gradients must equal the reference GRL's under the same
-    hooks: a GRL that saves alpha through save_for_backward gets a rounded alpha back."""
-    from torch.autograd.graph import saved_tensors_hooks
-
+    """Under saved-tensor hooks (one compressing what autograd saves to bfloat16, as activation
+    compression does, and torch's `save_on_cpu`), the gradients must equal the reference GRL's
+    under the same hooks: a GRL that saves alpha through save_for_backward gets a rounded alpha
+    back. The summary gives the bytes the GRL packs (0 for one that saves nothing)."""
     from grl_conformance.checks._common import (
         impl_model,
         linear_grl_linear,
+        offload_hooks,
         reference_model,
         sample_inputs,
     )
@@ -665,50 +665,40 @@ def memory_offload(impl) -> Outcome:
     x0, upstream = sample_inputs()
     x0, upstream = x0.double(), upstream.double()
 
-    def run(model):
-        packed = {"bytes": 0}
-
-        def pack(t):
-            packed["bytes"] += t.numel() * t.element_size()
-            return (t.dtype, t.to(torch.bfloat16) if t.is_floating_point() else t)
-
-        def unpack(saved):
-            dtype, t = saved
-            return t.to(dtype)
-
+    def run(model, make_hooks):
+        hooks, packed = make_hooks()
         model = model.double()
         x = x0.detach().clone().requires_grad_(True)
-        with saved_tensors_hooks(pack, unpack):
+        with hooks:
             out = model(x)
         out.backward(upstream)
         return x.grad, packed["bytes"]
 
-    want, ref_bytes = run(reference_model(alpha))
-    lost, _ = run(linear_grl_linear(torch.nn.Identity()))
     forms = [("layer", lambda: impl_model(impl, alpha)),
              ("fn", lambda: linear_grl_linear(_Fn(impl, alpha)))]
     notes, most = [], 0
-    for label, make in forms:
-        got, got_bytes = run(make())
-        extra = got_bytes - ref_bytes
-        most = max(most, extra)
-        if got is None:
-            raise Failed(f"{label}: no gradient reaches the input under saved-tensor hooks",
-                         summary="no gradient")
-        # float32 rounding of alpha is backward.reversal's question; bfloat16 (8 bits) is ours
-        if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
-            diff = (got - want).abs().max().item()
-            why = ("the reversal is lost" if torch.allclose(got, lost, rtol=1e-6, atol=1e-9) else
-                   "what it saved for backward came back compressed (alpha through "
-                   "save_for_backward?)")
-            raise Failed(f"{label}: under saved-tensor hooks that compress saved tensors to "
-                         f"bfloat16, the input gradient differs from the reference GRL's under the "
-                         f"same hooks (max |diff| {diff:.3g}): {why}; the GRL packed {extra} B",
-                         summary="wrong under hooks")
-        notes.append(f"{label} packs {extra} B")
-    return passed(f"saved_tensors_hooks compressing every saved tensor to bfloat16, float64 model, "
-                  f"alpha {alpha}: input gradient equals the reference GRL's under the same hooks; "
-                  f"{'; '.join(notes)} beyond the reference's", summary=f"packs {most} B")
+    for hooks_label, make_hooks in offload_hooks():
+        want, ref_bytes = run(reference_model(alpha), make_hooks)
+        for label, make in forms:
+            got, got_bytes = run(make(), make_hooks)
+            extra = got_bytes - ref_bytes
+            most = max(most, extra)
+            where = f"{label} under {hooks_label}"
+            if got is None:
+                raise Failed(f"{where}: no gradient reaches the input", summary="no gradient")
+            # float32 rounding of alpha is backward.reversal's question; bfloat16 (8 bits) is ours
+            if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
+                diff = (got - want).abs().max().item()
+                why = ("the reversal is lost" if torch.allclose(got, want / -alpha, rtol=1e-6, atol=1e-9)
+                       else "what it saved for backward came back changed (alpha through "
+                       "save_for_backward?)")
+                raise Failed(f"{where}: the input gradient differs from the reference GRL's under "
+                             f"the same hooks (max |diff| {diff:.3g}): {why}; the GRL packed {extra} B",
+                             summary="wrong under hooks")
+            notes.append(f"{where} packs {extra} B")
+    return passed(f"float64 model, alpha {alpha}: input gradient equals the reference GRL's under "
+                  f"the same hooks; {'; '.join(notes)} beyond the reference's",
+                  summary=f"packs {most} B")
 
 
 class _Fn(torch.nn.Module):

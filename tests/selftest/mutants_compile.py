@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.grls import BufferAlphaLayer, FloatAlphaLayer, Reverse
 from tests.selftest.mutation import mutant
 
 
@@ -155,6 +155,36 @@ class _ShortcutWhenCompiledLayer(FloatAlphaLayer):
         return _JvpFunction.apply(x, float(self.alpha))
 
 
+@torch.library.custom_op("grl_selftest_compile::grl_tensor_alpha", mutates_args=())
+def _grl_tensor_alpha(x: Tensor, alpha: Tensor) -> Tensor:
+    return x.clone()
+
+
+@_grl_tensor_alpha.register_fake
+def _(x, alpha):
+    return torch.empty_like(x)
+
+
+def _tensor_alpha_setup(ctx, inputs, output):
+    ctx.alpha = inputs[1]  # on ctx: eager saved-tensor hooks never see it
+
+
+def _tensor_alpha_backward(ctx, grad):
+    return -ctx.alpha * grad, None
+
+
+_grl_tensor_alpha.register_autograd(_tensor_alpha_backward, setup_context=_tensor_alpha_setup)
+
+
+class _CustomOpAlphaOnCtx(BufferAlphaLayer):
+    """A custom op keeping its alpha tensor on ctx: eager saved-tensor hooks never see it (right
+    under compressing hooks); compiled, AOTAutograd saves it for the traced backward, so the
+    hooks round it (torch 2.13)."""
+
+    def forward(self, x):
+        return _grl_tensor_alpha(x, self.alpha)
+
+
 MUTANTS = [
     mutant("compiled_func_shortcut", _ShortcutWhenCompiledLayer,
            trips={"compile.func_jvp": "fail", "compile.func_grad": "fail"},
@@ -189,4 +219,9 @@ MUTANTS = [
            passes=("compile.eager", "opcheck"),
            why="a float alpha argument of a custom op recompiles per value (hits the limit); "
                "the opaque op adds kernels (a cost the fusion cell reports, not a failure)"),
+    mutant("compile_alpha_saved_when_compiled", _CustomOpAlphaOnCtx, kind="library",
+           trips={"compile.offload": "fail"},
+           passes=("memory.offload", "compile.aot_eager"),
+           why="alpha kept on ctx is out of the hooks' reach in eager; compiled, it is a saved "
+               "tensor and a compressing hook rounds it"),
 ]
