@@ -204,3 +204,22 @@ def offload_hooks():
         return saved_tensors_hooks(pack, torch_hooks.unpack_hook), count
 
     return [("compressing hooks (bfloat16)", compress), ("save_on_cpu", offload)]
+
+
+def judge_under_hooks(where: str, got, want, alpha: float, packed: int, saver: str) -> None:
+    """The offload columns' verdict: the input gradient under saved-tensor hooks must be the
+    reference GRL's under the same hooks (rtol 1e-6: float32 rounding of alpha is
+    backward.reversal's finding, bfloat16's 8 bits are ours). `saver` names what packed the
+    changed value ("it", "the compiled graph"); `packed` is what the GRL packed beyond the
+    reference."""
+    if got is None:
+        raise Failed(f"{where}: no gradient reaches the input", summary="no gradient")
+    if torch.allclose(got, want, rtol=1e-6, atol=1e-9):
+        return
+    diff = (got - want).abs().max().item()
+    lost = torch.allclose(got, want / -alpha, rtol=1e-6, atol=1e-9)
+    why = ("the reversal is lost" if lost else
+           f"what {saver} saved for backward came back changed (alpha saved as a tensor?)")
+    raise Failed(f"{where}: the input gradient differs from the reference GRL's under the same "
+                 f"hooks (max |diff| {diff:.3g}): {why}; the GRL packed {packed} B",
+                 summary="reversal lost" if lost else "wrong under hooks")

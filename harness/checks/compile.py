@@ -312,7 +312,7 @@ def compile_offload(impl):
     compiled the same way under the same hooks. AOTAutograd saves what the traced backward
     needs through autograd, so a tensor a GRL kept on ctx in eager (bypassing the hooks) can
     be packed, and rounded, once compiled."""
-    from grl_conformance.checks._common import offload_hooks
+    from grl_conformance.checks._common import judge_under_hooks, offload_hooks
 
     alpha = 0.1  # not a bfloat16 number: a compressed alpha shows
     x0, upstream = (t.double() for t in sample_inputs())
@@ -341,17 +341,7 @@ def compile_offload(impl):
             extra = got_bytes - ref_bytes
             most = max(most, extra)
             where = f"{backend} under {hooks_label}"
-            if got is None:
-                raise Failed(f"{where}: no gradient reaches the input", summary="no gradient")
-            if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
-                diff = (got - want).abs().max().item()
-                lost = torch.allclose(got, want / -alpha, rtol=1e-6, atol=1e-9)
-                why = ("the reversal is lost" if lost else
-                       "what the compiled graph saved for its backward came back changed (alpha "
-                       "saved as a tensor once compiled?)")
-                raise Failed(f"{where}: the input gradient differs from the compiled reference "
-                             f"GRL's under the same hooks (max |diff| {diff:.3g}): {why}; the GRL "
-                             f"packed {extra} B", summary="reversal lost" if lost else "wrong under hooks")
+            judge_under_hooks(where, got, want, alpha, extra, saver="the compiled graph")
             notes.append(f"{where} packs {extra} B")
     return passed(f"torch.compile fullgraph, float64 model, alpha {alpha}: input gradient equals "
                   f"the compiled reference GRL's under the same hooks; {'; '.join(notes)} beyond "

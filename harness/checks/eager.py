@@ -655,6 +655,7 @@ def memory_offload(impl) -> Outcome:
     back. The summary gives the bytes the GRL packs (0 for one that saves nothing)."""
     from grl_conformance.checks._common import (
         impl_model,
+        judge_under_hooks,
         linear_grl_linear,
         offload_hooks,
         reference_model,
@@ -684,17 +685,7 @@ def memory_offload(impl) -> Outcome:
             extra = got_bytes - ref_bytes
             most = max(most, extra)
             where = f"{label} under {hooks_label}"
-            if got is None:
-                raise Failed(f"{where}: no gradient reaches the input", summary="no gradient")
-            # float32 rounding of alpha is backward.reversal's question; bfloat16 (8 bits) is ours
-            if not torch.allclose(got, want, rtol=1e-6, atol=1e-9):
-                diff = (got - want).abs().max().item()
-                why = ("the reversal is lost" if torch.allclose(got, want / -alpha, rtol=1e-6, atol=1e-9)
-                       else "what it saved for backward came back changed (alpha through "
-                       "save_for_backward?)")
-                raise Failed(f"{where}: the input gradient differs from the reference GRL's under "
-                             f"the same hooks (max |diff| {diff:.3g}): {why}; the GRL packed {extra} B",
-                             summary="wrong under hooks")
+            judge_under_hooks(where, got, want, alpha, extra, saver="it")
             notes.append(f"{where} packs {extra} B")
     return passed(f"float64 model, alpha {alpha}: input gradient equals the reference GRL's under "
                   f"the same hooks; {'; '.join(notes)} beyond the reference's",
