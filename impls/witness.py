@@ -61,8 +61,14 @@ Alpha: -alpha in a 0-d float64 buffer `neg_alpha` (impls/_alpha.py), updated in 
 replay (no `.item()`, no host sync anywhere), broadcast by DDP, in `state_dict`, exact for
 float64 inputs, and a 0-d tensor does not promote a dimensioned gradient (a 0-d gradient is cast
 back, so the gradient dtype is always the input's; a float16 gradient stays float16). Under
-DTensor the 0-d buffer is implicitly replicated. The Functions keep the buffer on ctx (not
-`save_for_backward`): backward reads alpha at backward time, as a replayed graph does.
+DTensor the 0-d buffer is implicitly replicated. The eager Functions keep the buffer on ctx
+(not `save_for_backward`): backward reads alpha at backward time, as a replayed graph does, and
+eager saved-tensor hooks never round it. The traced Function saves it with `save_for_backward`:
+on torch 2.13 a compiled forward keeps a tensor stored on ctx outside `ctx.saved_tensors`
+(`ctx._tensors_no_vc_check`), where compiled autograd cannot find it (an error); compiled, alpha
+is saved for backward either way. Costs, measured: under torch.compile a `set_alpha` between a
+forward and its backward is autograd's in-place version error (DANN sets alpha before a step),
+and a compressing saved-tensor hook rounds alpha (8 B packed; bfloat16: 2^-10 relative).
 
 No state is advanced in forward (checkpoint recomputation is harmless), the module keeps no
 tensor but its buffer (deepcopy, torch.save(model) and a weights_only load work; no lambdas),
@@ -93,17 +99,30 @@ class _ReverseTraced(Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        ctx.neg_alpha = inputs[1]
+        neg_alpha = inputs[1]
+        if isinstance(neg_alpha, Tensor):  # not on ctx: see "Alpha" above
+            ctx.save_for_backward(neg_alpha)
+        else:
+            ctx.neg_alpha = neg_alpha
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return _scale(grad, ctx.neg_alpha), None
+        neg_alpha = ctx.saved_tensors[0] if ctx.saved_tensors else ctx.neg_alpha
+        return _scale(grad, neg_alpha), None
 
 
 class _Reverse(_ReverseTraced):
     """The eager Function: the traced one plus torch.func support (vmap rule and jvp)."""
 
     generate_vmap_rule = True
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.neg_alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _scale(grad, ctx.neg_alpha), None
 
     @staticmethod
     def jvp(ctx, x_tangent: Tensor, alpha_tangent):

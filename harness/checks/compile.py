@@ -279,11 +279,12 @@ def compile_compiled_autograd(impl):
         return out, calls["n"]
 
     want, _ = grads(ReferenceGRL(1.0))
-    notes, graphs = [], 0
-    for label, forward, backward in (
-            ("eager forward, backward compiled on eager", None, "eager"),
-            ("aot_eager forward, backward compiled on eager", "aot_eager", "eager"),
-            ("inductor forward, backward compiled on inductor", "inductor", "inductor")):
+    cases = [("eager forward, backward compiled on eager", None, "eager"),
+             ("aot_eager forward, backward compiled on eager", "aot_eager", "eager")]
+    if _inductor_probe()[0] is not None:
+        cases.append(("inductor forward, backward compiled on inductor", "inductor", "inductor"))
+    notes, most = [], 0
+    for label, forward, backward in cases:
         with fresh_dynamo():
             try:
                 got, graphs = grads(impl.api.layer(alpha=1.0), forward, backward)
@@ -298,7 +299,10 @@ def compile_compiled_autograd(impl):
                              + ("; it is the unreversed gradient: reversal lost" if lost else ""),
                              summary="reversal lost" if lost else "wrong grad")
         notes.append(f"{label}: {graphs} backward graph(s) for {len(alphas)} alphas")
-    recompiles = max(0, graphs - 1)  # in the last case run (inductor both ways)
+        most = max(most, graphs)
+    if len(cases) < 3:
+        notes.append("inductor not run (it cannot compile here)")
+    recompiles = max(0, most - 1)  # the most of any case
     return passed(f"compiled autograd (backward compiled by dynamo, fullgraph) over alphas "
                   f"{', '.join(map(str, alphas))}: input gradients equal a correct GRL's; "
                   f"{'; '.join(notes)}",
@@ -307,11 +311,10 @@ def compile_compiled_autograd(impl):
 
 @check("compile.offload")
 def compile_offload(impl):
-    """Saved-tensor hooks around a compiled model (fullgraph, aot_eager and inductor): a
-    compressing hook and `save_on_cpu` must leave the input gradient the reference GRL's,
-    compiled the same way under the same hooks. AOTAutograd saves what the traced backward
-    needs through autograd, so a tensor a GRL kept on ctx in eager (bypassing the hooks) can
-    be packed, and rounded, once compiled."""
+    """Saved-tensor hooks around a compiled model (fullgraph, aot_eager and inductor): under
+    `save_on_cpu` the input gradient must be the reference GRL's under the same hooks, exactly;
+    under a compressing hook, up to bfloat16's rounding of alpha (once compiled, torch's
+    partitioner, not the GRL, decides whether alpha is saved through autograd)."""
     from grl_conformance.checks._common import judge_under_hooks, offload_hooks
 
     alpha = 0.1  # not a bfloat16 number: a compressed alpha shows
@@ -325,27 +328,39 @@ def compile_offload(impl):
         out.backward(upstream)
         return x.grad, packed["bytes"]
 
-    notes, most = [], 0
-    for backend in ("aot_eager", "inductor"):
+    hooks = offload_hooks()
+    truth = {label: run(reference_model(alpha).double(), make) for label, _, make in hooks}
+    backends = ["aot_eager"] + (["inductor"] if _inductor_probe()[0] is not None else [])
+    notes, rounded, most = [], [], 0
+    for backend in backends:
+        with fresh_dynamo():  # what the compiled reference packs: the bytes a GRL adds to it
+            reference = torch.compile(reference_model(alpha).double(), backend=backend, fullgraph=True)
+            ref_bytes = {label: run(reference, make)[1] for label, _, make in hooks}
+        if ref_bytes[hooks[0][0]] == 0:
+            raise Skipped(f"{backend}: the compiled reference model packed nothing under "
+                          "saved-tensor hooks (the hooks are not applied under compile here)")
         with fresh_dynamo():
-            truth = torch.compile(reference_model(alpha).double(), backend=backend, fullgraph=True)
-            wants = [(label, *run(truth, make)) for label, make in offload_hooks()]
             model = impl_model(impl, alpha).double()
             try:
                 compiled = torch.compile(model, backend=backend, fullgraph=True)
-                gots = [run(compiled, make) for _, make in offload_hooks()]
+                gots = [run(compiled, make) for _, _, make in hooks]
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
                 err = _compile_error(exc, model, x0)
                 raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
-        for (hooks_label, want, ref_bytes), (got, got_bytes) in zip(wants, gots, strict=True):
-            extra = got_bytes - ref_bytes
+        for (label, lossy, _), (got, got_bytes) in zip(hooks, gots, strict=True):
+            extra = max(0, got_bytes - ref_bytes[label])
             most = max(most, extra)
-            where = f"{backend} under {hooks_label}"
-            judge_under_hooks(where, got, want, alpha, extra, saver="the compiled graph")
+            where = f"{backend} under {label}"
+            note = judge_under_hooks(where, got, truth[label][0], alpha, extra, lossy,
+                                     rounding_ok=True)
+            if note:
+                rounded.append(note)
             notes.append(f"{where} packs {extra} B")
+    skipped = "" if "inductor" in backends else "; inductor not run (it cannot compile here)"
     return passed(f"torch.compile fullgraph, float64 model, alpha {alpha}: input gradient equals "
-                  f"the compiled reference GRL's under the same hooks; {'; '.join(notes)} beyond "
-                  "the reference's", summary=f"packs {most} B")
+                  f"the eager reference GRL's under the same hooks; {'; '.join(notes)} beyond the "
+                  f"compiled reference's" + "".join(f"; {n}" for n in rounded) + skipped,
+                  summary=f"packs {most} B" + (" (alpha rounded)" if rounded else ""))
 
 
 @check("compile.alpha_schedule", control="witness")  # a float alpha recompiles per value on 2.6

@@ -678,14 +678,15 @@ def memory_offload(impl) -> Outcome:
     forms = [("layer", lambda: impl_model(impl, alpha)),
              ("fn", lambda: linear_grl_linear(_Fn(impl, alpha)))]
     notes, most = [], 0
-    for hooks_label, make_hooks in offload_hooks():
+    for hooks_label, lossy, make_hooks in offload_hooks():
         want, ref_bytes = run(reference_model(alpha), make_hooks)
         for label, make in forms:
             got, got_bytes = run(make(), make_hooks)
-            extra = got_bytes - ref_bytes
+            extra = max(0, got_bytes - ref_bytes)
             most = max(most, extra)
             where = f"{label} under {hooks_label}"
-            judge_under_hooks(where, got, want, alpha, extra, saver="it")
+            # strict even under the lossy hook: in eager, saving alpha is the GRL's own choice
+            judge_under_hooks(where, got, want, alpha, extra, lossy)
             notes.append(f"{where} packs {extra} B")
     return passed(f"float64 model, alpha {alpha}: input gradient equals the reference GRL's under "
                   f"the same hooks; {'; '.join(notes)} beyond the reference's",

@@ -177,12 +177,28 @@ _grl_tensor_alpha.register_autograd(_tensor_alpha_backward, setup_context=_tenso
 
 
 class _CustomOpAlphaOnCtx(BufferAlphaLayer):
-    """A custom op keeping its alpha tensor on ctx: eager saved-tensor hooks never see it (right
-    under compressing hooks); compiled, AOTAutograd saves it for the traced backward, so the
-    hooks round it (torch 2.13)."""
+    """Not a mutant: a custom op keeping its alpha tensor on ctx. Eager saved-tensor hooks never
+    see it; compiled, AOTAutograd saves it for the traced backward and a compressing hook rounds
+    it (torch 2.13): the partitioner's choice, which compile.offload must not charge."""
 
     def forward(self, x):
         return _grl_tensor_alpha(x, self.alpha)
+
+
+@torch._dynamo.assume_constant_result
+def _saved_tensor_hooks_active() -> bool:
+    return torch._C._autograd._top_saved_tensors_default_hooks(True) is not None
+
+
+class _UnreversedUnderHooksWhenCompiled(FloatAlphaLayer):
+    """Right in eager, with or without saved-tensor hooks, and compiled without them; a graph
+    traced while hooks are active forgets the reversal (the shape of the torch bugs where hooks
+    went wrong under compile, pytorch/pytorch#113263, #116221)."""
+
+    def forward(self, x):
+        if torch.compiler.is_compiling() and _saved_tensor_hooks_active():
+            return x.view_as(x)
+        return Reverse.apply(x, self.alpha)
 
 
 MUTANTS = [
@@ -219,9 +235,12 @@ MUTANTS = [
            passes=("compile.eager", "opcheck"),
            why="a float alpha argument of a custom op recompiles per value (hits the limit); "
                "the opaque op adds kernels (a cost the fusion cell reports, not a failure)"),
-    mutant("compile_alpha_saved_when_compiled", _CustomOpAlphaOnCtx, kind="library",
+    mutant("compile_alpha_saved_when_compiled", _CustomOpAlphaOnCtx, kind="library", trips={},
+           passes=("memory.offload", "compile.offload", "compile.aot_eager"),
+           why="not a mutant: compiled, its alpha is packed and rounded to bfloat16 by the "
+               "hook; that is within the column's tolerance, never a fail"),
+    mutant("compile_unreversed_under_hooks", _UnreversedUnderHooksWhenCompiled,
            trips={"compile.offload": "fail"},
-           passes=("memory.offload", "compile.aot_eager"),
-           why="alpha kept on ctx is out of the hooks' reach in eager; compiled, it is a saved "
-               "tensor and a compressing hook rounds it"),
+           passes=("backward.reversal", "memory.offload", "compile.aot_eager"),
+           why="a graph compiled while saved-tensor hooks are active has no reversal"),
 ]
