@@ -360,7 +360,7 @@ def compile_offload(impl):
     return passed(f"torch.compile fullgraph, float64 model, alpha {alpha}: input gradient equals "
                   f"the eager reference GRL's under the same hooks; {'; '.join(notes)} beyond the "
                   f"compiled reference's" + "".join(f"; {n}" for n in rounded) + skipped,
-                  summary=f"packs {most} B" + (" (alpha rounded)" if rounded else ""))
+                  summary=f"packs {most} B" + (", alpha rounded" if rounded else ""))
 
 
 @check("compile.alpha_schedule", control="witness")  # a float alpha recompiles per value on 2.6
