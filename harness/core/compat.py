@@ -94,3 +94,17 @@ def compiled_autograd(compiler):
     if enable is None:
         raise HarnessGap("torch._dynamo.compiled_autograd has neither _enable nor enable")
     return enable(compiler)
+
+
+def no_aot_autograd_cache():
+    """AOTAutograd's cache off, where this torch has it: on torch 2.7 a compiled backward loaded
+    from that cache refuses compiled autograd ("saved by AOTAutogradCache, which does not
+    support ..."), so whether a cell passed would depend on what an earlier run left in the
+    cache. A context manager; the setting is restored."""
+    import contextlib
+
+    import torch._functorch.config as functorch_config
+
+    if not hasattr(functorch_config, "enable_autograd_cache"):
+        return contextlib.nullcontext()
+    return functorch_config.patch(enable_autograd_cache=False)

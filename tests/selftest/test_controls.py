@@ -87,6 +87,19 @@ def test_compat_picks_whichever_recompile_switch_this_torch_has(monkeypatch):
         compat.strict_dynamo_config()
 
 
+def test_compat_turns_the_aot_autograd_cache_off_and_back(monkeypatch):
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "enable_autograd_cache"):
+        before = functorch_config.enable_autograd_cache
+        with compat.no_aot_autograd_cache():
+            assert functorch_config.enable_autograd_cache is False
+        assert functorch_config.enable_autograd_cache == before
+    monkeypatch.delattr(functorch_config, "enable_autograd_cache", raising=False)
+    with compat.no_aot_autograd_cache():  # a torch without the cache: nothing to turn off
+        pass
+
+
 def test_compat_says_which_torch_fsdp2_on_cpu_needs(monkeypatch):
     import torch
 
