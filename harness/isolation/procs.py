@@ -51,12 +51,40 @@ def ensure_forkserver():
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)  # no effect once the server runs
+    _short_listener_dir()
     if not _STOP_AT_EXIT:
         import atexit
 
         atexit.register(stop_forkserver)
         _STOP_AT_EXIT.append(True)
     return ctx
+
+
+# A Unix socket path holds at most 107 bytes; the forkserver listens on
+# <multiprocessing temp dir>/listener-XXXXXXXX, whose temp dir is <TMPDIR>/pymp-XXXXXXXX.
+_LISTENER_SUFFIX = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+
+
+def _short_listener_dir() -> None:
+    """Under a long TMPDIR (a CI workspace, a test's tmp_path) the forkserver's listener path
+    passes the Unix socket limit and every row fails with `AF_UNIX path too long`. Then
+    multiprocessing's temp dir, not yet made, is made under /tmp instead, removed at exit as
+    multiprocessing removes its own; with a short TMPDIR nothing changes."""
+    import shutil
+    import tempfile
+    from multiprocessing import process, util
+
+    config = process.current_process()._config
+    if config.get("tempdir") is not None or not os.path.isdir("/tmp"):
+        return
+    if len(tempfile.gettempdir()) + _LISTENER_SUFFIX < 100:
+        return
+    remove = getattr(util, "_remove_temp_dir", None)
+    if remove is None:  # not the multiprocessing this was written against: leave it alone
+        return
+    short = tempfile.mkdtemp(prefix="pymp-", dir="/tmp")
+    util.Finalize(None, remove, args=(shutil.rmtree, short), exitpriority=-100)
+    config["tempdir"] = short
 
 
 def stop_forkserver(grace_s: float = 5.0) -> None:

@@ -117,3 +117,18 @@ def test_hostile_rows_become_red_cells_and_change_nothing_else(tmp_path, clean_c
     assert any("hostile_chatty" in name for name in logs), logs
     assert max(logs.values()) <= 256 * 1024, logs
     assert "row logs" in done.stdout and str(tmp_path / "logs") in done.stdout
+
+
+def test_a_long_tmpdir_does_not_break_the_rows(tmp_path):
+    """A TMPDIR of 80+ characters (a CI workspace, a nested tmp_path) would put the forkserver's
+    socket past the Unix path limit (`AF_UNIX path too long` in every cell); it is left empty."""
+    temp = tmp_path / ("t" * 80)
+    temp.mkdir()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+           "harness/conformance/test_eager.py", "-k", "forward.identity", "--grl-only",
+           "witness", "--grl-no-report"]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "CI": "true", "TMPDIR": str(temp)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
+    assert not [p.name for p in temp.iterdir() if not p.name.startswith("pytest-of-")]
