@@ -207,6 +207,22 @@ def offload_hooks():
     return [("compressing hooks (bfloat16)", True, compress), ("save_on_cpu", False, offload)]
 
 
+OFFLOAD_ALPHA = 0.1  # not a bfloat16 number: a compressed alpha shows
+
+
+def grad_under_hooks(model, make_hooks) -> tuple:
+    """One float64 forward of `model` (a float64 Linear -> GRL -> Linear, or its compiled form)
+    under the hooks `make_hooks()` gives (`offload_hooks`), backward after them: the input
+    gradient and the bytes the hooks packed."""
+    x0, upstream = (t.double() for t in sample_inputs())
+    hooks, packed = make_hooks()
+    x = x0.requires_grad_(True)
+    with hooks:
+        out = model(x)
+    out.backward(upstream)
+    return x.grad, packed["bytes"]
+
+
 # bfloat16 keeps 8 significant bits: a value rounded to it is off by at most 2^-9 relatively
 BFLOAT16_ROUNDING = 2.0 ** -8
 

@@ -290,7 +290,7 @@ CHECKPOINT_ALPHAS = (0.5, 0.25, 2.0)
 def _checkpoint_steps(grl, set_alpha, reentrant: bool | None, compile_ctx=None, policy=None):
     """Three training steps (set_alpha between them); the domain branch in a checkpoint when
     `reentrant` is not None (selective, with `policy`, when given). Returns per step the
-    parameter gradients (and compile stats)."""
+    parameter gradients."""
     from torch.utils.checkpoint import checkpoint
 
     segment = None
@@ -307,7 +307,6 @@ def _checkpoint_steps(grl, set_alpha, reentrant: bool | None, compile_ctx=None, 
             return checkpoint(fn, f, use_reentrant=reentrant)
     model = Dann(grl, segment)
     run = model
-    stats = {}
     if compile_ctx is not None:
         run = torch.compile(model, backend="aot_eager")
     out = []
@@ -317,26 +316,41 @@ def _checkpoint_steps(grl, set_alpha, reentrant: bool | None, compile_ctx=None, 
         model.zero_grad(set_to_none=True)
         dann_loss(run(x), ct, cd).backward()
         out.append(grads_of(model))
-    return out, stats
+    return out
+
+
+def _checkpoint_truth() -> tuple[list, list]:
+    """Per step, the trusted reference's gradients without checkpointing, and those of the
+    model with no GRL at all (what a lost reversal gives)."""
+    ref = ReferenceGRL()
+    return (_checkpoint_steps(ref, ref.set_alpha, None),
+            _checkpoint_steps(nn.Identity(), lambda a: None, None))
+
+
+def _checkpoint_forms(impl) -> tuple:
+    """(label, grl, set_alpha) for the layer and for the function (its alpha held in a box)."""
+    layer = impl.api.layer(alpha=1.0)
+    alpha_box = {"a": 1.0}
+    return (("layer.set_alpha", layer, layer.set_alpha),
+            ("fn", lambda t: impl.api.fn(t, alpha_box["a"]), lambda a: alpha_box.__setitem__("a", a)))
+
+
+def _compare_steps(got: list, want: list, lost: list, where: str) -> None:
+    for step, alpha in enumerate(CHECKPOINT_ALPHAS):
+        compare_grads(got[step], want[step], f"{where}, step {step} (alpha {alpha})", lost[step])
 
 
 def checkpoint_check(impl, reentrant: bool, compile_ctx=None):
     """The domain branch (GRL -> domain head) inside torch.utils.checkpoint, three steps."""
     kind = "reentrant" if reentrant else "non-reentrant"
-    ref = ReferenceGRL()
-    want, _ = _checkpoint_steps(ref, ref.set_alpha, None)
-    lost, _ = _checkpoint_steps(nn.Identity(), lambda a: None, None)
+    want, lost = _checkpoint_truth()
     graphs = []
-    layer = impl.api.layer(alpha=1.0)
-    alpha_box = {"a": 1.0}
-    forms = (("layer.set_alpha", layer, layer.set_alpha),
-             ("fn", lambda t: impl.api.fn(t, alpha_box["a"]), lambda a: alpha_box.__setitem__("a", a)))
-    for label, grl, set_alpha in forms:
+    for label, grl, set_alpha in _checkpoint_forms(impl):
         where = f"checkpoint(use_reentrant={reentrant}){' compiled (aot_eager)' if compile_ctx else ''}, {label}"
         if compile_ctx is not None:
             with compile_ctx() as counters:
                 with at(where):
-                    got, _ = _checkpoint_steps(grl, set_alpha, reentrant, compile_ctx)
+                    got = _checkpoint_steps(grl, set_alpha, reentrant, compile_ctx)
                 n = int(counters["stats"].get("unique_graphs", 0))
                 breaks = sum(counters["graph_break"].values())
             if not n:
@@ -345,9 +359,8 @@ def checkpoint_check(impl, reentrant: bool, compile_ctx=None):
             graphs.append(f"{label} {n} graph(s), {breaks} break(s)")
         else:
             with at(where):
-                got, _ = _checkpoint_steps(grl, set_alpha, reentrant)
-        for step, alpha in enumerate(CHECKPOINT_ALPHAS):
-            compare_grads(got[step], want[step], f"{where}, step {step} (alpha {alpha})", lost[step])
+                got = _checkpoint_steps(grl, set_alpha, reentrant)
+        _compare_steps(got, want, lost, where)
     extra = f"; {'; '.join(graphs)}" if graphs else ""
     first = ("forward first under no_grad, recomputed with grad in backward" if reentrant else
              "forward recomputed during backward")
@@ -375,20 +388,14 @@ def selective_checkpoint_check(impl):
         policies = _sac_policies()
     except ImportError as exc:
         raise compat.needs("2.5", f"selective activation checkpointing ({exc})") from None
-    ref = ReferenceGRL()
-    want, _ = _checkpoint_steps(ref, ref.set_alpha, None)
-    lost, _ = _checkpoint_steps(nn.Identity(), lambda a: None, None)
-    layer = impl.api.layer(alpha=1.0)
-    alpha_box = {"a": 1.0}
-    forms = (("layer.set_alpha", layer, layer.set_alpha),
-             ("fn", lambda t: impl.api.fn(t, alpha_box["a"]), lambda a: alpha_box.__setitem__("a", a)))
+    want, lost = _checkpoint_truth()
+    forms = _checkpoint_forms(impl)
     for name, policy in policies:
         for label, grl, set_alpha in forms:
             where = f"selective checkpoint ({name} policy), {label}"
             with at(where):
-                got, _ = _checkpoint_steps(grl, set_alpha, False, policy=policy)
-            for step, alpha in enumerate(CHECKPOINT_ALPHAS):
-                compare_grads(got[step], want[step], f"{where}, step {step} (alpha {alpha})", lost[step])
+                got = _checkpoint_steps(grl, set_alpha, False, policy=policy)
+            _compare_steps(got, want, lost, where)
     return passed(f"torch.utils.checkpoint with create_selective_checkpoint_contexts around GRL -> "
                   f"domain head, a save-everything and a recompute-everything policy: "
                   f"{len(CHECKPOINT_ALPHAS)} steps with set_alpha between them, gradients equal the "

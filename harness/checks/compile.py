@@ -189,7 +189,7 @@ def _compiled_func(impl, name: str, build, truth_of):
     except Exception as exc:  # noqa: BLE001 - not this column's question: the eager one's
         raise Errored(f"torch.func.{name} itself raises in eager {type(exc).__name__}: "
                       f"{first_line(exc)} (func.{name}'s cell)", summary="eager error") from None
-    backends = ["eager", "aot_eager"] + (["inductor"] if _inductor_probe()[0] is not None else [])
+    backends = ["eager", "aot_eager"] + (["inductor"] if _inductor_compiles() else [])
     notes = []
     for backend in backends:
         with fresh_dynamo():
@@ -281,7 +281,7 @@ def compile_compiled_autograd(impl):
     want, _ = grads(ReferenceGRL(1.0))
     cases = [("eager forward, backward compiled on eager", None, "eager"),
              ("aot_eager forward, backward compiled on eager", "aot_eager", "eager")]
-    if _inductor_probe()[0] is not None:
+    if _inductor_compiles():
         cases.append(("inductor forward, backward compiled on inductor", "inductor", "inductor"))
     notes, most = [], 0
     for label, forward, backward in cases:
@@ -301,7 +301,7 @@ def compile_compiled_autograd(impl):
         notes.append(f"{label}: {graphs} backward graph(s) for {len(alphas)} alphas")
         most = max(most, graphs)
     if len(cases) < 3:
-        notes.append("inductor not run (it cannot compile here)")
+        notes.append(INDUCTOR_NOT_RUN)
     recompiles = max(0, most - 1)  # the most of any case
     return passed(f"compiled autograd (backward compiled by dynamo, fullgraph) over alphas "
                   f"{', '.join(map(str, alphas))}: input gradients equal a correct GRL's; "
@@ -315,48 +315,44 @@ def compile_offload(impl):
     `save_on_cpu` the input gradient must be the reference GRL's under the same hooks, exactly;
     under a compressing hook, up to bfloat16's rounding of alpha (once compiled, torch's
     partitioner, not the GRL, decides whether alpha is saved through autograd)."""
-    from grl_conformance.checks._common import judge_under_hooks, offload_hooks
+    from grl_conformance.checks._common import (
+        OFFLOAD_ALPHA,
+        grad_under_hooks,
+        judge_under_hooks,
+        offload_hooks,
+    )
 
-    alpha = 0.1  # not a bfloat16 number: a compressed alpha shows
-    x0, upstream = (t.double() for t in sample_inputs())
-
-    def run(compiled, make_hooks):
-        hooks, packed = make_hooks()
-        x = x0.detach().clone().requires_grad_(True)
-        with hooks:
-            out = compiled(x)
-        out.backward(upstream)
-        return x.grad, packed["bytes"]
-
+    alpha = OFFLOAD_ALPHA
     hooks = offload_hooks()
-    truth = {label: run(reference_model(alpha).double(), make) for label, _, make in hooks}
-    backends = ["aot_eager"] + (["inductor"] if _inductor_probe()[0] is not None else [])
+    truth = {label: grad_under_hooks(reference_model(alpha).double(), make)[0]
+             for label, _, make in hooks}
+    backends = ["aot_eager"] + (["inductor"] if _inductor_compiles() else [])
     notes, rounded, most = [], [], 0
     for backend in backends:
         with fresh_dynamo():  # what the compiled reference packs: the bytes a GRL adds to it
             reference = torch.compile(reference_model(alpha).double(), backend=backend, fullgraph=True)
-            ref_bytes = {label: run(reference, make)[1] for label, _, make in hooks}
-        if ref_bytes[hooks[0][0]] == 0:
+            ref_bytes = {label: grad_under_hooks(reference, make)[1] for label, _, make in hooks}
+        if not any(ref_bytes.values()):
             raise Skipped(f"{backend}: the compiled reference model packed nothing under "
                           "saved-tensor hooks (the hooks are not applied under compile here)")
         with fresh_dynamo():
             model = impl_model(impl, alpha).double()
             try:
                 compiled = torch.compile(model, backend=backend, fullgraph=True)
-                gots = [run(compiled, make) for _, _, make in hooks]
+                gots = [grad_under_hooks(compiled, make) for _, _, make in hooks]
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
-                err = _compile_error(exc, model, x0)
+                err = _compile_error(exc, model, sample_inputs()[0].double())
                 raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
         for (label, lossy, _), (got, got_bytes) in zip(hooks, gots, strict=True):
             extra = max(0, got_bytes - ref_bytes[label])
             most = max(most, extra)
             where = f"{backend} under {label}"
-            note = judge_under_hooks(where, got, truth[label][0], alpha, extra, lossy,
+            note = judge_under_hooks(where, got, truth[label], alpha, extra, lossy,
                                      rounding_ok=True)
             if note:
                 rounded.append(note)
             notes.append(f"{where} packs {extra} B")
-    skipped = "" if "inductor" in backends else "; inductor not run (it cannot compile here)"
+    skipped = "" if "inductor" in backends else f"; {INDUCTOR_NOT_RUN}"
     return passed(f"torch.compile fullgraph, float64 model, alpha {alpha}: input gradient equals "
                   f"the eager reference GRL's under the same hooks; {'; '.join(notes)} beyond the "
                   f"compiled reference's" + "".join(f"; {n}" for n in rounded) + skipped,
@@ -525,6 +521,15 @@ def _inductor_probe() -> tuple[int | None, str]:
         raise  # the harness's own gap on this torch: the column's control says so, not a skip
     except Exception as exc:  # noqa: BLE001 - the environment's problem, reported as a skip
         return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+
+
+INDUCTOR_NOT_RUN = "inductor not run (it cannot compile here)"
+
+
+def _inductor_compiles() -> bool:
+    """Whether inductor compiles here: columns that run it beside other backends leave it out
+    where it does not (and say so), rather than skip the whole cell."""
+    return _inductor_probe()[0] is not None
 
 
 def _require_inductor() -> int:

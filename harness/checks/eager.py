@@ -654,34 +654,23 @@ def memory_offload(impl) -> Outcome:
     under the same hooks: a GRL that saves alpha through save_for_backward gets a rounded alpha
     back. The summary gives the bytes the GRL packs (0 for one that saves nothing)."""
     from grl_conformance.checks._common import (
+        OFFLOAD_ALPHA,
+        grad_under_hooks,
         impl_model,
         judge_under_hooks,
         linear_grl_linear,
         offload_hooks,
         reference_model,
-        sample_inputs,
     )
 
-    alpha = 0.1  # not a bfloat16 number: a compressed alpha shows
-    x0, upstream = sample_inputs()
-    x0, upstream = x0.double(), upstream.double()
-
-    def run(model, make_hooks):
-        hooks, packed = make_hooks()
-        model = model.double()
-        x = x0.detach().clone().requires_grad_(True)
-        with hooks:
-            out = model(x)
-        out.backward(upstream)
-        return x.grad, packed["bytes"]
-
+    alpha = OFFLOAD_ALPHA
     forms = [("layer", lambda: impl_model(impl, alpha)),
              ("fn", lambda: linear_grl_linear(_Fn(impl, alpha)))]
     notes, most = [], 0
     for hooks_label, lossy, make_hooks in offload_hooks():
-        want, ref_bytes = run(reference_model(alpha), make_hooks)
+        want, ref_bytes = grad_under_hooks(reference_model(alpha).double(), make_hooks)
         for label, make in forms:
-            got, got_bytes = run(make(), make_hooks)
+            got, got_bytes = grad_under_hooks(make().double(), make_hooks)
             extra = max(0, got_bytes - ref_bytes)
             most = max(most, extra)
             where = f"{label} under {hooks_label}"

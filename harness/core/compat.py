@@ -53,7 +53,6 @@ def fsdp2_on(device_type: str) -> None:
         raise needs("2.7", "FSDP2 on CPU (torch.cpu.Stream.record_event)")
 
 
-
 def graph_break_id(exc: BaseException) -> str:
     """Dynamo's id for a graph break and its first hint, where this torch has the registry
     (`torch/_dynamo/graph_break_registry.json`, recent releases): "graph break GB0123 (<type>):
