@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from grl_conformance.core.outcome import is_not_judged
+from grl_conformance.results.compare import index
+from grl_conformance.results.report import counts, unjudged_columns
 
 REPORT_RE = re.compile(r"^compat-(\d+)\.(\d+)\.(\d+)-(\w+)\.json$")
 
@@ -76,21 +77,17 @@ def pass_ranges(passes: list[bool], labels: list[str], present: list[bool]) -> s
     return ", ".join(spans)
 
 
-def _cells(doc: Mapping) -> dict[tuple[str, str], dict]:
-    return {(c["impl"], c["check"]): c for c in doc["cells"]}
-
-
 def changes(older: Mapping, newer: Mapping) -> list[dict]:
     """Status changes from one release to the next, grouped by (column, old status, new status)."""
-    a, b = _cells(older), _cells(newer)
+    a, b = index(older["cells"]), index(newer["cells"])
     groups: dict[tuple[str, str, str], list[str]] = {}
     details: dict[tuple[str, str, str], str] = {}
     for key in sorted(set(a) | set(b), key=lambda k: (k[1], k[0])):
         was, now = a.get(key), b.get(key)
-        if was is not None and now is not None and was["status"] == now["status"]:
-            continue
         if was is None or now is None:
             continue  # a row that one of the two runs lacks (a package that did not install)
+        if was["status"] == now["status"]:
+            continue
         group = (key[1], was["status"], now["status"])
         groups.setdefault(group, []).append(key[0])
         details.setdefault(group, (now if now["status"] != "pass" else was).get("detail", ""))
@@ -123,10 +120,8 @@ def render(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]] | None 
            "## Releases measured", ""]
     rows = []
     for doc, label in zip(docs, labels, strict=True):
-        tally: dict[str, int] = {}
-        for cell in doc["cells"]:
-            tally[cell["status"]] = tally.get(cell["status"], 0) + 1
-        unjudged = sorted({c["check"] for c in doc["cells"] if is_not_judged(c)})
+        tally = counts(doc)
+        unjudged = sorted(unjudged_columns(doc))
         times = wall_times.get(label, {})
         rows.append([f"[{doc['torch']}]({doc['_file'].replace('.json', '.md')})", doc["created"][:10],
                      f"{times['install_s']} s" if "install_s" in times else "",
@@ -161,7 +156,7 @@ def render(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]] | None 
     impls: list[str] = []
     for doc in reversed(docs):
         impls += [i["name"] for i in doc["impls"] if i["name"] not in impls]
-    indexed = [_cells(d) for d in docs]
+    indexed = [index(d["cells"]) for d in docs]
     areas = newest.get("areas") or {"checks": checks}
     for area, ids in areas.items():
         table = []

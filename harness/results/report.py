@@ -142,8 +142,9 @@ def render_terminal(doc: dict) -> str:
     out = [tabulate([[n] + ([latency[n]] if latency else []) + _row_tally(doc, n) for n in names],
                     headers=["impl"] + ([LATENCY_HEADER] if latency else []) + list(STATUS_ORDER),
                     tablefmt="simple")]
-    if controls_line(doc):
-        out.append(controls_line(doc))
+    controls = controls_line(doc)
+    if controls:
+        out.append(controls)
     for area, group in _groups(doc, width=8):
         rows = [[name] + [cell_label(index.get((name, c)), TERM) for c in group] for name in names]
         out.append(tabulate(rows, headers=[area or "impl"] + group, tablefmt="simple"))
@@ -193,7 +194,7 @@ def render_markdown(doc: dict) -> str:
                   ["cells", ", ".join(f"{n} {s}" for s, n in counts(doc).items())]],
                  headers=["environment", ""], tablefmt="github"),
         "",
-        *([controls_line(doc), ""] if controls_line(doc) else []),
+        *([controls, ""] if (controls := controls_line(doc)) else []),
         *_unjudged_section(doc),
         "## Summary",
         "",
