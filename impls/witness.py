@@ -112,7 +112,8 @@ class _ReverseTraced(Function):
 
 
 class _Reverse(_ReverseTraced):
-    """The eager Function: the traced one plus torch.func support (vmap rule and jvp)."""
+    """The Function inside torch.func: the traced one's forward, alpha kept on ctx (read at
+    backward time), a generated vmap rule and a jvp."""
 
     generate_vmap_rule = True
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.grls import BufferAlphaLayer, FloatAlphaLayer, Reverse
+from grl_conformance.impls import library_op
+from tests.selftest.grls import FloatAlphaLayer, Reverse
 from tests.selftest.mutation import mutant
 
 
@@ -155,36 +156,6 @@ class _ShortcutWhenCompiledLayer(FloatAlphaLayer):
         return _JvpFunction.apply(x, float(self.alpha))
 
 
-@torch.library.custom_op("grl_selftest_compile::grl_tensor_alpha", mutates_args=())
-def _grl_tensor_alpha(x: Tensor, alpha: Tensor) -> Tensor:
-    return x.clone()
-
-
-@_grl_tensor_alpha.register_fake
-def _(x, alpha):
-    return torch.empty_like(x)
-
-
-def _tensor_alpha_setup(ctx, inputs, output):
-    ctx.alpha = inputs[1]  # on ctx: eager saved-tensor hooks never see it
-
-
-def _tensor_alpha_backward(ctx, grad):
-    return -ctx.alpha * grad, None
-
-
-_grl_tensor_alpha.register_autograd(_tensor_alpha_backward, setup_context=_tensor_alpha_setup)
-
-
-class _CustomOpAlphaOnCtx(BufferAlphaLayer):
-    """Not a mutant: a custom op keeping its alpha tensor on ctx. Eager saved-tensor hooks never
-    see it; compiled, AOTAutograd saves it for the traced backward and a compressing hook rounds
-    it (torch 2.13): the partitioner's choice, which compile.offload must not charge."""
-
-    def forward(self, x):
-        return _grl_tensor_alpha(x, self.alpha)
-
-
 @torch._dynamo.assume_constant_result
 def _saved_tensor_hooks_active() -> bool:
     return torch._C._autograd._top_saved_tensors_default_hooks(True) is not None
@@ -235,10 +206,11 @@ MUTANTS = [
            passes=("compile.eager", "opcheck"),
            why="a float alpha argument of a custom op recompiles per value (hits the limit); "
                "the opaque op adds kernels (a cost the fusion cell reports, not a failure)"),
-    mutant("compile_alpha_saved_when_compiled", _CustomOpAlphaOnCtx, kind="library", trips={},
-           passes=("memory.offload", "compile.offload", "compile.aot_eager"),
-           why="not a mutant: compiled, its alpha is packed and rounded to bfloat16 by the "
-               "hook; that is within the column's tolerance, never a fail"),
+    mutant("compile_alpha_saved_when_compiled", library_op.GradientReversalLayer, kind="library",
+           trips={}, passes=("memory.offload", "compile.offload", "compile.aot_eager"),
+           why="not a mutant: the library_op row, a custom op keeping its alpha tensor on ctx; "
+               "compiled, AOTAutograd saves alpha and a compressing hook rounds it to bfloat16, "
+               "the partitioner's choice, within the column's tolerance, never a fail"),
     mutant("compile_unreversed_under_hooks", _UnreversedUnderHooksWhenCompiled,
            trips={"compile.offload": "fail"},
            passes=("backward.reversal", "memory.offload", "compile.aot_eager"),

@@ -86,7 +86,8 @@ MUTANTS = [
                "and vmap go through it; plain eager and forward mode (its jvp) do not"),
     mutant("witness_traced_twin", _TracedTwin,
            trips={"compile.eager": "fail", "compile.aot_eager": "fail", "compile.inductor": "fail",
-                  "compile.alpha_schedule": "fail", "compile.fusion": "fail"},
+                  "compile.alpha_schedule": "fail", "compile.fusion": "fail",
+                  "compile.compiled_autograd": "fail", "compile.offload": "fail"},
            passes=("backward.reversal", "export", "jit.script", "func.grad", "func.jvp"),
            why="the witness with the Function dynamo traces unreversed: every compiled column "
                "goes through it, no eager or export/script column does"),
