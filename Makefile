@@ -10,10 +10,12 @@ STAMP := $(VENV)/.grl-installed-torch-$(TORCH)
 # Published GRL packages as rows (impls/peer_*.py; docs/peers.md). --no-deps: their declared
 # dependencies pull torchvision and another torch; PEER_DEPS is what their GRL imports need.
 PEERS := torch-gradient-reversal==1.0.0 pytorch-revgrad==0.2.0 pytorch-adapt==0.0.83 dalib==0.2
-PEER_DEPS := pytorch-metric-learning==1.6.3
-PEER_LIGHT := scipy tqdm
+# torchmetrics, lightning-utilities (pytorch-adapt's hooks) and qpsolvers (dalib.adaptation): what
+# the reversal probe's examples of their DANN setups import (docs/probe.md).
+PEER_DEPS := pytorch-metric-learning==1.6.3 torchmetrics==1.9.0 lightning-utilities==0.15.3
+PEER_LIGHT := scipy tqdm qpsolvers
 
-.PHONY: setup peers plot test report gate sweep train-plot clean history
+.PHONY: setup peers plot test report gate sweep train-plot clean history probe-examples
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -33,7 +35,7 @@ peers:
 
 # The whole suite: self-tests (exit code) plus the matrix (written to reports/).
 test: setup
-	$(PY) -m ruff check harness impls tests conftest.py
+	$(PY) -m ruff check harness impls tests conftest.py docs/examples
 	$(PY) -m pytest -n $(JOBS)
 
 # The optional plotting extra (matplotlib) for the PNGs; everything runs without it.
@@ -46,6 +48,11 @@ report: setup plot
 	$(PY) -m pytest -n $(JOBS) harness/conformance
 	$(MAKE) --no-print-directory train-plot
 	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m grl_conformance.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md)
+
+# The reversal probe on the published packages' DANN setups (docs/examples/), eager and compiled:
+# reports/probe/ (each probe's Markdown and JSON, and an index). About a minute and a half.
+probe-examples: setup
+	$(PY) docs/examples/run_probes.py
 
 # The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
 # matrix run against the expectations for it (or the newest older torch), then the diff.

@@ -14,6 +14,11 @@ The public API, for a row of your own and a check of your own:
     from grl_conformance import Impl, seed_api          # a registry entry
     from grl_conformance import check, passed, Failed   # the check contract
     from grl_conformance import resolve                 # MODULE:ATTR or a built-in ref -> Impl
+
+and for a user's own DANN model (the reversal probe, docs/probe.md):
+
+    from grl_conformance import probe
+    result = probe(spec)                                 # assert result.ok, result
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ _PUBLIC = {
     "NotApplicable": "grl_conformance.core.outcome",
     "check": "grl_conformance.checks",
     "run_check": "grl_conformance.core.runner",
+    "probe": "grl_conformance.dann_probe",
+    "ProbeInputError": "grl_conformance.dann_probe",
 }
 
 __all__ = sorted(_PUBLIC)

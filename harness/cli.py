@@ -241,7 +241,47 @@ def run_history(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable] = [_run, _diff, _sweep, _advise, _history]
+# --- probe: is the GRL in the user's own DANN model doing anything? ----------------------
+
+def _probe(sub) -> None:
+    p = sub.add_parser(
+        "probe", help="check the GRL wiring of your own DANN model (docs/probe.md)",
+        description="Measure, on your own model and batch, that the domain loss reaches the "
+                    "trunk reversed and alpha-scaled, the label loss does not, alpha follows your "
+                    "schedule, the domain head learns its task and the optimizer holds every "
+                    "parameter. Exit 0: every check passed (or skipped with its reason); 1: a "
+                    "check failed; 2: the spec cannot be probed.")
+    p.add_argument("ref", metavar="MODULE:ATTR",
+                   help="the spec dict, or a zero-argument function returning it; MODULE is "
+                        "imported from the current directory or the environment")
+    p.add_argument("--compile", action="store_true",
+                   help="also probe torch.compile of your losses, naming what differs")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--out", metavar="DIR", help="write probe-<spec>.md and .json into DIR")
+    p.set_defaults(handler=run_probe)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from grl_conformance.dann_probe import ProbeInputError, load, probe
+    from grl_conformance.results import probe_report
+
+    try:
+        result = probe(load(args.ref), compile=args.compile, name=args.ref)
+    except ProbeInputError as exc:
+        print(f"grl-harness probe: {exc}", file=sys.stderr)
+        return 2
+    print(result)
+    doc = result.as_dict()
+    written = [probe_report.write_json(doc, Path(args.json))] if args.json else []
+    written += probe_report.write(doc, Path(args.out)) if args.out else []
+    for path in written:
+        print(f"written: {path}")
+    return 0 if result.ok else 1
+
+
+SUBCOMMANDS: list[Callable] = [_run, _probe, _diff, _sweep, _advise, _history]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,8 +70,55 @@ USER_PROJECT = {
 }
 
 
+# A user's DANN setup for the reversal probe: correctly wired, and with the features detached.
+MYDANN = '''
+import math
+
+import torch
+from torch import nn
+
+from mypkg import MyGRL
+
+
+class DANN(nn.Module):
+    def __init__(self, detach=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        self.classifier = nn.Linear(8, 3)
+        self.discriminator = nn.Linear(8, 1)
+        self.grl = MyGRL(0.0)
+        self.detach = detach
+
+    def forward(self, xs, xt):
+        fs, ft = self.trunk(xs), self.trunk(xt)
+        f = torch.cat([fs, ft])
+        return self.classifier(fs), self.discriminator(self.grl(f.detach() if self.detach else f))
+
+
+def make_spec(detach=False):
+    model = DANN(detach)
+    xs, xt, ys = torch.randn(8, 4), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    dom = torch.cat([torch.zeros(8, 1), torch.ones(8, 1)])
+
+    def losses(m, b):
+        y, d = m(xs, xt)
+        return {"label": nn.functional.cross_entropy(y, ys),
+                "domain": nn.functional.binary_cross_entropy_with_logits(d, dom)}
+
+    return {"model": model, "batch": None, "losses": losses, "trunk": model.trunk,
+            "domain_head": model.discriminator, "label_head": model.classifier,
+            "optimizer": torch.optim.Adam(model.parameters()),
+            "set_progress": lambda p: model.grl.set_alpha(2 / (1 + math.exp(-10 * p)) - 1)}
+
+
+def make_detached_spec():
+    return make_spec(detach=True)
+'''
+
+
 def make_user_project(root: Path) -> Path:
-    for name, text in {**USER_PROJECT, "mypkg/__init__.py": MYPKG}.items():
+    for name, text in {**USER_PROJECT, "mypkg/__init__.py": MYPKG, "mydann.py": MYDANN}.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -160,3 +207,24 @@ def test_grl_harness_run_from_the_users_project(installed, tmp_path):
     # Two whole runs left nothing in the temp directory (pytest's own base temp aside).
     left = [p.name for p in (tmp_path / "tmp").iterdir() if not p.name.startswith("pytest-of-")]
     assert left == [], left
+
+
+def test_grl_harness_probe_from_the_users_project(installed, tmp_path):
+    """The reversal probe as a user runs it: from their directory, on their module."""
+    project = make_user_project(tmp_path / "project")
+    env = user_env(installed, tmp_path / "tmp")
+    tool = str(installed / "bin" / "grl-harness")
+
+    def probe(*args):
+        return subprocess.run([tool, "probe", *args], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    good = probe("mydann:make_spec", "--json", "out.json")
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
+    doc = json.loads((project / "out.json").read_text())
+    assert doc["ok"] and {v["status"] for v in doc["runs"]["eager"]} == {"pass"}, doc
+    bad = probe("mydann:make_detached_spec")
+    assert bad.returncode == 1 and "reach" in bad.stdout and "detached" in bad.stdout, bad.stdout
+    wrong = probe("mydann:no_such_spec")
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1].startswith("grl-harness probe: mydann:no_such_spec")

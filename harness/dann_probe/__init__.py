@@ -1,0 +1,118 @@
+"""The reversal probe: is the GRL in the user's own DANN model doing anything?
+
+The matrix judges GRL implementations; this judges a user's wiring. Given their model, a batch,
+their losses and which submodules are the trunk and the heads (a spec, docs/probe.md), it
+measures, without training and without changing anything it touches:
+
+- reach: the domain loss's gradient arrives at the trunk's output;
+- reversal: there it is -alpha times the gradient at the domain head's input, alpha > 0;
+- schedule: alpha follows the user's `set_progress`;
+- label_path: the label loss arrives unreversed;
+- domain_head_learns: a small step along the objective lowers the domain loss;
+- optimizer: every trainable parameter of the trunk and heads is in the optimizer.
+
+`probe(spec)` returns a `ProbeResult` (`.ok`, per-check verdicts, printable); `grl-harness probe
+MODULE:ATTR` is the command-line form. Flow: spec -> state (snapshot) -> measure -> verdicts ->
+`grl_conformance.results.probe_report` (the documents, no torch).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from grl_conformance.dann_probe.spec import ProbeInputError, Spec, from_dict, load
+
+__all__ = ["ProbeInputError", "ProbeResult", "Spec", "from_dict", "load", "probe"]
+
+EAGER, COMPILED = "eager", "compiled"
+
+
+@dataclass
+class ProbeResult:
+    """What the probe found: `.ok` (no check failed), `.checks` (eager verdicts by id),
+    `.compiled` (the same under torch.compile, or None), `.differences`; `str()` is the table."""
+
+    name: str
+    runs: dict = field(default_factory=dict)   # mode -> list[Verdict]
+    env: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def checks(self) -> dict:
+        return {v.check: v for v in self.runs.get(EAGER, [])}
+
+    @property
+    def compiled(self) -> dict | None:
+        return {v.check: v for v in self.runs[COMPILED]} if COMPILED in self.runs else None
+
+    @property
+    def ok(self) -> bool:
+        from grl_conformance.core.outcome import ERROR, FAIL
+
+        return all(v.status not in (FAIL, ERROR) for run in self.runs.values() for v in run)
+
+    @property
+    def differences(self) -> list[str]:
+        if COMPILED not in self.runs:
+            return []
+        compiled = self.compiled
+        return [f"{v.check}: eager {v.status} ({v.summary}); compiled {compiled[v.check].status} "
+                f"({compiled[v.check].summary})"
+                for v in self.runs[EAGER] if compiled[v.check].status != v.status]
+
+    def as_dict(self) -> dict:
+        from grl_conformance.results import probe_report
+
+        return probe_report.build(self.name, self.env, self.duration_s,
+                                  {mode: [v.as_dict() for v in run] for mode, run in self.runs.items()},
+                                  self.differences, self.ok)
+
+    def __str__(self) -> str:
+        from grl_conformance.results import probe_report
+
+        return probe_report.render_terminal(self.as_dict())
+
+
+def _run(spec: Spec, losses, snapshot, compiled: bool) -> list:
+    from grl_conformance.dann_probe import measure, verdicts
+
+    passes = [measure.measure(spec, losses, p, snapshot.rng.reset, compiled) for p in spec.points]
+    step = measure.step_domain_head(spec, losses, spec.points[-1], snapshot.rng.reset,
+                                    snapshot.restore_parameters)
+    m = verdicts.Measurements(spec, passes, step)
+    return [fn(m) for _, fn in verdicts.CHECKS]
+
+
+def _errored(message: str) -> list:
+    from grl_conformance.core.outcome import ERROR
+    from grl_conformance.dann_probe import verdicts
+
+    return [verdicts.Verdict(name, ERROR, message) for name, _ in verdicts.CHECKS]
+
+
+def probe(spec, *, compile: bool = False, name: str | None = None) -> ProbeResult:
+    """Probe a DANN setup (a spec dict or `Spec`); raises ProbeInputError for a spec that
+    cannot be probed. `compile=True` also probes `torch.compile(spec['losses'])`.
+
+        result = grl_conformance.probe(make_spec())
+        assert result.ok, result
+    """
+    import torch
+
+    from grl_conformance.core.env import describe
+    from grl_conformance.dann_probe.state import preserved
+
+    spec = from_dict(spec, name=name or "spec")
+    start = time.perf_counter()
+    result = ProbeResult(name or spec.name, env=describe())
+    with preserved(spec.model, spec.optimizer) as snapshot, torch.enable_grad():
+        result.runs[EAGER] = _run(spec, spec.losses, snapshot, compiled=False)
+        if compile:
+            snapshot.restore()
+            snapshot.quiet_dropout()
+            try:
+                result.runs[COMPILED] = _run(spec, torch.compile(spec.losses), snapshot, compiled=True)
+            except ProbeInputError as exc:  # eager ran: under compile it is the compile's failure
+                result.runs[COMPILED] = _errored(f"under torch.compile: {exc}")
+    result.duration_s = time.perf_counter() - start
+    return result

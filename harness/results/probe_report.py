@@ -1,0 +1,89 @@
+"""The reversal probe's documents: plain data in, terminal table / Markdown / JSON out (no torch).
+
+The document (`build`) is the probe's JSON format: the spec's name, the environment (torch,
+python, device, date), one list of verdicts per mode (`eager`, and `compiled` with --compile),
+the checks whose status differs between the modes, and `ok`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tabulate import tabulate
+
+from grl_conformance.results.report import MARK, TERM
+
+SCHEMA = 1
+KIND = "grl-probe"
+
+
+def build(name: str, env: dict, duration_s: float, runs: dict[str, list[dict]],
+          differences: list[str], ok: bool) -> dict:
+    return {
+        "schema": SCHEMA, "kind": KIND, "spec": name,
+        "torch": env.get("torch", "?"), "python": env.get("python", "?"),
+        "device": env.get("device", "?"), "created": env.get("created", "?"),
+        "duration_s": round(duration_s, 2),
+        "ok": ok, "runs": runs, "differences": differences,
+    }
+
+
+def _table(doc: dict, marks: dict[str, str], escape=lambda s: s) -> tuple[list[str], list[list[str]]]:
+    modes = list(doc["runs"])
+    by_mode = {mode: {v["check"]: v for v in doc["runs"][mode]} for mode in modes}
+    checks = [v["check"] for v in doc["runs"][modes[0]]] if modes else []
+    rows = [[c, *(f"{marks[by_mode[m][c]['status']]}: {escape(by_mode[m][c]['summary'])}"
+                  for m in modes)] for c in checks]
+    return ["check", *modes], rows
+
+
+def _header(doc: dict) -> str:
+    return (f"torch {doc['torch']}, python {doc['python']}, {doc['device']}, {doc['created']}, "
+            f"{doc['duration_s']} s")
+
+
+def _verdict(doc: dict) -> str:
+    failing = sorted({v["check"] for run in doc["runs"].values() for v in run
+                      if v["status"] in ("fail", "error")})
+    return ("every check passed or was skipped with its reason" if doc["ok"]
+            else f"NOT OK: {', '.join(failing)}")
+
+
+def render_terminal(doc: dict) -> str:
+    headers, rows = _table(doc, TERM)
+    lines = [f"reversal probe of {doc['spec']}: {_header(doc)}",
+             tabulate(rows, headers=headers, tablefmt="simple", maxcolwidths=[None] + [90] * (len(headers) - 1))]
+    lines += [f"differs under torch.compile: {d}" for d in doc["differences"]]
+    lines.append(_verdict(doc))
+    return "\n".join(lines)
+
+
+def render_markdown(doc: dict) -> str:
+    headers, rows = _table(doc, MARK, escape=lambda s: s.replace("|", "\\|"))
+    lines = [f"# Reversal probe: `{doc['spec']}`", "", _header(doc), "",
+             tabulate(rows, headers=headers, tablefmt="github"), ""]
+    if doc["differences"]:
+        lines += ["Differences under `torch.compile`:", ""]
+        lines += [f"- {d}" for d in doc["differences"]] + [""]
+    lines += [f"**{_verdict(doc)}**", ""]
+    return "\n".join(lines)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "spec"
+
+
+def write_json(doc: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write(doc: dict, directory: Path) -> list[Path]:
+    """`probe-<spec>.md` and `probe-<spec>.json` in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    base = f"probe-{slug(doc['spec'])}"
+    md = directory / f"{base}.md"
+    md.write_text(render_markdown(doc), encoding="utf-8")
+    return [md, write_json(doc, directory / f"{base}.json")]

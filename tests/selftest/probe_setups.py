@@ -1,0 +1,320 @@
+"""DANN setups for the reversal probe's self-tests: correctly wired ones, and one miswiring per
+mistake users report, each a few lines on top of one small model.
+
+`WIRED` and `MISWIRED` map a setup's name to (factory, the checks it must fail). A factory
+returns a fresh spec dict; `MODULE:ATTR` for the command line is `tests.selftest.probe_setups:NAME`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grl_conformance.core.reference import ReferenceGRL, Reverse
+
+BATCH = 16
+
+
+def dann_schedule(p: float, gamma: float = 10.0) -> float:
+    """Ganin et al.'s alpha_p = 2 / (1 + exp(-gamma p)) - 1."""
+    return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+
+class DANN(nn.Module):
+    """Trunk (with batch norm and dropout, so the probe must restore buffers and quiet dropout),
+    a label head, a domain head behind `self.grl`; source and target through the trunk apart."""
+
+    def __init__(self, grl: nn.Module | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.2))
+        self.label_head = nn.Linear(8, 3)
+        self.domain_head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 1))
+        self.grl = grl if grl is not None else ReferenceGRL(0.0)
+
+    def features(self, xs, xt):
+        return self.trunk(xs), self.trunk(xt)
+
+    def domain(self, fs, ft):
+        return self.domain_head(self.grl(torch.cat([fs, ft])))
+
+    def forward(self, xs, xt):
+        fs, ft = self.features(xs, xt)
+        return self.label_head(fs), self.domain(fs, ft)
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    xs, xt = torch.randn(BATCH, 4, generator=g), torch.randn(BATCH, 4, generator=g) + 0.5
+    ys = torch.randint(0, 3, (BATCH,), generator=g)
+    dom = torch.cat([torch.zeros(BATCH, 1), torch.ones(BATCH, 1)])
+    return xs, xt, ys, dom
+
+
+def losses(model, b):
+    xs, xt, ys, dom = b
+    y, d = model(xs, xt)
+    return {"label": F.cross_entropy(y, ys), "domain": F.binary_cross_entropy_with_logits(d, dom)}
+
+
+def spec_of(model: nn.Module, loss_fn=losses, set_progress="grl", **extra) -> dict:
+    if set_progress == "grl":
+        def set_progress(p):
+            model.grl.set_alpha(dann_schedule(p))
+    spec = {"model": model, "batch": batch(), "losses": loss_fn, "trunk": model.trunk,
+            "domain_head": model.domain_head, "label_head": model.label_head,
+            "optimizer": torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+            "set_progress": set_progress}
+    spec.update(extra)
+    return spec
+
+
+# --- correctly wired ---------------------------------------------------------------------
+
+def correct():
+    return spec_of(DANN())
+
+
+def correct_with_schedule_formula():
+    return spec_of(DANN(), alpha=dann_schedule)
+
+
+class AsIs(torch.autograd.Function):
+    """fungtion/DANN#3's worry: forward returns its input object unchanged. On current torch
+    the output still gets this Function's backward: correct."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.neg() * ctx.alpha, None
+
+
+class AsIsGRL(ReferenceGRL):
+    def forward(self, x):
+        return AsIs.apply(x, self.alpha)
+
+
+def correct_function_returns_input():
+    return spec_of(DANN(AsIsGRL()))
+
+
+class FungtionShaped(nn.Module):
+    """fungtion/DANN's shape: `forward(x, alpha) -> (class, domain)`, alpha per call, a view
+    between the trunk and both heads; the loop keeps alpha outside the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.feature = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+        self.class_classifier = nn.Sequential(nn.Linear(4 * 4 * 4, 10))
+        self.domain_classifier = nn.Sequential(nn.Linear(4 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    def forward(self, x, alpha):
+        feature = self.feature(x).view(-1, 4 * 4 * 4)
+        reverse_feature = Reverse.apply(feature, alpha)
+        return self.class_classifier(feature), self.domain_classifier(reverse_feature)
+
+
+def fungtion_shaped(pass_alpha: bool = True):
+    model = FungtionShaped()
+    g = torch.Generator().manual_seed(2)
+    data = (torch.randn(8, 1, 6, 6, generator=g), torch.randn(8, 1, 6, 6, generator=g),
+            torch.randint(0, 10, (8,), generator=g))
+    state = {"alpha": 0.0}
+
+    def set_progress(p):
+        state["alpha"] = dann_schedule(p)
+
+    def fungtion_losses(m, b):
+        xs, xt, ys = b
+        alpha = state["alpha"] if pass_alpha else 1.0
+        y, ds = m(xs, alpha)
+        _, dt = m(xt, alpha)
+        domain = F.cross_entropy(ds, torch.zeros(8, dtype=torch.long)) + \
+            F.cross_entropy(dt, torch.ones(8, dtype=torch.long))
+        return {"label": F.cross_entropy(y, ys), "domain": domain}
+
+    return {"model": model, "batch": data, "losses": fungtion_losses, "trunk": "feature",
+            "domain_head": "domain_classifier", "label_head": "class_classifier",
+            "optimizer": torch.optim.Adam(model.parameters()), "set_progress": set_progress}
+
+
+def correct_fungtion_shaped():
+    return fungtion_shaped()
+
+
+def correct_no_options():
+    """Only the required keys: the optional checks skip, saying why."""
+    model = DANN(ReferenceGRL(1.0))
+    return {"model": model, "batch": batch(), "losses": losses, "trunk": model.trunk,
+            "domain_head": model.domain_head}
+
+
+# --- miswired: one mistake each ----------------------------------------------------------
+
+def alpha_not_passed():
+    """p2irc/UDA4POC#3: the schedule computes alpha, the forward call never passes it."""
+    return fungtion_shaped(pass_alpha=False)
+
+
+def negative_schedule():
+    """CuthbertCai/pytorch_DANN#10: gamma = -10 makes alpha negative and falling."""
+    model = DANN()
+    return spec_of(model, set_progress=lambda p: model.grl.set_alpha(dann_schedule(p, gamma=-10)))
+
+
+class NoGRL(nn.Module):
+    def set_alpha(self, alpha):
+        self.alpha = alpha
+
+    def forward(self, x):
+        return x
+
+
+def subtracted_domain_loss():
+    """CuthbertCai/pytorch_DANN#13: no GRL; the domain loss subtracted from the objective."""
+    model = DANN(NoGRL())
+
+    def subtracted(m, b):
+        out = losses(m, b)
+        return {**out, "total": out["label"] - getattr(m.grl, "alpha", 1.0) * out["domain"]}
+
+    return spec_of(model, subtracted)
+
+
+class ReversedAfterHead(DANN):
+    def domain(self, fs, ft):
+        return self.grl(self.domain_head(torch.cat([fs, ft])))
+
+
+def reversal_after_domain_head():
+    """janfreyberg/pytorch-revgrad#5: the reversal after the domain classifier."""
+    return spec_of(ReversedAfterHead())
+
+
+class BackwardNeverCalled(nn.Module):
+    """hash2430/pitchtron#3: an nn.Module with a backward() that autograd never calls."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def set_alpha(self, alpha):
+        self.alpha = alpha
+
+    def forward(self, x):
+        return x.view_as(x)
+
+    def backward(self, grad):  # never called
+        return -self.alpha * grad
+
+
+def module_backward_never_called():
+    return spec_of(DANN(BackwardNeverCalled()))
+
+
+class Detached(DANN):
+    def domain(self, fs, ft):
+        return self.domain_head(self.grl(torch.cat([fs, ft]).detach()))
+
+
+def features_detached():
+    """Yangyangii/DANN-pytorch#1: features detached before the discriminator."""
+    return spec_of(Detached())
+
+
+class NotApplied(DANN):
+    def domain(self, fs, ft):
+        return self.domain_head(torch.cat([fs, ft]))
+
+
+def grl_not_applied():
+    """zou-longkun/GAST#3: the GRL built but never applied."""
+    return spec_of(NotApplied())
+
+
+def critic_not_in_optimizer():
+    """easezyc/deep-transfer-learning#21: the domain head's parameters never stepped."""
+    model = DANN()
+    spec = spec_of(model)
+    spec["optimizer"] = torch.optim.SGD([*model.trunk.parameters(), *model.label_head.parameters()],
+                                        lr=0.01)
+    return spec
+
+
+class WarmStart(nn.Module):
+    """tllib's WarmStartGradientReverseLayer with auto_step=False and nobody calling step():
+    the coefficient stays at lo = 0."""
+
+    def __init__(self, lo=0.0, hi=1.0, max_iters=1000):
+        super().__init__()
+        self.lo, self.hi, self.max_iters, self.iter_num = lo, hi, max_iters, 0
+
+    def forward(self, x):
+        coeff = 2.0 * (self.hi - self.lo) / (1.0 + math.exp(-self.iter_num / self.max_iters)) \
+            - (self.hi - self.lo) + self.lo
+        return Reverse.apply(x, coeff)
+
+
+def warm_start_never_steps():
+    return spec_of(DANN(WarmStart()), set_progress=lambda p: None)
+
+
+class HookOnSharedFeatures(DANN):
+    """The GRL as a hook on the trunk's output: it reverses the label head's gradient too."""
+
+    def features(self, xs, xt):
+        fs, ft = super().features(xs, xt)
+        alpha = self.grl.alpha
+        for f in (fs, ft):
+            f.register_hook(lambda g: -alpha * g)
+        return fs, ft
+
+    def domain(self, fs, ft):
+        return self.domain_head(torch.cat([fs, ft]))
+
+
+def hook_on_shared_features():
+    return spec_of(HookOnSharedFeatures())
+
+
+def domain_loss_not_in_total():
+    """The objective the user steps leaves the domain loss out."""
+    def label_only(m, b):
+        out = losses(m, b)
+        return {**out, "total": out["label"]}
+
+    return spec_of(DANN(), label_only)
+
+
+def schedule_formula_differs():
+    """The spec states its schedule; the loop applies another (gamma 5 instead of 10)."""
+    model = DANN()
+    return spec_of(model, set_progress=lambda p: model.grl.set_alpha(dann_schedule(p, gamma=5)),
+                   alpha=dann_schedule)
+
+
+WIRED = {f.__name__: f for f in (correct, correct_with_schedule_formula,
+                                 correct_function_returns_input, correct_fungtion_shaped,
+                                 correct_no_options)}
+# setup -> the checks it must fail (every other check passes or skips)
+MISWIRED = {
+    alpha_not_passed: {"schedule"},
+    negative_schedule: {"reversal", "schedule"},
+    subtracted_domain_loss: {"reversal", "domain_head_learns"},
+    reversal_after_domain_head: {"reversal", "domain_head_learns"},
+    module_backward_never_called: {"reversal"},
+    features_detached: {"reach"},
+    grl_not_applied: {"reversal"},
+    critic_not_in_optimizer: {"optimizer"},
+    warm_start_never_steps: {"reach", "schedule"},
+    hook_on_shared_features: {"label_path"},
+    domain_loss_not_in_total: {"domain_head_learns"},
+    schedule_formula_differs: {"schedule"},
+}
