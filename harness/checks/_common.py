@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from grl_conformance.core import compat
-from grl_conformance.core.outcome import Failed
+from grl_conformance.core.outcome import Errored, Failed
 from grl_conformance.core.reference import ReferenceGRL
 
 # float32 results of the same math in another order (torch.testing's float32 defaults)
@@ -114,6 +114,81 @@ def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tup
             if not (torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=RTOL, atol=ATOL)):
                 return name, max_diff(a, b, other)
     return None
+
+
+# --- alpha after a transformation ----------------------------------------------------------
+
+# The alpha a transformed form (compiled, traced, scripted, exported, a torch.func transform)
+# must follow once `set_alpha` is called on the layer it was made from. A DANN trains with a
+# schedule: a form that keeps the alpha it was made with trains with a frozen schedule.
+ALPHA_AFTER = 0.7
+
+
+def _tensors_of(layer) -> dict:
+    return {**{k: v for k, v in vars(layer).items() if isinstance(v, torch.Tensor)},
+            **dict(layer.named_buffers())}
+
+
+def alpha_holder(layer, before: dict, made_with: float, verb: str) -> str:
+    """How `layer` held its alpha (`made_with`) when the form was made, from its attributes and
+    tensors then (`before`) and now (after `set_alpha`), in an `alpha frozen` detail's words."""
+    import numbers
+
+    tensors_before = {k: v for k, v in before.items() if isinstance(v, torch.Tensor)}
+    replaced = [k for k, v in _tensors_of(layer).items()
+                if k in tensors_before and tensors_before[k] is not v and v.numel() == 1]
+    if replaced:
+        return (f"set_alpha replaces the tensor `{replaced[0]}` with a new one, and {verb} holds "
+                "the old one")
+    held = [k for k, v in before.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+            and abs(abs(float(v)) - made_with) < 1e-6]
+    if held:
+        return f"the layer keeps alpha as a Python number (`{held[0]}`), which {verb} records as a constant"
+    for name, tensor in tensors_before.items():
+        if tensor.numel() == 1:
+            return (f"alpha is the tensor `{name}`, which {verb} copied instead of sharing (set in "
+                    "place, a shared tensor is read at run time)")
+    return f"{verb} kept the alpha the layer had when it was made"
+
+
+def _parts(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _mismatch(got, want) -> str | None:
+    for a, b in zip(_parts(got), _parts(want), strict=True):
+        for x, y in (list(zip(a, b, strict=True)) if isinstance(a, list) else [(a, b)]):
+            if x is None or y is None or x.shape != y.shape or not torch.allclose(x, y, rtol=RTOL, atol=ATOL):
+                return max_diff(x, y)
+    return None
+
+
+def judge_alpha_after(where: str, rerun, layer, made_with: float, want, frozen, verb: str) -> str:
+    """Call `set_alpha(ALPHA_AFTER)` on `layer` (what the transformed form was made from, at
+    alpha `made_with`), run `rerun()` and require `want` (the truth at ALPHA_AFTER); the truth at
+    the old alpha (`frozen`) is `fail (alpha frozen)`. The layer gets `made_with` back
+    afterwards. Returns the detail's note."""
+    before = {**vars(layer), **_tensors_of(layer)}
+    layer.set_alpha(ALPHA_AFTER)
+    try:
+        holder = alpha_holder(layer, before, made_with, verb)
+        got = rerun()
+    except Failed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the finding
+        raise Errored(f"{where}: after set_alpha({ALPHA_AFTER}) the run raised "
+                      f"{type(exc).__name__}: {first_line(exc)}", summary="error after set_alpha") from None
+    finally:
+        layer.set_alpha(made_with)
+    off = _mismatch(got, want)
+    if off is None:
+        return f"set_alpha({ALPHA_AFTER}) afterwards is followed"
+    if _mismatch(got, frozen) is None:
+        raise Failed(f"{where}: after set_alpha({ALPHA_AFTER}) on the layer it was made from, it "
+                     f"still reverses with the alpha it was made with: {holder}; a DANN trained "
+                     "through it keeps that alpha for the whole schedule", summary="alpha frozen")
+    raise Failed(f"{where}: after set_alpha({ALPHA_AFTER}) its result differs from a correct "
+                 f"GRL's ({off}, {TOLERANCE})", summary="wrong after set_alpha")
 
 
 def judge_step(got, truth, *, where: str, what: str, own_eager=None, unreversed=None,

@@ -35,11 +35,13 @@ from torch import nn
 from grl_conformance.checks import check
 from grl_conformance.checks._common import (
     ALPHA,
+    ALPHA_AFTER,
     TOLERANCE,
     close,
     first_line,
     fresh_dynamo,
     impl_model,
+    judge_alpha_after,
     judge_step,
     linear_grl_linear,
     max_diff,
@@ -142,15 +144,20 @@ def _fullgraph(impl, backend: str, *, bitwise: bool):
             raise Failed("dynamo compiled nothing: the forward ran eager", summary="not compiled")
         breaks = _breaks(counters)
         frames, ops = _graphs(counter, counters), counter.op_count
-    for i, (g, t, e) in enumerate(zip(got, truth, eager, strict=True)):
-        judge_step(g, t, where=f"step {i + 1}", what=f"the compiled ({backend}) run", own_eager=e,
-                   unreversed=unreversed_step(*inputs[i]), bitwise_eager=bitwise)
+        for i, (g, t, e) in enumerate(zip(got, truth, eager, strict=True)):
+            judge_step(g, t, where=f"step {i + 1}", what=f"the compiled ({backend}) run", own_eager=e,
+                       unreversed=unreversed_step(*inputs[i]), bitwise_eager=bitwise)
+        followed = judge_alpha_after(
+            "the compiled model", lambda: step(compiled, model, *inputs[0]), model[1], ALPHA,
+            reference_step(*inputs[0], alpha=ALPHA_AFTER), truth[0], "the compiled graph")
+        later = _graphs(counter, counters) - frames
     recompiles = frames - 1
     summary = f"{frames} graphs" if frames > 1 else ""
     return passed(f"fullgraph {backend}: {frames} graph(s) for 2 steps ({ops} ops captured), {breaks}; "
                   f"output and all gradients equal a correct GRL's ({TOLERANCE}) and "
                   f"{'bitwise ' if bitwise else ''}its own eager run's"
-                  + (f"; {recompiles} recompile(s) for a second input of the same shape" if recompiles else ""),
+                  + (f"; {recompiles} recompile(s) for a second input of the same shape" if recompiles else "")
+                  + f"; {followed} ({later} more graph(s))",
                   summary=summary)
 
 
@@ -195,10 +202,15 @@ def _compiled_func(impl, name: str, build, truth_of):
         with fresh_dynamo():
             counter = CompileCounterWithBackend(backend)
             try:
-                got = torch.compile(fn, backend=counter, fullgraph=True)(x)
+                compiled = torch.compile(fn, backend=counter, fullgraph=True)
+                got = compiled(x)
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
                 err = _compile_error(exc, layer, x)
                 raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
+            if torch.allclose(got, want, rtol=1e-6, atol=1e-7):
+                followed = judge_alpha_after(
+                    f"compiled ({backend}) torch.func.{name}", lambda f=compiled: f(x), layer, alpha,
+                    truth_of(ALPHA_AFTER, c)[0], want, "the compiled graph")
         if counter.frame_count == 0:
             raise Failed(f"{backend}: dynamo compiled nothing", summary="not compiled")
         right_eager = torch.allclose(eager, want, rtol=1e-6, atol=1e-7)
@@ -212,7 +224,7 @@ def _compiled_func(impl, name: str, build, truth_of):
                          f"(max |diff| {diff:.3g}, alpha {alpha})", summary="wrong result")
         notes.append(f"{backend} {counter.frame_count} graph(s)")
     return passed(f"torch.compile(torch.func.{name}(...), fullgraph=True) equals -alpha times the "
-                  f"unreversed result (alpha {alpha}): {', '.join(notes)}")
+                  f"unreversed result (alpha {alpha}): {', '.join(notes)}; {followed}")
 
 
 @check("compile.func_grad", control="witness")

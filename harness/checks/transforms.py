@@ -16,8 +16,10 @@ import torch
 from grl_conformance.checks import check
 from grl_conformance.checks._common import (
     ALPHA,
+    ALPHA_AFTER,
     TOLERANCE,
     impl_model,
+    judge_alpha_after,
     judge_step,
     reference_model,
     sample_inputs,
@@ -43,16 +45,23 @@ def _io_step(fn, x, upstream):
     return out.detach(), x.grad, []
 
 
-def _judge_program(name: str, program, model, x, upstream) -> None:
+def _judge_program(name: str, program, model, x, upstream, verb: str | None) -> str:
     """Output and input gradient must equal a correct GRL's (the same model with the reference
     GRL, eager) and the implementation's own eager run's; the detail says whether the reversal
-    was lost and how the program relates to that eager run."""
+    was lost and how the program relates to that eager run. Then, unless `verb` is None (a
+    reloaded copy, tied to no layer), `set_alpha` on the model's layer must reach the program.
+    Returns that note."""
     got = _io_step(program, x, upstream)
     if got[1] is None:
         raise Failed(f"{name}: no gradient reaches the input", summary="no gradient")
-    judge_step(got, _io_step(reference_model(ALPHA), x, upstream), where=name, what="the program",
+    truth = _io_step(reference_model(ALPHA), x, upstream)
+    judge_step(got, truth, where=name, what="the program",
                own_eager=_io_step(model, x, upstream),
                unreversed=_io_step(unreversed_model(), x, upstream))
+    if verb is None:
+        return ""
+    return judge_alpha_after(name, lambda: _io_step(program, x, upstream), model[1], ALPHA,
+                             _io_step(reference_model(ALPHA_AFTER), x, upstream), truth, verb)
 
 
 def _call_targets(graph_module) -> str:
@@ -71,7 +80,7 @@ def export(impl):
         raise _raised("torch.export.export", exc, "export error") from None
     try:
         module = program.module()
-        _judge_program("exported program", module, model, x, upstream)
+        followed = _judge_program("exported program", module, model, x, upstream, "torch.export")
     except Failed as failed:
         raise Failed(f"{failed.detail}; exported graph calls: {_call_targets(program.graph_module)}",
                      summary=failed.summary) from None
@@ -79,7 +88,8 @@ def export(impl):
         raise _raised("running the exported program", exc, "run error") from None
     return passed(f"torch.export.export (default strict setting) of Linear -> GRL -> Linear: the "
                   f"exported program's output and input gradient equal a correct GRL's and its own "
-                  f"eager run's ({TOLERANCE}); graph calls: {_call_targets(program.graph_module)}")
+                  f"eager run's ({TOLERANCE}); {followed}; graph calls: "
+                  f"{_call_targets(program.graph_module)}")
 
 
 def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
@@ -90,8 +100,8 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
     except Exception as exc:  # noqa: BLE001
         raise _raised(f"torch.jit.{verb}", exc, f"{verb} error") from None
     try:
-        _judge_program(f"{kind} module", module, model, x, upstream)
-    except Failed:
+        followed = _judge_program(f"{kind} module", module, model, x, upstream, f"torch.jit.{verb}")
+    except (Failed, Errored):
         raise
     except Exception as exc:  # noqa: BLE001
         raise _raised(f"running the {kind} module", exc, "run error") from None
@@ -102,11 +112,12 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
         loaded = torch.jit.load(buffer)
     except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
         return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
-                      f"torch.jit.save/load does not round-trip ({type(exc).__name__}: "
+                      f"{followed}; torch.jit.save/load does not round-trip ({type(exc).__name__}: "
                       f"{_one(exc, 160)})", summary="no save")
-    _judge_program(f"saved and reloaded {kind} module", loaded, model, x, upstream)
+    _judge_program(f"saved and reloaded {kind} module", loaded, model, x, upstream, None)
     return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
-                  "torch.jit.save/load round-trips with the reversal intact", summary="saves")
+                  f"{followed}; torch.jit.save/load round-trips with the reversal intact",
+                  summary="saves")
 
 
 @check("jit.script", control="witness")  # torch 2.14 refuses to script any Function
@@ -148,15 +159,16 @@ def _fx_judge(impl, leaf: bool, how: str):
     except Exception as exc:  # noqa: BLE001
         raise _raised(f"torch.fx symbolic tracing ({how})", exc, "trace error") from None
     try:
-        _judge_program(f"FX GraphModule ({how})", module, model, x, upstream)
-    except Failed as failed:
-        raise Failed(f"{failed.detail}; traced graph calls: {_fx_targets(module)}",
-                     summary=failed.summary) from None
+        followed = _judge_program(f"FX GraphModule ({how})", module, model, x, upstream,
+                                  "torch.fx tracing")
+    except (Failed, Errored) as failed:
+        raise type(failed)(f"{failed.detail}; traced graph calls: {_fx_targets(module)}",
+                           summary=failed.summary) from None
     except Exception as exc:  # noqa: BLE001
         raise _raised(f"running the FX GraphModule ({how})", exc, "run error") from None
     return passed(f"torch.fx symbolic trace of Linear -> GRL -> Linear ({how}): the GraphModule's "
-                  f"output and input gradient equal a correct GRL's ({TOLERANCE}); graph calls: "
-                  f"{_fx_targets(module)}")
+                  f"output and input gradient equal a correct GRL's ({TOLERANCE}); {followed}; "
+                  f"graph calls: {_fx_targets(module)}")
 
 
 def _fx_targets(module) -> str:
@@ -196,8 +208,9 @@ def func_vmap(impl):
     gen = torch.Generator().manual_seed(3)
     xs = torch.randn(4, 5, generator=gen, requires_grad=True)
     upstream = torch.randn(4, 5, generator=gen)
+    vmapped = torch.func.vmap(layer)
     try:
-        ys = torch.func.vmap(layer)(xs)
+        ys = vmapped(xs)
     except Exception as exc:  # noqa: BLE001
         raise _raised("torch.func.vmap(layer)", exc, "vmap error") from None
     if not (isinstance(ys, torch.Tensor) and torch.equal(ys.detach(), xs.detach())):
@@ -213,8 +226,16 @@ def func_vmap(impl):
         got = "None" if xs.grad is None else f"{(xs.grad + ALPHA * upstream).abs().max().item():.3g} max |diff|"
         raise Failed(f"backward through vmap: input gradient is not -alpha * upstream ({got})",
                      summary="wrong gradient")
+
+    def rerun():
+        x = xs.detach().clone().requires_grad_(True)
+        vmapped(x).backward(upstream)
+        return x.grad
+
+    followed = judge_alpha_after("backward through the vmapped GRL", rerun, layer, ALPHA,
+                                 -ALPHA_AFTER * upstream, -ALPHA * upstream, "torch.func.vmap")
     return passed("vmap over a batch of 4: forward is the identity, backward through it is "
-                  "-alpha * upstream")
+                  f"-alpha * upstream; {followed}")
 
 
 @check("func.grad")
@@ -223,8 +244,9 @@ def func_grad(impl):
     layer = impl.api.layer(alpha=ALPHA)
     gen = torch.Generator().manual_seed(4)
     x, weights = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
+    transformed = torch.func.grad(lambda t: (layer(t) * weights).sum())
     try:
-        grad = torch.func.grad(lambda t: (layer(t) * weights).sum())(x)
+        grad = transformed(x)
     except Exception as exc:  # noqa: BLE001
         raise _raised("torch.func.grad", exc, "grad error") from None
     if not _close(grad, -ALPHA * weights):
@@ -232,7 +254,9 @@ def func_grad(impl):
             raise Failed("torch.func.grad is not reversed (gradient equals the upstream weights)",
                          summary="reversal lost")
         raise Failed(f"torch.func.grad gives {grad.tolist()}, expected -alpha * w", summary="wrong gradient")
-    return passed("torch.func.grad(sum(w * grl(x))) == -alpha * w")
+    followed = judge_alpha_after("torch.func.grad", lambda: transformed(x), layer, ALPHA,
+                                 -ALPHA_AFTER * weights, -ALPHA * weights, "torch.func.grad")
+    return passed(f"torch.func.grad(sum(w * grl(x))) == -alpha * w; {followed}")
 
 
 @check("func.jvp", control="witness")  # nor a jvp rule
@@ -248,7 +272,11 @@ def func_jvp(impl):
     if not torch.equal(primal, x):
         raise Failed("jvp primal output is not the input", summary="wrong output")
     if _close(out_tangent, -ALPHA * tangent):
-        return passed("jvp tangent == -alpha * t: forward and reverse mode agree (jacfwd == jacrev)")
+        followed = judge_alpha_after(
+            "torch.func.jvp", lambda: torch.func.jvp(layer, (x,), (tangent,))[1], layer, ALPHA,
+            -ALPHA_AFTER * tangent, -ALPHA * tangent, "torch.func.jvp")
+        return passed("jvp tangent == -alpha * t: forward and reverse mode agree (jacfwd == jacrev); "
+                      + followed)
     if not out_tangent.abs().max().item():
         raise Failed("jvp tangent is zero: forward mode drops the derivative (jacfwd != jacrev)",
                      summary="zero tangent")

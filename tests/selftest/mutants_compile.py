@@ -156,6 +156,16 @@ class _ShortcutWhenCompiledLayer(FloatAlphaLayer):
         return _JvpFunction.apply(x, float(self.alpha))
 
 
+class _GuardlessComposite(_GuardlessAlpha):
+    """The detach composite `d + (x - d) * -alpha` (torch.func and compile both keep its
+    derivative) with alpha read through `assume_constant_result`: right in eager and under
+    compiled torch.func until `set_alpha`, then the compiled graph keeps the old alpha."""
+
+    def forward(self, x):
+        d = x.detach()
+        return d + (x - d) * -_frozen_alpha(id(self))
+
+
 @torch._dynamo.assume_constant_result
 def _saved_tensor_hooks_active() -> bool:
     return torch._C._autograd._top_saved_tensors_default_hooks(True) is not None
@@ -194,18 +204,27 @@ MUTANTS = [
            trips={"compile.eager": "error", "compile.aot_eager": "error", "compile.inductor": "error"},
            why="a Python branch on the alpha tensor graph-breaks; fullgraph must not pass"),
     mutant("compile_guardless_alpha", _GuardlessAlpha,
-           trips={"compile.alpha_schedule": "fail"},
-           passes=("compile.aot_eager",),
-           why="alpha baked into the compiled graph without a guard: stale after set_alpha"),
+           trips={"compile.alpha_schedule": "fail", "compile.eager": "fail",
+                  "compile.aot_eager": "fail", "compile.inductor": "fail"},
+           passes=("backward.reversal", "compile.dynamic_shapes"),
+           why="alpha baked into the compiled graph without a guard: right until set_alpha, then "
+               "the compiled model keeps the old alpha (alpha frozen)"),
+    mutant("compile_guardless_composite", _GuardlessComposite,
+           trips={"compile.func_grad": "fail", "compile.func_jvp": "fail"},
+           passes=("backward.reversal", "func.grad", "func.jvp"),
+           why="a composite GRL whose alpha dynamo bakes in: compiled torch.func is right until "
+               "set_alpha, then keeps the old alpha (alpha frozen)"),
     mutant("compile_per_batch_recompile", _PerBatch,
            trips={"compile.dynamic_shapes": "fail"},
            passes=("compile.aot_eager",),
            why="a Python loop over the batch dimension recompiles for every batch size"),
     mutant("compile_custom_op_float_alpha", _CustomOpFloatAlpha, kind="library",
-           trips={"compile.alpha_schedule": "error"},
+           trips={"compile.alpha_schedule": "error", "export": "fail", "fx.trace": "fail",
+                  "jit.trace": "fail"},
            passes=("compile.eager", "opcheck"),
            why="a float alpha argument of a custom op recompiles per value (hits the limit); "
-               "the opaque op adds kernels (a cost the fusion cell reports, not a failure)"),
+               "export, FX and tracing record the float as a constant (alpha frozen); the opaque "
+               "op adds kernels (a cost the fusion cell reports, not a failure)"),
     mutant("compile_alpha_saved_when_compiled", library_op.GradientReversalLayer, kind="library",
            trips={}, passes=("memory.offload", "compile.offload", "compile.aot_eager"),
            why="not a mutant: the library_op row, a custom op keeping its alpha tensor on ctx; "

@@ -276,8 +276,9 @@ MUTANTS = [
            why="a lambda on the module: torch.save(model) cannot pickle it",
            passes=("serialize.copy", "serialize.state_dict")),
     mutant("ctx_op_bad_onnx", _OpBadOnnx, trips={"onnx.export": "fail"}, kind="library",
-           why="its ONNX translation computes the backward formula (-alpha * x), not the identity",
-           passes=("backward.reversal", "export")),
+           why="its ONNX translation computes the backward formula (-alpha * x), not the identity "
+               "(its float alpha is an export constant: `export` fails it as alpha frozen)",
+           passes=("backward.reversal", "compile.eager")),
     mutant("ctx_op_sharded", _OpSharded, trips={}, kind="library",
            why="not a mutant: a custom-op GRL with a right sharding rule and ONNX translation",
            passes=("onnx.export", "dtensor")),

@@ -161,14 +161,48 @@ class _FxBlindLayer(FloatAlphaLayer):
         return Reverse.apply(x, self.alpha)
 
 
+class _FullFunction(Reverse):
+    """The reference Function with a generated vmap rule and a jvp: right under torch.func."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def jvp(ctx, x_tangent, alpha_tangent):
+        return -ctx.alpha * x_tangent
+
+
+class _AlphaCachedForFunctorch(FloatAlphaLayer):
+    """Right everywhere at the alpha it was built with; under a torch.func transform it reads a
+    copy of alpha taken at construction, which set_alpha never updates."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__(alpha)
+        self.alpha_at_init = float(alpha)
+
+    def forward(self, x):
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return _FullFunction.apply(x, self.alpha_at_init)
+        return _FullFunction.apply(x, self.alpha)
+
+
 MUTANTS = [
+    mutant("transforms_alpha_cached_for_functorch", _AlphaCachedForFunctorch,
+           trips={"func.vmap": "fail", "func.grad": "fail", "func.jvp": "fail"},
+           passes=("backward.reversal", "alpha.update"),
+           why="under torch.func it uses the alpha it was built with: right until set_alpha, then "
+               "frozen"),
+    mutant("transforms_float_alpha", FloatAlphaLayer,
+           trips={"jit.script": "fail", "jit.trace": "fail"},
+           passes=("backward.reversal", "alpha.update"),
+           why="the reference GRL's Python-float alpha: a scripted or traced module holds a copy "
+               "(script) or a constant (trace), so set_alpha on the layer never reaches it"),
     mutant("trace_shortcut", _UnreversedWhenTracedLayer,
            trips={"jit.trace": "fail"},
-           passes=("backward.reversal", "jit.script"),
+           passes=("backward.reversal", "compile.aot_eager"),
            why="reverses in eager, but takes an unreversed shortcut under torch.jit.trace"),
     mutant("fx_blind", _FxBlindLayer,
            trips={"fx.trace": "fail"},
-           passes=("backward.reversal", "jit.trace"),
+           passes=("backward.reversal", "compile.aot_eager"),
            why="an autograd.Function FX traces through as `x * 1`: the GraphModule loses the "
                "reversal, the real module keeps it"),
     mutant("transforms_functorch_unreversed", _ReversalDroppedUnderFunctorch,
@@ -180,7 +214,7 @@ MUTANTS = [
     # the correct float-alpha GRL itself: setup_context style, no vmap rule and no jvp
     mutant("transforms_no_vmap_rule", FloatAlphaLayer,
            trips={"func.vmap": "error", "export": "fail"},
-           passes=("func.grad", "jit.script"),
+           passes=("func.grad",),
            why="no vmap staticmethod and no generate_vmap_rule; export drops the Function's backward"),
     mutant("transforms_zero_jvp", _ZeroJvpLayer,
            trips={"func.jvp": "fail"},
