@@ -47,9 +47,13 @@ class ProbeResult:
 
     @property
     def ok(self) -> bool:
+        """No check failed or errored, and none was left unverified in any mode: a skip is fine
+        only where the spec did not ask (no set_progress, label_head or optimizer), never where
+        the measurement could not be made."""
         from grl_conformance.core.outcome import ERROR, FAIL
 
-        return all(v.status not in (FAIL, ERROR) for run in self.runs.values() for v in run)
+        return all(v.status not in (FAIL, ERROR) and not v.unverified
+                   for run in self.runs.values() for v in run)
 
     @property
     def differences(self) -> list[str]:
@@ -103,6 +107,9 @@ def probe(spec, *, compile: bool = False, name: str | None = None) -> ProbeResul
     from grl_conformance.dann_probe.state import preserved
 
     spec = from_dict(spec, name=name or "spec")
+    if spec.alpha is not None:
+        for p in spec.progress:
+            spec.expected_alpha(p)  # a formula that raises is a spec error, before anything runs
     start = time.perf_counter()
     result = ProbeResult(name or spec.name, env=describe())
     with preserved(spec.model, spec.optimizer) as snapshot, torch.enable_grad():

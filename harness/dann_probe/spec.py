@@ -52,6 +52,16 @@ class Spec:
         """Where the probe measures: each progress point, or once as things stand."""
         return self.progress if self.set_progress is not None else (None,)
 
+    def expected_alpha(self, p: float) -> float:
+        """The user's `alpha(p)`; a raise or a non-number is a spec error (one line)."""
+        try:
+            value = float(self.alpha(p))
+        except Exception as exc:  # noqa: BLE001 - the user's code
+            raise ProbeInputError(f"spec key 'alpha': alpha({p:g}) raised {last_line(exc)}") from None
+        if not math.isfinite(value):
+            raise ProbeInputError(f"spec key 'alpha': alpha({p:g}) is {value}")
+        return value
+
 
 def _part(model, value, key: str, required: bool) -> Part | None:
     import torch
@@ -76,6 +86,10 @@ def _part(model, value, key: str, required: bool) -> Part | None:
         raise ProbeInputError(f"spec key {key!r} is {what}, not a submodule of the model "
                               f"({type(model).__name__})")
     return Part(module, names[0])
+
+
+def _inside(inner, outer) -> bool:
+    return any(m is inner for m in outer.modules())
 
 
 def _progress(value) -> tuple[float, ...]:
@@ -118,11 +132,18 @@ def from_dict(raw: Any, name: str = "spec") -> Spec:
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise ProbeInputError(f"{name}: spec key 'optimizer' is {type(optimizer).__name__}, "
                               "expected a torch.optim.Optimizer")
+    parts = {key: _part(model, raw.get(key), key, key != "label_head")
+             for key in ("trunk", "domain_head", "label_head")}
+    named = [(k, p) for k, p in parts.items() if p is not None]
+    for i, (k1, p1) in enumerate(named):
+        for k2, p2 in named[i + 1:]:
+            if p1.module is p2.module or _inside(p1.module, p2.module) or _inside(p2.module, p1.module):
+                raise ProbeInputError(f"{name}: spec keys {k1!r} ({p1.name}) and {k2!r} ({p2.name}) "
+                                      "are the same module or one holds the other: name three "
+                                      "separate submodules")
     return Spec(
         model=model, batch=raw["batch"], losses=raw["losses"],
-        trunk=_part(model, raw["trunk"], "trunk", True),
-        domain_head=_part(model, raw["domain_head"], "domain_head", True),
-        label_head=_part(model, raw.get("label_head"), "label_head", False),
+        trunk=parts["trunk"], domain_head=parts["domain_head"], label_head=parts["label_head"],
         optimizer=optimizer, set_progress=raw.get("set_progress"),
         progress=_progress(raw["progress"]) if raw.get("progress") is not None else DEFAULT_PROGRESS,
         alpha=raw.get("alpha"), name=str(raw.get("name") or name))

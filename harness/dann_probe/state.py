@@ -57,7 +57,11 @@ class Snapshot:
         self.attrs = [{k: v for k, v in vars(m).items() if not _is_machinery(k)} for m in self.modules]
         self.attr_values = [{k: _clone(v) for k, v in a.items() if isinstance(v, torch.Tensor)}
                             for a in self.attrs]
-        self.params = [(p, p.detach().clone(), p.grad, _clone(p.grad)) for p in model.parameters()]
+        # which objects sit in each module's slots (set_progress may swap a GRL or a parameter)
+        self.slots = [(m, {k: dict(getattr(m, k)) for k in ("_parameters", "_buffers", "_modules")})
+                      for m in self.modules]
+        self.params = [(p, p.detach().clone(), p.grad, _clone(p.grad), p.requires_grad)
+                       for p in model.parameters()]
         self.buffers = [(m, k, b, _clone(b)) for m in self.modules for k, b in m._buffers.items()]
         self.rng = RNG()
         # set_progress may anneal the learning rate: the groups' settings are put back too
@@ -73,12 +77,17 @@ class Snapshot:
 
     def restore_parameters(self) -> None:
         with torch.no_grad():
-            for p, value, _, _ in self.params:
+            for p, value, *_ in self.params:
                 p.copy_(value)
 
     def restore(self) -> None:
+        for m, slots in self.slots:
+            for key, content in slots.items():
+                getattr(m, key).clear()
+                getattr(m, key).update(content)
         with torch.no_grad():
-            for p, value, grad, grad_value in self.params:
+            for p, value, grad, grad_value, requires_grad in self.params:
+                p.requires_grad_(requires_grad)
                 p.copy_(value)
                 p.grad = grad
                 if grad is not None:
@@ -101,7 +110,14 @@ class Snapshot:
     def changes(self) -> list[str]:
         """What differs from the snapshot now (the self-tests' proof; empty after `restore`)."""
         out = []
-        for p, value, grad, grad_value in self.params:
+        for m, slots in self.slots:
+            for key, content in slots.items():
+                now = getattr(m, key)
+                if now.keys() != content.keys() or any(now[k] is not v for k, v in content.items()):
+                    out.append(f"the {key[1:]} of a {type(m).__name__}")
+        for p, value, grad, grad_value, requires_grad in self.params:
+            if p.requires_grad != requires_grad:
+                out.append("a parameter's requires_grad")
             if not torch.equal(p.detach(), value):
                 out.append("a parameter's value")
             if p.grad is not grad or (grad is not None and not torch.equal(grad, grad_value)):

@@ -10,24 +10,38 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from grl_conformance.core.outcome import FAIL, PASS, SKIP
-from grl_conformance.dann_probe.measure import Pass, Step, missing_from_optimizer
+from grl_conformance.dann_probe.measure import (
+    FD_ALPHA_TOLERANCE,
+    Pass,
+    Step,
+    missing_from_optimizer,
+    rounding,
+)
 from grl_conformance.dann_probe.spec import Spec
 
-# How close measured alphas must be to call a schedule flat, or to the user's own formula.
+# How close measured alphas must be to call a schedule flat, or to the user's own formula,
+# where no gradient says better (measure.ALPHA_TOLERANCE holds it per dtype).
 ALPHA_RELATIVE_TOLERANCE = 1e-4
+
 
 
 @dataclass
 class Verdict:
+    """A check's outcome. `unverified`: a skip because the measurement could not be made (not
+    because the spec did not ask): `ok` is then False, the result NOT VERIFIED."""
+
     check: str
     status: str
     summary: str
     figures: dict = field(default_factory=dict)
+    unverified: bool = False
 
     def as_dict(self) -> dict:
         return {"check": self.check, "status": self.status, "summary": self.summary,
-                "figures": self.figures}
+                "unverified": self.unverified, "figures": self.figures}
 
 
 @dataclass
@@ -42,11 +56,20 @@ def _p(progress: float | None) -> str:
 
 
 def _alphas(m: Measurements) -> list[tuple[float | None, float]]:
+    """alpha at each point where the pairing measured it element by element."""
     return [(x.progress, 0.0 - x.domain.coefficient) for x in m.passes if x.domain.proportional]
+
+
+def _fd_alphas(m: Measurements) -> list[tuple[float | None, float]]:
+    return [(x.progress, x.fd_alpha) for x in m.passes if x.fd_alpha is not None]
 
 
 def _fmt(values: Sequence[tuple[float | None, float]]) -> str:
     return ", ".join(f"{a:.4g} at {_p(p)}" for p, a in values)
+
+
+def _unreversed(x: Pass) -> bool:
+    return x.domain.proportional and abs(x.domain.coefficient - 1.0) <= x.domain.alpha_tolerance
 
 
 def reach(m: Measurements) -> Verdict:
@@ -56,12 +79,20 @@ def reach(m: Measurements) -> Verdict:
     if errors:
         return Verdict("reach", FAIL, f"the backward of the domain loss raised at "
                        f"{_p(errors[0].progress)}: {errors[0].domain.error}", figures)
+    broken = [x for x in m.passes if not x.domain.finite]
+    if broken:
+        return Verdict("reach", FAIL, f"the domain loss or its gradient at the trunk is not finite "
+                       f"(nan or inf) at {_p(broken[0].progress)}", figures)
     if not any(x.domain.reached for x in m.passes):
-        where = ("the domain head's input carries no gradient: the features are detached (or "
-                 "computed under no_grad) before the domain head"
-                 if all(x.domain.head_detached for x in m.passes)
-                 else "it stops between the domain head and the trunk: the features are detached "
-                      "before the domain head")
+        if any(x.domain.trunk_without_grad for x in m.passes):
+            where = ("the trunk's own output carries no gradient (computed under no_grad, or "
+                     "detached inside the trunk), though the trunk has trainable parameters")
+        elif all(x.domain.head_detached for x in m.passes):
+            where = ("the domain head's input carries no gradient: the features are detached (or "
+                     "computed under no_grad) before the domain head")
+        else:
+            where = ("it stops between the domain head and the trunk: the features are detached "
+                     "before the domain head")
         return Verdict("reach", FAIL, f"the domain loss does not reach the trunk: {where}", figures)
     if all(x.domain.trunk_norm == 0.0 for x in m.passes):
         return Verdict("reach", FAIL, "the domain loss's gradient at the trunk is 0 at every "
@@ -74,17 +105,30 @@ def reach(m: Measurements) -> Verdict:
 
 
 def reversal(m: Measurements) -> Verdict:
-    """The gradient at the trunk is -alpha times the gradient at the domain head's input, alpha > 0."""
-    rows = [{"progress": x.progress, "alpha": -x.domain.coefficient if x.domain.comparable else None,
-             "residual": x.domain.residual if x.domain.comparable else None}
-            for x in m.passes]
+    """The gradient at the trunk is -alpha times the gradient at the domain head's input, alpha > 0
+    (by finite differences where the element-by-element pairing cannot say)."""
+    rows = [{"progress": x.progress, "alpha": (0.0 - x.domain.coefficient) if x.domain.comparable else None,
+             "residual": x.domain.residual if x.domain.comparable else None,
+             "alpha_finite_difference": x.fd_alpha} for x in m.passes]
     figures = {"measured": rows}
-    if not any(x.domain.reached and x.domain.trunk_norm > 0 for x in m.passes):
-        return Verdict("reversal", SKIP, "not measured: no gradient of the domain loss reaches the "
-                       "trunk (see reach)", figures)
+    if not any(x.domain.reached and x.domain.trunk_norm > 0 and x.domain.finite for x in m.passes):
+        return Verdict("reversal", SKIP, "not measured: no finite gradient of the domain loss "
+                       "reaches the trunk (see reach)", figures)
     blocked = [x for x in m.passes if not x.domain.comparable and x.domain.reason]
     if blocked:
-        return Verdict("reversal", SKIP, f"cannot compare: {blocked[0].domain.reason}", figures)
+        x = blocked[0]
+        fd = _fd_alphas(m)
+        if len(fd) == len(m.passes) and all(a > 0 for _, a in fd):
+            return Verdict("reversal", PASS, f"reversed, alpha {_span(fd)} by finite differences "
+                           f"(+-{FD_ALPHA_TOLERANCE:.0%}; not element by element: "
+                           f"{x.domain.reason})", figures)
+        if fd and all(a < 0 for _, a in fd):
+            return Verdict("reversal", FAIL, f"not reversed: by finite differences the domain loss's "
+                           f"gradient reaches the trunk with alpha {_fmt(fd[:3])} ({x.domain.reason})",
+                           figures)
+        why = x.fd_note or "no finite difference"
+        return Verdict("reversal", SKIP, f"cannot compare: {x.domain.reason}; {why}", figures,
+                       unverified=True)
     off = [x for x in m.passes if x.domain.comparable and not x.domain.proportional]
     if off:
         x = off[0]
@@ -94,11 +138,19 @@ def reversal(m: Measurements) -> Verdict:
                        "backward is not -alpha * grad, or the domain loss reaches the trunk by a "
                        "second route", figures)
     alphas = _alphas(m)
-    if all(abs(a + 1.0) <= 1e-6 for _, a in alphas):
+    if all(_unreversed(x) for x in m.passes):
+        fd = _fd_alphas(m)
+        if fd and all(a > 0 for _, a in fd):
+            return Verdict("reversal", SKIP, f"not between the trunk and the domain head's input, yet "
+                           f"finite differences show the gradient reaching the trunk reversed (alpha "
+                           f"{_span(fd)}): the reversal stands inside the domain head or after it. "
+                           "Name as domain_head the module right after the GRL (a reversal after "
+                           "the head trains it against its task: see domain_head_learns)", figures,
+                           unverified=True)
         return Verdict("reversal", FAIL, "not reversed: the domain loss reaches the trunk with its "
                        "gradient unchanged (alpha -1): no GRL between the trunk and the domain "
-                       "head (built but not applied, a backward() autograd never calls, or placed "
-                       "after the domain head)", figures)
+                       "head (built but not applied, or a backward() autograd never calls)"
+                       + (" (finite differences agree)" if fd else ""), figures)
     negative = [(p, a) for p, a in alphas if a < 0]
     if negative:
         return Verdict("reversal", FAIL, f"wrong sign: alpha {_fmt(negative[:3])}: the reversal "
@@ -108,16 +160,22 @@ def reversal(m: Measurements) -> Verdict:
     if zero:
         return Verdict("reversal", FAIL, f"alpha is 0 at {', '.join(_p(p) for p, _ in zero)}: the "
                        "domain loss does not train the trunk there", figures)
-    low, high = min(a for _, a in alphas), max(a for _, a in alphas)
-    span = f"{low:.4g}" if low == high else f"{low:.4g} .. {high:.4g}"
-    return Verdict("reversal", PASS, f"reversed, alpha {span}", figures)
+    return Verdict("reversal", PASS, f"reversed, alpha {_span(alphas)}", figures)
+
+
+def _span(values: Sequence[tuple[float | None, float]]) -> str:
+    low, high = min(a for _, a in values), max(a for _, a in values)
+    return f"{low:.4g}" if low == high else f"{low:.4g} .. {high:.4g}"
 
 
 def schedule(m: Measurements) -> Verdict:
     """With set_progress, the measured alpha follows the user's schedule."""
     spec = m.spec
-    alphas = _alphas(m)
-    figures = {"alpha": {_p(p): a for p, a in alphas}}
+    alphas, tolerance, how = _alphas(m), max((x.domain.alpha_tolerance for x in m.passes),
+                                             default=ALPHA_RELATIVE_TOLERANCE), ""
+    if len(alphas) < len(m.passes) and len(_fd_alphas(m)) == len(m.passes):
+        alphas, tolerance, how = _fd_alphas(m), FD_ALPHA_TOLERANCE, " (by finite differences)"
+    figures = {"alpha": {_p(p): a for p, a in alphas}, "tolerance": tolerance}
     if spec.set_progress is None:
         now = f" (alpha now {alphas[0][1]:.4g})" if alphas else ""
         return Verdict("schedule", SKIP, f"no set_progress in the spec: the schedule was not "
@@ -125,39 +183,42 @@ def schedule(m: Measurements) -> Verdict:
     if len(alphas) < len(m.passes):
         return Verdict("schedule", SKIP, "alpha could not be measured at every progress point "
                        "(see reversal)", figures)
-    if all(abs(a + 1.0) <= 1e-6 for _, a in alphas):
+    if all(abs(a + 1.0) <= tolerance for _, a in alphas):
         return Verdict("schedule", SKIP, "not measured: no reversal stands between the trunk and "
                        "the domain head (see reversal)", figures)
     if spec.alpha is not None:
-        expected = [(p, float(spec.alpha(p))) for p, _ in alphas]
+        expected = [(p, spec.expected_alpha(p)) for p, _ in alphas]
         figures["expected"] = {_p(p): e for p, e in expected}
         wrong = [(p, a, e) for (p, a), (_, e) in zip(alphas, expected, strict=True)
-                 if abs(a - e) > ALPHA_RELATIVE_TOLERANCE * max(abs(e), 1.0)]
+                 if abs(a - e) > tolerance * max(abs(e), 1.0)]
         if wrong:
             p, a, e = wrong[0]
             return Verdict("schedule", FAIL, f"at {_p(p)} the GRL reverses with alpha {a:.4g}, your "
-                           f"schedule gives {e:.4g} ({len(wrong)} of {len(alphas)} points off)",
-                           figures)
-        return Verdict("schedule", PASS, f"alpha equals your schedule at {len(alphas)} points: "
-                       f"{_fmt(alphas)}", figures)
+                           f"schedule gives {e:.4g} ({len(wrong)} of {len(alphas)} points off"
+                           f"{how})", figures)
+        return Verdict("schedule", PASS, f"alpha equals your schedule at {len(alphas)} points"
+                       f"{how}: {_fmt(alphas)}", figures)
     values = [a for _, a in alphas]
     top = max(abs(a) for a in values)
     if top == 0.0:
         return Verdict("schedule", FAIL, "alpha is 0 at every progress point: the schedule never "
                        "reaches the GRL", figures)
-    if max(values) - min(values) <= ALPHA_RELATIVE_TOLERANCE * top:
+    if max(values) - min(values) <= tolerance * top:
+        coarse = ("; or the points probed lie closer together than the gradients' precision "
+                  "can tell: probe earlier ones" if tolerance > ALPHA_RELATIVE_TOLERANCE else "")
         return Verdict("schedule", FAIL, f"alpha does not move: {values[0]:.4g} at every progress "
-                       f"point ({', '.join(_p(p) for p, _ in alphas)}): the schedule's value never "
-                       "reaches the GRL (computed but not passed to it?)", figures)
+                       f"point ({', '.join(_p(p) for p, _ in alphas)}), within {tolerance:.0e}"
+                       f"{how}: the schedule's value never reaches the GRL (computed but not "
+                       f"passed to it?){coarse}", figures)
     ordered = sorted(alphas, key=lambda pa: pa[0])
     backwards = [(p1, a1, p2, a2) for (p1, a1), (p2, a2) in zip(ordered, ordered[1:], strict=False)
-                 if a2 < a1 - ALPHA_RELATIVE_TOLERANCE * top]
+                 if a2 < a1 - tolerance * top]
     if backwards:
         p1, a1, p2, a2 = backwards[0]
         return Verdict("schedule", FAIL, f"alpha runs backwards: {a1:.4g} at {_p(p1)}, {a2:.4g} at "
                        f"{_p(p2)} (the usual schedule rises from 0 to 1; give the spec 'alpha' if "
                        "yours is meant to fall)", figures)
-    return Verdict("schedule", PASS, f"alpha follows progress: {_fmt(alphas)}", figures)
+    return Verdict("schedule", PASS, f"alpha follows progress{how}: {_fmt(alphas)}", figures)
 
 
 def label_path(m: Measurements) -> Verdict:
@@ -177,7 +238,8 @@ def label_path(m: Measurements) -> Verdict:
                        "are detached before the label head", figures)
     for _, f in flows:
         if not f.comparable:
-            return Verdict("label_path", SKIP, f"cannot compare: {f.reason}", figures)
+            return Verdict("label_path", SKIP, f"cannot compare: {f.reason}", figures,
+                           unverified=True)
     for p, f in flows:
         if not f.proportional:
             return Verdict("label_path", FAIL, f"at {_p(p)} the label loss's gradient at the trunk is "
@@ -187,36 +249,62 @@ def label_path(m: Measurements) -> Verdict:
             return Verdict("label_path", FAIL, f"the label loss reaches the trunk reversed (x"
                            f"{f.coefficient:.4g} at {_p(p)}): the reversal stands where both heads "
                            "see it (e.g. a hook or GRL on the shared features)", figures)
-        if abs(f.coefficient - 1.0) > ALPHA_RELATIVE_TOLERANCE:
+        if abs(f.coefficient - 1.0) > f.alpha_tolerance:
             return Verdict("label_path", FAIL, f"the label loss reaches the trunk scaled by "
                            f"{f.coefficient:.4g} at {_p(p)}, not 1", figures)
     return Verdict("label_path", PASS, "unreversed (x1)", figures)
 
 
+# How close slope x weight must come to +1 for a pass (or below -this for a fail): the first-
+# order prediction holds to a few percent wherever the central differences agree.
+AGREEMENT = 0.75
+
+
 def domain_head_learns(m: Measurements) -> Verdict:
-    """A small step along the objective's gradient on the domain head lowers the domain loss."""
+    """The objective trains the domain head at its own task: the domain loss enters the objective
+    with a positive weight, and a small step along the objective's gradient lowers it."""
     s = m.step
-    figures = {"progress": s.progress, "domain_loss_before": s.before,
+    figures = {"progress": s.progress, "domain_loss": s.before, "weight_in_objective": s.weight,
                "after_step_down": s.after, "after_step_up": s.opposite, "step": s.step,
-               "gradient_norm": s.gradient_norm}
+               "gradient_norm": s.gradient_norm, "slope": s.slope(),
+               "slope_half_step": s.slope(half=True), "jitter": s.jitter}
+    name = "domain_head_learns"
     if s.trainable == 0:
-        return Verdict("domain_head_learns", SKIP, "the domain head has no trainable parameters",
-                       figures)
+        return Verdict(name, SKIP, "the domain head has no trainable parameters", figures)
+    if s.error:
+        return Verdict(name, FAIL, f"the backward of the objective raised: {s.error}", figures)
     if s.gradient_norm == 0.0:
-        return Verdict("domain_head_learns", FAIL, "the objective gives the domain head no gradient: "
-                       "the domain loss is not in the objective ('total'), or it is cut off from "
-                       "the head", figures)
+        return Verdict(name, FAIL, "the objective gives the domain head no gradient: the domain "
+                       "loss is not in the objective ('total'), or it is cut off from the head",
+                       figures)
     if not math.isfinite(s.gradient_norm):
-        return Verdict("domain_head_learns", FAIL, "the objective's gradient on the domain head is "
-                       "not finite", figures)
-    moved = f"domain loss {s.before:.6g} -> {s.after:.6g} ({_p(s.progress)}, step {s.step:.2g})"
-    if s.after < s.before:
-        return Verdict("domain_head_learns", PASS, moved, figures)
-    if s.after > s.before:
-        return Verdict("domain_head_learns", FAIL, f"a small step along your objective's gradient "
-                       f"raises the domain loss: {moved}: the domain head is trained against its own "
-                       "task (a subtracted domain loss, or a reversal after the domain head)", figures)
-    return Verdict("domain_head_learns", SKIP, f"the domain loss did not move: {moved}", figures)
+        return Verdict(name, FAIL, "the objective's gradient on the domain head is not finite",
+                       figures)
+    if s.domain_gradient_norm == 0.0:
+        return Verdict(name, FAIL, "the domain loss gives the domain head's parameters no "
+                       "gradient: the head's output does not reach the domain loss", figures)
+    if s.weight <= 0:
+        return Verdict(name, FAIL, f"the objective trains the domain head against its own task: the "
+                       f"domain loss enters it with weight {s.weight:.4g} (subtracted, where a GRL "
+                       "should reverse only the trunk's gradient)", figures)
+    moved = (f"domain loss {s.after:.6g} a step down the objective's gradient, {s.opposite:.6g} a "
+             f"step up ({_p(s.progress)}, step {s.step:.2g})")
+    if s.jitter > rounding(s.before, torch.float32):
+        return Verdict(name, SKIP, f"losses is not deterministic between calls (the domain loss "
+                       f"moved by {s.jitter:.2g} between two identical forwards: noise from a "
+                       "generator or iterator of its own?): no small step can be trusted", figures,
+                       unverified=True)
+    if s.consistent and abs(s.agreement - 1.0) <= 1.0 - AGREEMENT:
+        return Verdict(name, PASS, moved, figures)
+    if s.consistent and s.agreement <= -AGREEMENT:
+        return Verdict(name, FAIL, f"a small step along your objective's gradient raises the domain "
+                       f"loss: {moved}: the gradient the head receives is reversed (a reversal after "
+                       f"the domain head, alpha about {-1 / s.agreement:.3g}): the head is trained "
+                       "against its own task", figures)
+    return Verdict(name, SKIP, f"the domain loss's change does not follow the head's gradient at "
+                   f"any step size tried (slope x weight {s.agreement:.3g}, expected 1): rounding "
+                   f"or curvature, e.g. a head at its optimum on this batch: {moved}", figures,
+                   unverified=True)
 
 
 def optimizer(m: Measurements) -> Verdict:

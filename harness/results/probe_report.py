@@ -46,8 +46,14 @@ def _header(doc: dict) -> str:
 def _verdict(doc: dict) -> str:
     failing = sorted({v["check"] for run in doc["runs"].values() for v in run
                       if v["status"] in ("fail", "error")})
-    return ("every check passed or was skipped with its reason" if doc["ok"]
-            else f"NOT OK: {', '.join(failing)}")
+    unverified = sorted({v["check"] for run in doc["runs"].values() for v in run
+                         if v.get("unverified")})
+    if doc["ok"]:
+        return "OK: every check passed, or skipped because the spec did not ask for it"
+    if failing:
+        return f"NOT OK: {', '.join(failing)}" + (
+            f"; not verified: {', '.join(unverified)}" if unverified else "")
+    return f"NOT VERIFIED: {', '.join(unverified)} could not be measured (the summary says why)"
 
 
 def render_terminal(doc: dict) -> str:

@@ -300,7 +300,59 @@ def schedule_formula_differs():
                    alpha=dann_schedule)
 
 
-WIRED = {f.__name__: f for f in (correct, correct_with_schedule_formula,
+class NoGradTrunk(DANN):
+    def features(self, xs, xt):
+        with torch.no_grad():
+            return super().features(xs, xt)
+
+
+def trunk_under_no_grad():
+    """The trunk run under no_grad: its parameters never get a gradient (a frozen trunk, whose
+    parameters do not require grad, is fine: `correct_frozen_trunk`)."""
+    return spec_of(NoGradTrunk())
+
+
+def correct_frozen_trunk():
+    spec = spec_of(DANN())
+    for p in spec["model"].trunk.parameters():
+        p.requires_grad_(False)
+    spec["optimizer"] = torch.optim.SGD([*spec["model"].label_head.parameters(),
+                                         *spec["model"].domain_head.parameters()], lr=0.01)
+    return spec
+
+
+# --- correct, but not verifiable as specified: NOT VERIFIED, never a pass -------------------------
+
+class GRLInsideHead(DANN):
+    """pytorch-revgrad's README layout: the reversal is the domain head's first layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.domain_head = nn.Sequential(self.grl, *self.domain_head)
+
+    def domain(self, fs, ft):
+        return self.domain_head(torch.cat([fs, ft]))
+
+
+def grl_inside_domain_head():
+    return spec_of(GRLInsideHead())
+
+
+def losses_not_deterministic():
+    """losses draws noise from a generator of its own: no step can be trusted."""
+    noise = torch.Generator().manual_seed(3)
+
+    def noisy(m, b):
+        xs, xt, ys, dom = b
+        return losses(m, (xs + 0.1 * torch.randn(xs.shape, generator=noise), xt, ys, dom))
+
+    return spec_of(DANN(), noisy)
+
+
+# setup -> the checks it leaves unverified (skip, ok False)
+UNVERIFIED = {grl_inside_domain_head: {"reversal"}, losses_not_deterministic: {"domain_head_learns"}}
+
+WIRED = {f.__name__: f for f in (correct_frozen_trunk, correct, correct_with_schedule_formula,
                                  correct_function_returns_input, correct_fungtion_shaped,
                                  correct_no_options)}
 # setup -> the checks it must fail (every other check passes or skips)
@@ -308,9 +360,10 @@ MISWIRED = {
     alpha_not_passed: {"schedule"},
     negative_schedule: {"reversal", "schedule"},
     subtracted_domain_loss: {"reversal", "domain_head_learns"},
-    reversal_after_domain_head: {"reversal", "domain_head_learns"},
+    reversal_after_domain_head: {"domain_head_learns"},  # reversal: skip, "inside or after the head"
     module_backward_never_called: {"reversal"},
     features_detached: {"reach"},
+    trunk_under_no_grad: {"reach", "label_path"},
     grl_not_applied: {"reversal"},
     critic_not_in_optimizer: {"optimizer"},
     warm_start_never_steps: {"reach", "schedule"},

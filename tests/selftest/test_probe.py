@@ -52,6 +52,19 @@ def test_each_miswiring_fails_the_check_that_names_it(setup):
     assert failing(result) == setups.MISWIRED[setup], result
 
 
+@pytest.mark.parametrize("setup", list(setups.UNVERIFIED), ids=lambda f: f.__name__)
+def test_a_setup_the_probe_cannot_measure_is_not_verified_never_a_pass(setup):
+    result = probe(setup())
+    assert not result.ok and not failing(result), result
+    unverified = {n for n, v in result.checks.items() if v.unverified}
+    assert unverified == setups.UNVERIFIED[setup] and "NOT VERIFIED" in str(result)
+
+
+def test_a_reversal_inside_the_named_head_is_found_and_explained():
+    summary = probe(setups.grl_inside_domain_head()).checks["reversal"].summary
+    assert "inside the domain head or after it" in summary and "module right after the GRL" in summary
+
+
 def test_every_check_is_failed_by_some_miswiring():
     tripped = set().union(*setups.MISWIRED.values())
     assert tripped == set(CHECK_IDS)
@@ -60,6 +73,9 @@ def test_every_check_is_failed_by_some_miswiring():
 def test_the_verdicts_say_what_is_wrong():
     said = {f.__name__: probe(f()).checks for f in setups.MISWIRED}
     assert "detached" in said["features_detached"]["reach"].summary
+    assert "under no_grad" in said["trunk_under_no_grad"]["reach"].summary
+    assert "reversal after the domain head" in said["reversal_after_domain_head"]["domain_head_learns"].summary
+    assert "inside the domain head or after it" in said["reversal_after_domain_head"]["reversal"].summary
     assert "not reversed" in said["grl_not_applied"]["reversal"].summary
     assert "wrong sign" in said["negative_schedule"]["reversal"].summary
     assert "does not move" in said["alpha_not_passed"]["schedule"].summary
@@ -123,6 +139,22 @@ def test_the_probe_leaves_the_users_objects_as_it_found_them(compile):
     _assert_same(before, _state(spec))
 
 
+def test_the_probe_restores_modules_parameters_and_flags_set_progress_swaps():
+    spec = setups.correct()
+    model = spec["model"]
+    grl, weight = model.grl, model.domain_head[0].weight
+
+    def set_progress(p):  # a loop that rebuilds its GRL, swaps a parameter and freezes a layer
+        model.grl = setups.ReferenceGRL(setups.dann_schedule(p))
+        model.label_head.weight.requires_grad_(False)
+        model.domain_head[0].weight = torch.nn.Parameter(weight.detach().clone())
+
+    spec["set_progress"] = set_progress
+    probe(spec)
+    assert model.grl is grl and model.domain_head[0].weight is weight
+    assert model.label_head.weight.requires_grad
+
+
 def test_the_probe_restores_what_a_warm_start_layer_advances():
     """A warm-start layer advances its counter in every forward: the probe puts it back."""
     spec = setups.warm_start_never_steps()
@@ -170,7 +202,17 @@ BAD = {
     "no domain loss": (_bad(losses=lambda m, b: {"label": setups.losses(m, b)["label"]}), "'domain'"),
     "progress out of range": (_bad(progress=[0.5, 2.0]), "'progress'"),
     "model not a module": (_bad(model=object()), "expected an nn.Module"),
+    "alpha formula raises": (_bad(alpha=lambda p: 1 / 0), "alpha(0.1) raised ZeroDivisionError"),
+    "integer loss": (_bad(losses=lambda m, b: {"domain": torch.tensor(1)}), "torch.int64"),
+    "head is the trunk": (_bad(domain_head="trunk"), "the same module or one holds the other"),
+    "losses calls backward": (_bad(losses=lambda m, b: _backward(setups.losses(m, b))),
+                              "without calling backward()"),
 }
+
+
+def _backward(out):
+    out["domain"].backward(retain_graph=True)
+    return out
 BAD["trunk is the model"] = (BAD["trunk is the model"], "the model itself")
 
 
