@@ -47,7 +47,7 @@ plot: setup
 report: setup plot
 	$(PY) -m pytest -n $(JOBS) harness/conformance
 	$(MAKE) --no-print-directory train-plot
-	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m grl_conformance.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md)
+	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m grl_conformance.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md --latency reports/latency-$(TORCH)-cpu.json)
 
 # The reversal probe on the published packages' DANN setups (docs/examples/), eager and compiled:
 # reports/probe/ (each probe's Markdown and JSON, and an index). About a minute and a half.

@@ -192,21 +192,29 @@ def _advise(sub) -> None:
     p.add_argument("report", help="a JSON report (e.g. reports/compat-2.13.0-cpu.json)")
     p.add_argument("--readme", metavar="FILE",
                    help="rewrite the block between the advice markers in FILE instead of printing")
+    p.add_argument("--latency", metavar="SWEEP",
+                   help="a latency sweep's JSON: with --readme, also rewrite FILE's latency block")
     p.set_defaults(handler=run_advise)
 
 
 def run_advise(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from grl_conformance.results import advice, report
+    from grl_conformance.results import advice, latency, report
 
     doc = report.load(args.report)
     if not args.readme:
         print(advice.render(doc, args.report))
         return 0
     readme = Path(args.readme)
-    link = Path(args.report).resolve().relative_to(readme.resolve().parent).as_posix()
-    changed = advice.update_readme(readme, advice.render(doc, link))
+
+    def link(path: str) -> str:
+        return Path(path).resolve().relative_to(readme.resolve().parent).as_posix()
+
+    changed = advice.update_readme(readme, advice.render(doc, link(args.report)))
+    if args.latency:
+        text = latency.readme_block(latency.load(args.latency), link(args.latency))
+        changed |= advice.update_readme(readme, text, latency.README_START, latency.README_END)
     print(f"{readme}: {'updated' if changed else 'unchanged'}")
     return 0
 

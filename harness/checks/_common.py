@@ -116,6 +116,48 @@ def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tup
     return None
 
 
+# --- naming what is wrong ------------------------------------------------------------------
+
+LOWER_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def name_the_error(got: torch.Tensor, upstream: torch.Tensor, alpha: float, dtype: torch.dtype) -> str:
+    """What is wrong with `got` as `-alpha * upstream` (a `dtype` gradient), in a DANN user's
+    words: `reversal lost`, `wrong sign`, `zero gradient`, `alpha rounded to <dtype>` or `grad
+    rounded to <dtype>` (right to that lower precision only: `outcome.PRECISION_LOSS`), `wrong
+    scale (x k)`, or `wrong gradient`. Compared on the finite elements of the truth."""
+    g, q = upstream.detach().double().reshape(-1), got.detach().double().reshape(-1)
+    ref = -alpha * g
+    keep = ref.isfinite() & q.isfinite()
+    g, q, ref = g[keep], q[keep], ref[keep]
+    if not ref.numel() or not bool(ref.ne(0).any()):
+        return "wrong gradient"
+
+    def near(a, b, rel):
+        return bool(((a - b).abs() <= rel * b.abs() + 1e-300).all())
+
+    own = 4 * torch.finfo(dtype).eps
+    if alpha != -1.0 and near(q, g, own):
+        return "reversal lost"
+    if near(q, -ref, own):
+        return "wrong sign"
+    if not bool(q.ne(0).any()):
+        return "zero gradient"
+    for lower in LOWER_PRECISION:
+        if torch.finfo(lower).eps <= torch.finfo(dtype).eps:
+            continue
+        name = str(lower).removeprefix("torch.")
+        rounded = float(torch.tensor(alpha, dtype=torch.float64).to(lower))
+        if rounded != alpha and near(q, -rounded * g, own):
+            return f"alpha rounded to {name}"
+        if near(q, ref, 2 * torch.finfo(lower).eps):
+            return f"grad rounded to {name}"
+    k = float(q @ ref) / float(ref @ ref)
+    if near(q, k * ref, own):
+        return f"wrong scale (x{k:.3g})"
+    return "wrong gradient"
+
+
 # --- alpha after a transformation ----------------------------------------------------------
 
 # The alpha a transformed form (compiled, traced, scripted, exported, a torch.func transform)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from grl_conformance.checks import check
+from grl_conformance.checks._common import name_the_error
 from grl_conformance.core import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from grl_conformance.core.outcome import (
     CheckSignal,
@@ -253,7 +254,9 @@ PINNED = (
 
 
 class _Mismatch(Exception):
-    pass
+    def __init__(self, detail: str, summary: str = "wrong grad") -> None:
+        super().__init__(detail)
+        self.summary = summary
 
 
 class _Raised(Exception):
@@ -318,7 +321,9 @@ def backward_reversal(impl) -> Outcome:
                 raise _Raised(where, exc) from exc
             problem = _compare(got, g, case)
             if problem:
-                raise _Mismatch(f"{where}: {problem}")
+                named = ("wrong grad" if got.dtype != case.dtype or tuple(got.shape) != tuple(case.shape)
+                         else name_the_error(got, g, case.alpha, case.dtype))
+                raise _Mismatch(f"{where}: {named}: {problem}", summary=named)
 
     prefix = ""
     try:
@@ -327,7 +332,7 @@ def backward_reversal(impl) -> Outcome:
         for case in PINNED:
             one_case(case)
     except _Mismatch as exc:
-        raise Failed(prefix + str(exc), summary="wrong grad") from None
+        raise Failed(prefix + str(exc), summary=exc.summary) from None
     except _Raised as exc:
         raise Errored(f"{prefix}{exc.where}: {describe_exception(exc.exc)}") from None
     except Flaky as exc:

@@ -13,6 +13,9 @@ STATUSES = (PASS, FAIL, ERROR, SKIP, NA, XFAIL)
 NOT_INSTALLED = "not installed"
 # The summary of a skip given to every row of a column whose control failed (core/controls.py).
 NOT_JUDGED = "not judged"
+# Summaries of a fail that is right only to a lower precision (checks._common.name_the_error):
+# the reversal is there, a float64 user loses digits; the advice table tells it from a wrong one.
+PRECISION_LOSS = ("alpha rounded to", "grad rounded to")
 
 
 def is_not_judged(cell) -> bool:

@@ -399,3 +399,35 @@ def annotate(impls: list[dict], doc: dict | None, source: str = "") -> list[dict
                            "sizes": [f"2^{e}" for e in quoted_exps(doc)]}
     return impls
 
+
+
+# --- the README's latency figures ------------------------------------------------------------
+
+README_START, README_END = "<!-- latency:start -->", "<!-- latency:end -->"
+
+
+def readme_block(doc: dict, link: str) -> str:
+    """The README's latency table: every row's forward+backward at the headline size, eager and
+    compiled, over the floor, the kernels inductor adds and the bytes kept, from one sweep."""
+    summary = summarise(doc)
+    exp = summary["at"]["exp"]
+    rows = [(name, row) for name, row in summary["rows"].items() if row.get("status") != "error"
+            and (row.get("eager") or {}).get("ratio_floor") is not None]
+    rows.sort(key=lambda nr: (nr[1]["eager"]["ratio_floor"], nr[0]))
+    lines = [f"From [{link}]({link}) (torch {doc['torch']}, {doc['device']}, {doc['created'][:10]}, "
+             f"{doc['duration_s'] / 60:.1f} min): forward+backward of 2^{exp} "
+             f"{summary['at']['dtype']} elements, median time over the one-kernel floor (a view "
+             "forward, one `grad * -alpha` backward), the kernels inductor adds to `sin -> GRL -> "
+             "cos`, and the memory a forward+backward holds beyond the floor's (saved for backward and fresh outputs).", "",
+             "| impl | eager ÷ floor | compiled ÷ floor | kernels added (inductor) | memory beyond the floor |",
+             "|---|---|---|---|---|"]
+    for name, row in rows:
+        kernels = (row.get("kernels") or {}).get("extra")
+        lines.append(f"| `{name}` | {fmt_ratio(row['eager']['ratio_floor'])} | "
+                     f"{fmt_ratio((row.get('compiled') or {}).get('ratio_floor'))} | "
+                     f"{'-' if kernels is None else f'+{kernels}'} | "
+                     f"{fmt_bytes(row['eager'].get('extra_bytes'))} |")
+    failed = sorted(name for name, row in summary["rows"].items() if row.get("status") == "error")
+    if failed:
+        lines += ["", f"Not timed (raised): {', '.join(f'`{n}`' for n in failed)}."]
+    return "\n".join(lines)
