@@ -418,7 +418,8 @@ def readme_block(doc: dict, link: str) -> str:
              f"{doc['duration_s'] / 60:.1f} min): forward+backward of 2^{exp} "
              f"{summary['at']['dtype']} elements, median time over the one-kernel floor (a view "
              "forward, one `grad * -alpha` backward), the kernels inductor adds to `sin -> GRL -> "
-             "cos`, and the memory a forward+backward holds beyond the floor's (saved for backward and fresh outputs).", "",
+             "cos`, and the memory a forward+backward holds beyond the floor's (saved for "
+             "backward and fresh outputs).", "",
              "| impl | eager ÷ floor | compiled ÷ floor | kernels added (inductor) | memory beyond the floor |",
              "|---|---|---|---|---|"]
     for name, row in rows:
