@@ -24,14 +24,15 @@ BASELINE_DIR = Path("reports") / "baselines"
 
 
 class Gate:
-    """Per-process: the baseline cells and the hook `Cell.run` calls with each finished cell."""
+    """Per-process: the baseline cells; as a plugin, it judges each finished cell
+    (`pytest_grl_cell_finished`, plugin/hooks.py) and turns known failures into xfail."""
 
     def __init__(self, path: Path, doc: dict) -> None:
         self.path, self.doc = path, doc
         self.cells = gate.index(doc["cells"])
         self.label = f"{path.name} ({gate.doc_label(doc, 'baseline')})"
 
-    def __call__(self, cell: dict) -> None:
+    def pytest_grl_cell_finished(self, config: pytest.Config, cell: dict) -> None:
         key = (cell["impl"], cell["check"])
         base = self.cells.get(key)
         if gate.classify(base, cell) == gate.REGRESSION:
@@ -44,6 +45,22 @@ class Gate:
         if gate.classify(base, cell) == gate.KNOWN:
             return (f"known {cell['status']} listed in {self.label}: {cell['detail']}")
         return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        """A passing cell test whose cell is a failure the baseline already lists becomes xfail."""
+        rep = yield
+        if rep.when == "call" and rep.passed:
+            for key, value in item.user_properties:
+                if key == CELL_KEY:
+                    reason = self.known(json.loads(value)["cell"])
+                    if reason:
+                        rep.outcome = "skipped"
+                        rep.wasxfail = reason
+        return rep
+
+
+GATE = pytest.StashKey[Gate]()
 
 
 def _baseline_dir(config: pytest.Config) -> Path:
@@ -75,29 +92,10 @@ def configure(config: pytest.Config) -> None:
             doc = report.load(path)
         except (OSError, ValueError) as exc:
             raise pytest.UsageError(f"--grl-baseline {choice}: {exc}") from None
-        config._grl_gate = Gate(path, doc)
-        config.pluginmanager.register(KnownFailures(config._grl_gate), "grl-gate-known")
+        config.stash[GATE] = Gate(path, doc)
+        config.pluginmanager.register(config.stash[GATE], "grl-gate")
     if (choice or config.getoption("--grl-update-baseline")) and not hasattr(config, "workerinput"):
         config.pluginmanager.register(GateSession(config), "grl-gate-session")
-
-
-class KnownFailures:
-    """A passing cell test whose cell is a failure the baseline already lists becomes xfail."""
-
-    def __init__(self, gate_: Gate) -> None:
-        self.gate = gate_
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call):
-        rep = yield
-        if rep.when == "call" and rep.passed:
-            for key, value in item.user_properties:
-                if key == CELL_KEY:
-                    reason = self.gate.known(json.loads(value)["cell"])
-                    if reason:
-                        rep.outcome = "skipped"
-                        rep.wasxfail = reason
-        return rep
 
 
 class GateSession:
@@ -112,7 +110,7 @@ class GateSession:
         return self.config.pluginmanager.get_plugin("grl-matrix-session")
 
     def _compare(self) -> gate.Comparison | None:
-        g = getattr(self.config, "_grl_gate", None)
+        g = self.config.stash.get(GATE, None)
         matrix = self._matrix()
         if g is None or matrix is None or not matrix.cells:
             return None
@@ -142,7 +140,7 @@ class GateSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
-        g = getattr(self.config, "_grl_gate", None)
+        g = self.config.stash.get(GATE, None)
         if self.comparison is not None and g is not None:
             matrix_doc = self._matrix().report_doc() or {}
             terminalreporter.section(f"GRL torch-upgrade gate vs {g.path}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,28 @@ CELL_KEY = "grl_cell"
 CONTROL_KEY = "grl_control"  # a column's control outcome, sent with the cell that ran it
 NOTE_KEY = "grl_expectation_note"  # a stale or missing expectation of a reference row
 PINS_DIR = Path(__file__).resolve().parents[1] / "expectations"  # the repo's reports/baselines
+_UNSET = object()
+
+
+@dataclass
+class State:
+    """The plugin's per-process state, kept in `config.stash[STATE]`; each piece made on first use."""
+
+    timeout: float
+    controls_dir: str | None
+    impls: list | None = None
+    controls: ControlRuns | None = None
+    box: sandbox.Sandbox | None = None
+    pins: object = _UNSET  # expectations.Pins, or None when no file applies
+
+
+STATE = pytest.StashKey[State]()
+
+
+def pytest_addhooks(pluginmanager) -> None:
+    from grl_conformance.plugin import hooks
+
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,25 +105,22 @@ def _only(config: pytest.Config) -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance: a cell of the compatibility matrix")
     config.addinivalue_line("markers", "xdist_group(name): cells of one row share a worker")
-    config._grl_impls = None
-    config._grl_controls = None
+    try:
+        timeout = config.getoption("--grl-timeout")
+        timeout = sandbox.timeout_from_env() if timeout is None else timeout
+        if not timeout > 0:
+            raise ValueError(f"--grl-timeout must be positive, got {timeout:g}")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):  # the controller: one directory for every worker
         import tempfile
 
-        config._grl_controls_dir = tempfile.mkdtemp(prefix="grl-controls-")
+        controls_dir = tempfile.mkdtemp(prefix="grl-controls-")
     else:
-        config._grl_controls_dir = config.workerinput.get("grl_controls_dir")
-    config._grl_sandbox = None
-    config._grl_pins = False  # not looked up yet
+        controls_dir = config.workerinput.get("grl_controls_dir")
+    config.stash[STATE] = State(timeout, controls_dir)
     if config.getoption("--grl-impl") or _only(config) or config.getoption("--grl-no-builtin"):
         impls_of(config)  # the user named rows: a bad name stops the run here, in one line
-    try:
-        timeout = config.getoption("--grl-timeout")
-        config._grl_timeout = sandbox.timeout_from_env() if timeout is None else timeout
-        if not config._grl_timeout > 0:
-            raise ValueError(f"--grl-timeout must be positive, got {config._grl_timeout:g}")
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
         if getattr(config.option, "dist", "no") == "load" and _runs_conformance(config):
@@ -117,21 +136,23 @@ def _runs_conformance(config: pytest.Config) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    box = getattr(config, "_grl_sandbox", None)
-    if box is not None:
-        box.close()
-        config._grl_sandbox = None
-    if not hasattr(config, "workerinput") and getattr(config, "_grl_controls_dir", None):
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    if state.box is not None:
+        state.box.close()
+        state.box = None
+    if not hasattr(config, "workerinput") and state.controls_dir:
         import shutil
 
-        shutil.rmtree(config._grl_controls_dir, ignore_errors=True)
-        config._grl_controls_dir = None
+        shutil.rmtree(state.controls_dir, ignore_errors=True)
+        state.controls_dir = None
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
     """xdist: every worker shares the controller's controls directory."""
-    node.workerinput["grl_controls_dir"] = node.config._grl_controls_dir
+    node.workerinput["grl_controls_dir"] = node.config.stash[STATE].controls_dir
 
 
 class ControlRuns:
@@ -179,31 +200,34 @@ class ControlRuns:
 
 
 def controls_of(config: pytest.Config) -> ControlRuns:
-    if config._grl_controls is None:
-        config._grl_controls = ControlRuns(config._grl_controls_dir)
-    return config._grl_controls
+    state = config.stash[STATE]
+    if state.controls is None:
+        state.controls = ControlRuns(state.controls_dir)
+    return state.controls
 
 
 def impls_of(config: pytest.Config) -> list[registry.Impl]:
     """The rows of this run, collected on first use (a run without conformance cells loads none)."""
-    if config._grl_impls is None:
+    state = config.stash[STATE]
+    if state.impls is None:
         try:
-            config._grl_impls = registry.collect(config.getoption("--grl-impl"), _only(config),
-                                                 builtin=not config.getoption("--grl-no-builtin"))
+            state.impls = registry.collect(config.getoption("--grl-impl"), _only(config),
+                                           builtin=not config.getoption("--grl-no-builtin"))
         except registry.LoadError as exc:
             raise pytest.UsageError(str(exc)) from None
         known = {c.id for c in catalogue.all_checks()}
-        for impl in config._grl_impls:
+        for impl in state.impls:
             unknown = sorted(set(impl.unsupported) - known)
             if unknown:
                 raise pytest.UsageError(f"{impl.name} ({impl.origin}): `unsupported` names unknown "
                                         f"check id(s) {', '.join(unknown)}")
-    return config._grl_impls
+    return state.impls
 
 
 def pins_of(config: pytest.Config) -> expectations.Pins | None:
     """The reference rows' expected cells for this torch and device (None: no file applies)."""
-    if config._grl_pins is False:
+    state = config.stash[STATE]
+    if state.pins is _UNSET:
         import torch
 
         from grl_conformance.core import env
@@ -211,7 +235,7 @@ def pins_of(config: pytest.Config) -> expectations.Pins | None:
 
         directory = config.getoption("--grl-expectations") or PINS_DIR
         choice = expectations.pick(directory, torch.__version__, env.device_slug())
-        config._grl_pins = None
+        state.pins = None
         if choice is not None:
             try:
                 doc = report.load(choice.path)
@@ -219,16 +243,16 @@ def pins_of(config: pytest.Config) -> expectations.Pins | None:
                                       [i.name for i in registry.builtin_impls()])
             except (OSError, ValueError) as exc:
                 raise pytest.UsageError(str(exc)) from None
-            config._grl_pins = expectations.Pins(doc, choice)
-    return config._grl_pins
+            state.pins = expectations.Pins(doc, choice)
+    return state.pins
 
 
 def sandbox_of(config: pytest.Config) -> sandbox.Sandbox:
-    if config._grl_sandbox is None:
+    state = config.stash[STATE]
+    if state.box is None:
         keep = config.getoption("--grl-keep-logs")
-        config._grl_sandbox = sandbox.Sandbox(config._grl_timeout,
-                                              os.path.abspath(keep) if keep else None)
-    return config._grl_sandbox
+        state.box = sandbox.Sandbox(state.timeout, os.path.abspath(keep) if keep else None)
+    return state.box
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -273,9 +297,7 @@ class Cell:
             cell["warnings"] = list(outcome.warnings)
         meta = {"name": self.impl.name, "kind": self.impl.kind, "origin": self.impl.origin}
         self.item.user_properties.append((CELL_KEY, json.dumps({"cell": cell, "impl": meta})))
-        gate = getattr(config, "_grl_gate", None)
-        if gate is not None:
-            gate(cell)
+        config.hook.pytest_grl_cell_finished(config=config, cell=cell)
         pins = pins_of(config) if self.impl.reference else None
         if pins is not None:
             verdict, message = pins.judge(cell)
