@@ -7,7 +7,6 @@ implementation's own eager run as the truth; that comparison only adds to the de
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -269,19 +268,7 @@ def judge_step(got, truth, *, where: str, what: str, own_eager=None, unreversed=
                      summary="differs from eager")
 
 
-@contextlib.contextmanager
-def fresh_dynamo(**config):
-    """Clean dynamo state in, clean state out; a recompile-limit hit raises instead of falling back."""
-    from torch._dynamo.utils import counters
-
-    strict = compat.strict_dynamo_config()  # no silent eager run (core/compat.py)
-    torch._dynamo.reset()
-    counters.clear()
-    try:
-        with torch._dynamo.config.patch(**strict, **config):
-            yield counters
-    finally:
-        torch._dynamo.reset()
+fresh_dynamo = compat.fresh_dynamo  # the compile columns' way into dynamo (core/compat.py)
 
 
 def offload_hooks():

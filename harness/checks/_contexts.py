@@ -22,7 +22,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from grl_conformance.core import compat
 from grl_conformance.core.outcome import (
     NOT_INSTALLED,
     CheckSignal,
@@ -384,10 +383,7 @@ def _sac_policies():
 def selective_checkpoint_check(impl):
     """The domain branch under selective activation checkpointing (a policy per op), both ends
     of the policy range, three steps with set_alpha between them."""
-    try:
-        policies = _sac_policies()
-    except ImportError as exc:
-        raise compat.needs("2.5", f"selective activation checkpointing ({exc})") from None
+    policies = _sac_policies()  # torch >= 2.5 has them: every supported torch
     want, lost = _checkpoint_truth()
     forms = _checkpoint_forms(impl)
     for name, policy in policies:

@@ -23,6 +23,7 @@ helpers, the registry and the implementation, nothing else from the harness.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -181,13 +182,13 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
 
     impl = resolve(impl_ref)
     compiled = MODES[check_id] == "ddp_compiled"
-    if compiled:  # a fresh count, and no silent fallback to eager (TORCHDYNAMO_SUPPRESS_ERRORS)
-        from torch._dynamo.utils import counters
+    with contextlib.ExitStack() as stack:
+        # compiled: a fresh count, and no silent fallback to eager (core/compat.py)
+        counters = stack.enter_context(compat.fresh_dynamo()) if compiled else None
+        return _train_steps(check_id, impl, rank, device, backend, opts, counters)
 
-        torch._dynamo.reset()
-        counters.clear()
-        for name, value in compat.strict_dynamo_config().items():  # no silent eager run
-            setattr(torch._dynamo.config, name, value)
+
+def _train_steps(check_id, impl, rank, device, backend, opts, counters) -> list:
     layer = impl.api.layer(alpha=1.0)
     net = build(layer, device)
     model = _wrap(check_id, net, device, backend, opts)
@@ -208,7 +209,7 @@ def train_steps(check_id: str, impl_ref: str, rank: int, world: int, device, bac
                 grads[n] = _full(p.grad).detach().to("cpu", copy=True)
         recorded.append(grads)
         opt.step()
-    if compiled and not counters["stats"]["unique_graphs"]:
+    if counters is not None and not counters["stats"]["unique_graphs"]:
         raise RuntimeError("torch.compile compiled no graph: the DDP model ran eagerly, so this "
                            "cell would test ddp.eager again")
     return recorded

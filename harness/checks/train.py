@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from grl_conformance.checks import check, dann
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, passed
@@ -42,22 +40,15 @@ def dann_moons(impl):
 @check("train.dann_moons_compiled")
 def dann_moons_compiled(impl):
     """The same DANN with the model compiled by inductor must adapt just as well as eager."""
-    from torch._dynamo.utils import counters
-
     layer = impl.api.layer(alpha=dann.ALPHA)
-    torch._dynamo.reset()  # a fresh cache: earlier cells must not push this one to the recompile limit
-    counters.clear()
     first: list[int] = []
     start = time.perf_counter()
-    try:
-        with torch._dynamo.config.patch(**compat.strict_dynamo_config()):  # never a silent eager run
-            result = dann.train(layer, compile_backend="inductor",
-                                after_first_step=lambda: first.append(counters["frames"]["total"]))
+    with compat.fresh_dynamo() as counters:  # a fresh cache, never a silent eager run
+        result = dann.train(layer, compile_backend="inductor",
+                            after_first_step=lambda: first.append(counters["frames"]["total"]))
         graphs = counters["stats"]["unique_graphs"]
         breaks = sum(counters["graph_break"].values())
         frames = counters["frames"]["total"]
-    finally:
-        torch._dynamo.reset()
     train_s = time.perf_counter() - start
     if graphs == 0:
         raise Errored("torch.compile compiled nothing: the model ran eagerly, so this cell would "

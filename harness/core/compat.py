@@ -10,6 +10,8 @@ committed history (`make history`) is the evidence for the others.
 """
 from __future__ import annotations
 
+import contextlib
+
 from grl_conformance.core.outcome import Skipped
 
 # dynamo's "raise when the recompile limit is hit" switch (otherwise it silently runs eager)
@@ -42,6 +44,25 @@ def strict_dynamo_config() -> dict:
             return {name: True, "suppress_errors": False}
     raise HarnessGap(f"torch._dynamo.config has none of {', '.join(_RECOMPILE_LIMIT_SWITCHES)}: "
                      "the harness cannot make a recompile-limit hit raise on this torch")
+
+
+@contextlib.contextmanager
+def fresh_dynamo(**config):
+    """Clean dynamo state in (caches and counters), clean state out, and `strict_dynamo_config`
+    (a recompile-limit hit or a compile error raises instead of running eager) in between.
+    Yields dynamo's counters. The one way every compile column, the compiled DANN and the
+    compiled DDP rank enter dynamo."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    strict = strict_dynamo_config()
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        with torch._dynamo.config.patch(**strict, **config):
+            yield counters
+    finally:
+        torch._dynamo.reset()
 
 
 def fsdp2_on(device_type: str) -> None:
