@@ -18,7 +18,9 @@ TypeError for it, so the cell reads `error` instead of silently passing.
 
 `@check("id", runs_backward=False)` marks the few checks that never run a backward pass; every
 other check must fail a GRL that never reverses (tests/selftest/test_never_reverses.py).
-Checks live in one module per area (`AREAS`): the area is the module's name. Helpers shared
+Checks live in one module per area (`AREAS`): the area is the module's name. Each area module
+names its default concern (`CONCERN`, the advice table's column); a check answering another
+passes `concern=`. The record itself (`Check`) lives in core/check.py. Helpers shared
 between areas live in `_common.py` (not an area). Adding a check is adding one decorated
 function to the right module and its entry in docs/checks.md.
 """
@@ -27,36 +29,23 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from grl_conformance.core.check import Check
 from grl_conformance.core.outcome import PASS, Outcome
 
 # Areas in report column order; each is a module `grl_conformance.checks.<area>`.
 AREAS = ("eager", "compile", "transforms", "distributed", "cuda", "train")
 
 
-@dataclass(frozen=True)
-class Check:
-    id: str
-    area: str
-    fn: Callable
-    doc: str
-    runs_backward: bool = True  # whether a GRL that never reverses must fail it
-    # The check runs the implementation only in processes of its own (distributed ranks): the
-    # harness calls it directly instead of sending it to the row's sandboxed child.
-    own_processes: bool = False
-    # The column's positive control (core/controls.py): the trusted reference GRL, or a built-in
-    # row by name where the column needs more than the reference offers.
-    control: str = "reference"
-
-
 _CHECKS: dict[str, Check] = {}
 
 
-def check(check_id: str, *, runs_backward: bool = True, own_processes: bool = False,
-          control: str = "reference") -> Callable[[Callable], Callable]:
+def check(check_id: str, *, concern: str | None = None, runs_backward: bool = True,
+          own_processes: bool = False, control: str = "reference") -> Callable[[Callable], Callable]:
     """Register a check function under its public id (ids are part of the report format).
 
+    concern: the column of the advice table it answers (core/check.py, CONCERNS); default the
+    area module's `CONCERN`.
     own_processes: the check never runs implementation code in the calling process (it launches
     and judges processes of its own, with their own timeout and cleanup).
     control: what must pass the column before it judges any row ("reference", or a built-in
@@ -70,7 +59,8 @@ def check(check_id: str, *, runs_backward: bool = True, own_processes: bool = Fa
         if check_id in _CHECKS and _CHECKS[check_id].fn.__wrapped__ is not fn:
             raise ValueError(f"check {check_id!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _CHECKS[check_id] = Check(check_id, area, _returns_a_pass(check_id, fn), doc, runs_backward,
+        _CHECKS[check_id] = Check(check_id, area, _returns_a_pass(check_id, fn), doc,
+                                  concern or fn.__globals__.get("CONCERN", ""), runs_backward,
                                   own_processes, control)
         return fn
 

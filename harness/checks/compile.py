@@ -55,6 +55,8 @@ from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, Skipped, passed
 from grl_conformance.core.reference import ReferenceGRL
 
+CONCERN = "compile"  # the advice table's column for this area's checks (core/check.py)
+
 
 def _counter(backend):
     from torch._dynamo.testing import CompileCounterWithBackend
@@ -227,7 +229,7 @@ def _compiled_func(impl, name: str, build, truth_of):
                   f"unreversed result (alpha {alpha}): {', '.join(notes)}; {followed}")
 
 
-@check("compile.func_grad", control="witness")
+@check("compile.func_grad", control="composite")
 def compile_func_grad(impl):
     """torch.compile(torch.func.grad(f), fullgraph=True): dynamo has inlined a Function's forward
     and dropped its custom backward without an error (a GRL then returns +1, not -alpha)."""
@@ -237,7 +239,7 @@ def compile_func_grad(impl):
     return _compiled_func(impl, "grad", build, lambda a, c: (-a * c, c))
 
 
-@check("compile.func_jvp", control="witness")
+@check("compile.func_jvp", control="composite")
 def compile_func_jvp(impl):
     """torch.compile of torch.func.jvp through the GRL: the tangent must come out -alpha * t."""
     def build(layer, c):
@@ -371,7 +373,7 @@ def compile_offload(impl):
                   summary=f"packs {most} B" + (", alpha rounded" if rounded else ""))
 
 
-@check("compile.alpha_schedule", control="witness")  # a float alpha recompiles per value on 2.6
+@check("compile.alpha_schedule", control="composite")  # a float alpha recompiles per value on 2.6
 def compile_alpha_schedule(impl):
     """set_alpha between compiled steps must give a correct GRL's gradient at every step (and
     its own eager run's, bitwise).

@@ -31,6 +31,8 @@ from grl_conformance.isolation.procs import (
     start_method,
 )
 
+CONCERN = "distributed"  # the advice table's column for this area's checks (core/check.py)
+
 WORLD_SIZE = 2
 # pids of the ranks of the last launch in this process (self-tests check they are gone)
 LAST_SPAWN: dict = {"pids": [], "survivors": []}

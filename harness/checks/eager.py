@@ -27,6 +27,8 @@ from grl_conformance.core.outcome import (
     passed,
 )
 
+CONCERN = "eager"  # the advice table's column for this area's checks (core/check.py)
+
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -594,7 +596,7 @@ def _keeps_input_alive(f, n: int) -> bool:
     return alive
 
 
-@check("memory.saved", runs_backward=False)
+@check("memory.saved", concern="memory", runs_backward=False)
 def memory_saved(impl) -> Outcome:
     """A GRL needs only alpha for backward: saving an activation-sized tensor wastes memory."""
     small, big = 4096, 16384
@@ -614,7 +616,7 @@ def memory_saved(impl) -> Outcome:
     return passed(f"saves no activation-sized tensor: {'; '.join(notes)} for a {big * 4} B input")
 
 
-@check("memory.graph_freed", runs_backward=False)  # judges memory, not the gradient
+@check("memory.graph_freed", concern="memory", runs_backward=False)  # judges memory, not the gradient
 def memory_graph_freed(impl) -> Outcome:
     """A step's graph must be freed by reference counting alone, backward run or not: a GRL
     that keeps its output on ctx makes a cycle that holds every step's activations until gc."""
@@ -652,7 +654,7 @@ def memory_graph_freed(impl) -> Outcome:
                   "collector, with and without backward")
 
 
-@check("memory.offload")
+@check("memory.offload", concern="memory")
 def memory_offload(impl) -> Outcome:
     """Under saved-tensor hooks (one compressing what autograd saves to bfloat16, as activation
     compression does, and torch's `save_on_cpu`), the gradients must equal the reference GRL's
@@ -819,43 +821,43 @@ def inplace_after(impl):
 from grl_conformance.checks import _contexts  # noqa: E402
 
 
-@check("amp.autocast")
+@check("amp.autocast", concern="training tricks")
 def amp_autocast(impl):
     """Under torch.autocast the GRL keeps the dtype autocast chose and reverses exactly."""
     return _contexts.amp_autocast(impl)
 
 
-@check("checkpoint.reentrant")
+@check("checkpoint.reentrant", concern="training tricks")
 def checkpoint_reentrant(impl):
     """Inside torch.utils.checkpoint(use_reentrant=True) (forward first under no_grad) the reversal holds."""
     return _contexts.checkpoint_check(impl, reentrant=True)
 
 
-@check("checkpoint.nonreentrant")
+@check("checkpoint.nonreentrant", concern="training tricks")
 def checkpoint_nonreentrant(impl):
     """Inside checkpoint(use_reentrant=False) (forward run twice per step) the reversal holds."""
     return _contexts.checkpoint_check(impl, reentrant=False)
 
 
-@check("checkpoint.selective")
+@check("checkpoint.selective", concern="training tricks")
 def checkpoint_selective(impl):
     """Selective activation checkpointing (a policy per op) must keep the reversal."""
     return _contexts.selective_checkpoint_check(impl)
 
 
-@check("serialize.copy")
+@check("serialize.copy", concern="training tricks")
 def serialize_copy(impl):
     """copy.deepcopy mid-training (EMA / mean teacher) works and the copy's alpha is its own."""
     return _contexts.serialize_copy(impl)
 
 
-@check("serialize.save")
+@check("serialize.save", concern="training tricks")
 def serialize_save(impl):
     """torch.save of the whole model loads back with the saved alpha, independent of the original."""
     return _contexts.serialize_save(impl)
 
 
-@check("serialize.state_dict")
+@check("serialize.state_dict", concern="training tricks")
 def serialize_state_dict(impl):
     """A strict state_dict restore (weights_only=True) into a fresh model keeps alpha right."""
     return _contexts.serialize_state_dict(impl)

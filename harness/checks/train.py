@@ -16,6 +16,8 @@ from grl_conformance.checks import check, dann
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, passed
 
+CONCERN = "DANN"  # the advice table's column for this area's checks (core/check.py)
+
 
 def _verdict(result: dann.Result, note: str, extra: str = ""):
     base = dann.baseline()
@@ -62,7 +64,7 @@ def dann_moons_compiled(impl):
 
 # --- contexts real training adds: mixed precision with a GradScaler (harness/checks/_contexts.py)
 
-@check("amp.grad_scaler")
+@check("amp.grad_scaler", concern="training tricks")
 def amp_grad_scaler(impl):
     """A GradScaler step under autocast: gradients right, a domain-loss overflow skips the trunk's step."""
     from grl_conformance.checks import _contexts

@@ -27,6 +27,8 @@ from grl_conformance.checks._common import (
 )
 from grl_conformance.core.outcome import Errored, Failed, NotApplicable, passed
 
+CONCERN = "deploy"  # the advice table's column for this area's checks (core/check.py)
+
 
 def _one(text, limit=200) -> str:
     return " ".join(str(text).split())[:limit]
@@ -69,7 +71,7 @@ def _call_targets(graph_module) -> str:
     return ", ".join(targets)
 
 
-@check("export", control="library_op")  # a Function loses its backward in export; an op keeps it
+@check("export", control="composite")  # a Function loses its backward in export
 def export(impl):
     """Many GRLs export without error and lose the reversal: run the exported program backward."""
     model = impl_model(impl)
@@ -120,7 +122,7 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
                   summary="saves")
 
 
-@check("jit.script", control="witness")  # torch 2.14 refuses to script any Function
+@check("jit.script", control="composite")  # torch 2.14 refuses to script any Function
 def jit_script(impl):
     """TorchScript must keep the reversal; whether the scripted module saves and loads is reported."""
     model = impl_model(impl)
@@ -128,7 +130,7 @@ def jit_script(impl):
     return _judge_torchscript("script", "scripted", lambda: torch.jit.script(model), model, x, upstream)
 
 
-@check("jit.trace", control="witness")
+@check("jit.trace", control="composite")
 def jit_trace(impl):
     """Tracing (legacy, as jit.script) must keep the reversal; whether it saves is reported."""
     model = impl_model(impl)
@@ -181,7 +183,7 @@ def _fx_targets(module) -> str:
     return _one(", ".join(names), 240)
 
 
-@check("fx.trace", control="witness")  # FX records only a Function's forward
+@check("fx.trace", control="composite")  # FX records only a Function's forward
 def fx_trace(impl):
     """torch.fx.symbolic_trace through the GRL (torchvision's feature extractors do it): the
     GraphModule must keep the reversal. The detail says whether the GRL as a leaf module does."""
@@ -201,7 +203,7 @@ def _close(a, b) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-@check("func.vmap", control="witness")  # the reference defines no vmap rule
+@check("func.vmap", concern="torch.func", control="composite")  # the reference defines no vmap rule
 def func_vmap(impl):
     """vmap over the GRL must give the identity forward and a reversed backward per sample."""
     layer = impl.api.layer(alpha=ALPHA)
@@ -238,7 +240,7 @@ def func_vmap(impl):
                   f"-alpha * upstream; {followed}")
 
 
-@check("func.grad")
+@check("func.grad", concern="torch.func")
 def func_grad(impl):
     """torch.func.grad through the GRL must give -alpha times the upstream weights."""
     layer = impl.api.layer(alpha=ALPHA)
@@ -259,7 +261,7 @@ def func_grad(impl):
     return passed(f"torch.func.grad(sum(w * grl(x))) == -alpha * w; {followed}")
 
 
-@check("func.jvp", control="witness")  # nor a jvp rule
+@check("func.jvp", concern="torch.func", control="composite")  # nor a jvp rule
 def func_jvp(impl):
     """Forward mode must give the tangent -alpha * t (consistent with reverse mode); zero is wrong."""
     layer = impl.api.layer(alpha=ALPHA)
@@ -344,7 +346,7 @@ SHORT = {"test_schema": "schema", "test_autograd_registration": "autograd_regist
 
 
 # It judges how an op is registered, not the value of a gradient: not a backward check.
-@check("opcheck", runs_backward=False, control="library_op")  # needs a registered op
+@check("opcheck", concern="compile", runs_backward=False, control="library")  # needs a registered op
 def opcheck(impl):
     """torch.library.opcheck tests a custom op's schema, autograd registration and fake/meta kernels."""
     ops = custom_ops_called(impl)

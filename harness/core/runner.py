@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import warnings
 
-from grl_conformance.checks import Check
+from grl_conformance.core.check import Check
 from grl_conformance.core.outcome import (
     ERROR,
     FAIL,

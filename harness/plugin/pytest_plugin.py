@@ -397,8 +397,9 @@ class MatrixSession:
             areas: dict[str, list[str]] = {}
             for chk in catalogue.all_checks():
                 areas.setdefault(chk.area, []).append(chk.id)
+            concerns = {chk.id: chk.concern for chk in catalogue.all_checks()}
             self.doc = report.build(env, impls, checks, self.cells.values(),
-                                    time.time() - self.start, areas)
+                                    time.time() - self.start, areas, concerns)
             if self.controls:
                 self.doc["controls"] = {c: self.controls[c] for c in checks if c in self.controls}
         return self.doc

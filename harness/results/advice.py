@@ -1,7 +1,8 @@
 """"Which GRL should I use?": the decision table, drawn from a committed JSON report.
 
 Each column is a concern of a DANN user (compile with a schedule, export for deployment, DDP,
-CUDA graphs, torch.func...) mapped to the checks that answer it; a row's entry lists the checks
+CUDA graphs, torch.func...): core/check.py lists them, each check's registration names its own,
+and the report records that per check; a row's entry lists the checks
 that did not pass, so every verdict is a cell of the report, never prose. The README holds the
 rendered table between markers; `grl-harness advise` rewrites it and a self-test keeps it equal
 to the committed report. This module knows nothing of torch.
@@ -10,33 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from grl_conformance.core.check import CONCERN_NAMES, CONCERNS
 from grl_conformance.core.outcome import PRECISION_LOSS
 from grl_conformance.results.latency import speed_text
 
 START, END = "<!-- advice:start -->", "<!-- advice:end -->"
 
-# (concern, when it matters to a DANN user, check-id prefixes or ids)
-CONCERNS = (
-    ("eager", "any training: right forward and -alpha * grad, alpha updates, several GRLs",
-     ("forward.identity", "backward.", "alpha.update", "graph.", "inplace.after")),
-    ("memory", "large activations: nothing saved for backward, each step's graph freed",
-     ("memory.",)),
-    ("compile", "torch.compile with the DANN alpha schedule", ("compile.", "checkpoint.compiled")),
-    ("deploy", "shipping the model: torch.export, TorchScript, ONNX, FX feature extraction",
-     ("export", "jit.", "onnx.", "fx.")),
-    ("distributed", "DDP, compiled DDP, FSDP2, DTensor", ("ddp.", "fsdp", "dtensor")),
-    ("training tricks", "AMP, activation checkpointing, EMA copies and checkpoints",
-     ("amp.", "checkpoint.reentrant", "checkpoint.nonreentrant", "checkpoint.selective",
-      "serialize.")),
-    ("torch.func", "vmap / grad / jvp (meta-learning, per-sample gradients)", ("func.",)),
-    ("CUDA graphs", "capture with reduce-overhead or CUDA graphs", ("cuda.",)),
-    ("DANN", "a DANN trained through it adapts (two moons)", ("train.",)),
-)
 OK = ("pass", "n/a")
-
-
-def _matches(check: str, patterns: tuple[str, ...]) -> bool:
-    return any(check == p or (p.endswith(".") and check.startswith(p)) for p in patterns)
 
 
 def precision_only(cell: dict) -> bool:
@@ -59,9 +40,19 @@ def _entry(cells: list[dict]) -> str:
                     else f"{mark.get(c['status'], c['status'])} `{c['check']}`" for c in bad)
 
 
+def _concern_of(doc: dict) -> dict[str, str]:
+    """check -> concern, as the checks' registrations said when the report was made."""
+    concerns = doc.get("concerns")
+    if not concerns:
+        raise ValueError("the report names no concern per check (made before they were part of "
+                         "it): run the matrix again to regenerate it")
+    return concerns
+
+
 def render(doc: dict, report_link: str) -> str:
     """The Markdown table: one row per implementation, best first."""
     cells = doc["cells"]
+    concern_of = _concern_of(doc)
     impls = {i["name"]: i for i in doc["impls"]}
     names = [i["name"] for i in doc["impls"] if any(c["impl"] == i["name"] for c in cells)]
 
@@ -70,14 +61,14 @@ def render(doc: dict, report_link: str) -> str:
         row = [c for c in cells if c["impl"] == name]
         bad = [c for c in row if c["status"] not in OK + ("skip",)]
         serious = [c for c in bad if not precision_only(c)]
-        concerns = sum(any(_matches(c["check"], pats) for c in serious) for _, _, pats in CONCERNS)
+        concerns = len({concern_of.get(c["check"]) for c in serious})
         return (concerns, sum(c["status"] == "fail" for c in serious), len(bad), name)
 
     names.sort(key=badness)
     sizes = next((i["latency"].get("sizes") for i in impls.values() if i.get("latency")), None)
     speed_head = (f"fwd+bwd float32 at {' · '.join(sizes)}: eager / compiled" if sizes
                   else "fwd+bwd ÷ floor")
-    header = ["impl", speed_head] + [c[0] for c in CONCERNS]
+    header = ["impl", speed_head] + list(CONCERN_NAMES)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         row = [c for c in cells if c["impl"] == name]
@@ -87,12 +78,13 @@ def render(doc: dict, report_link: str) -> str:
         else:
             value = lat.get("ratio_floor")
             ratio = "-" if value is None else f"×{value:.2f}"
-        entries = [_entry([c for c in row if _matches(c["check"], pats)]) for _, _, pats in CONCERNS]
+        entries = [_entry([c for c in row if concern_of.get(c["check"]) == name])
+                   for name in CONCERN_NAMES]
         lines.append(f"| `{name}` ({impls[name].get('kind', '')}) | {ratio} | "
                      + " | ".join(entries) + " |")
     clean = [n for n in names if not any(c["status"] not in OK + ("skip",)
                                          for c in cells if c["impl"] == n)]
-    legend = "; ".join(f"**{c}**: {why}" for c, why, _ in CONCERNS)
+    legend = "; ".join(f"**{c}**: {why}" for c, why in CONCERNS)
     out = [f"From [{report_link}]({report_link}) (torch {doc['torch']}, {doc['device']}). "
            f"✅: every cell of that concern passes; otherwise the cells that did not "
            f"(❌ wrong result, 🔸 right only to a lower precision, e.g. a float64 gradient "

@@ -31,7 +31,8 @@ TERM = {"pass": "pass", "fail": "FAIL", "error": "error", "skip": "skip", "n/a":
 
 
 def build(env: dict, impls: Iterable[dict], checks: Iterable[str], cells: Iterable[dict],
-          duration_s: float, areas: dict[str, list[str]] | None = None) -> dict:
+          duration_s: float, areas: dict[str, list[str]] | None = None,
+          concerns: dict[str, str] | None = None) -> dict:
     """The report document; cells ordered by implementation then check."""
     impls = list(impls)
     checks = list(checks)
@@ -49,6 +50,7 @@ def build(env: dict, impls: Iterable[dict], checks: Iterable[str], cells: Iterab
         "checks": checks,
         "cells": ordered,
         **({"areas": areas} if areas else {}),
+        **({"concerns": concerns} if concerns else {}),  # check -> the advice table's column
         **({"extra": env["extra"]} if env.get("extra") else {}),
     }
 
