@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from grl_conformance.checks._common import tol, tolerance_text
 from grl_conformance.core.outcome import (
     NOT_INSTALLED,
     CheckSignal,
@@ -79,18 +80,18 @@ def grads_of(model: nn.Module) -> dict:
 
 
 def compare_grads(got: dict, want: dict, where: str, lost: dict | None = None, *,
-                  bitwise: bool = False, rtol: float = 1e-6, atol: float = 1e-7) -> None:
+                  bitwise: bool = False, tolerance: str = "one_op") -> None:
     """Fail with `where` unless every parameter gradient equals the reference's."""
     for name, w in want.items():
         g = got.get(name)
         if g is None:
             raise Failed(f"{where}: no gradient reached {name}", summary="no gradient")
         ok = torch.equal(g, w) if bitwise else (
-            g.shape == w.shape and torch.allclose(g.double(), w.double(), rtol=rtol, atol=atol))
+            g.shape == w.shape and torch.allclose(g.double(), w.double(), **tol(tolerance)))
         if ok:
             continue
         if lost is not None and lost.get(name) is not None and torch.allclose(
-                g.double(), lost[name].double(), rtol=1e-5, atol=1e-6) and name.startswith("trunk"):
+                g.double(), lost[name].double(), **tol("reduction")) and name.startswith("trunk"):
             raise Failed(f"{where}: {name}'s gradient equals that of the model WITHOUT a GRL: the "
                          "reversal is lost", summary="reversal lost")
         diff = (g.double() - w.double()).abs().nan_to_num(nan=float("inf")).max().item()
@@ -124,7 +125,7 @@ def reversal_scale(layer, dtype=torch.float64) -> float | None:
     if g is None:
         return None
     s = -(g.double() / upstream.double()).flatten()[0].item()
-    return s if torch.allclose(g.double(), -s * upstream.double(), rtol=1e-6, atol=0) else None
+    return s if torch.allclose(g.double(), -s * upstream.double(), **tol("scale")) else None
 
 
 def _scale_text(s: float | None) -> str:
@@ -642,7 +643,7 @@ def _legacy(model, x, want) -> str:
         with _quiet():
             torch.onnx.export(model, (x,), buf, dynamo=False)
         got = _run_onnx(buf.getvalue(), x)
-        same = got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+        same = got.shape == want.shape and torch.allclose(got, want, **tol("reduction"))
         return "legacy exporter (dynamo=False): " + ("same result" if same else "output DIFFERS from eager")
     except Exception as exc:  # noqa: BLE001 - information only
         first = " ".join(str(exc).split())[:140]
@@ -694,11 +695,12 @@ def onnx_export(impl):
     except Exception as exc:  # noqa: BLE001
         raise Errored(f"onnxruntime could not run the exported model: {describe_exception(exc)}; {legacy}",
                       summary="ort error") from None
-    if got.shape != want_dom.shape or not torch.allclose(got, want_dom, rtol=1e-5, atol=1e-6):
+    if got.shape != want_dom.shape or not torch.allclose(got, want_dom, **tol("reduction")):
         diff = (got - want_dom).abs().max().item() if got.shape == want_dom.shape else "shape"
         raise Failed(f"the exported graph run in onnxruntime differs from eager (max |diff| {diff}); "
                      f"ONNX ops: {_onnx_ops(data)}; {legacy}", summary="wrong output")
     via = " with the layer's onnx_translation_table" if table else ""
     return passed(f"torch.onnx.export(dynamo=True){via} of the DANN's domain branch runs in onnxruntime "
-                  f"and equals eager (rtol 1e-5); ONNX ops: {_onnx_ops(data)}; {legacy}",
+                  f"and equals eager ({tolerance_text('reduction')}); ONNX ops: {_onnx_ops(data)}; "
+                  f"{legacy}",
                   summary="translated" if table else "")

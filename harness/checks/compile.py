@@ -49,6 +49,7 @@ from grl_conformance.checks._common import (
     reference_step,
     sample_inputs,
     step,
+    tol,
     unreversed_step,
 )
 from grl_conformance.core import compat
@@ -209,18 +210,18 @@ def _compiled_func(impl, name: str, build, truth_of):
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
                 err = _compile_error(exc, layer, x)
                 raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
-            if torch.allclose(got, want, rtol=1e-6, atol=1e-7):
+            if torch.allclose(got, want, **tol("one_op")):
                 followed = judge_alpha_after(
                     f"compiled ({backend}) torch.func.{name}", lambda f=compiled: f(x), layer, alpha,
                     truth_of(ALPHA_AFTER, c)[0], want, "the compiled graph")
         if counter.frame_count == 0:
             raise Failed(f"{backend}: dynamo compiled nothing", summary="not compiled")
-        right_eager = torch.allclose(eager, want, rtol=1e-6, atol=1e-7)
-        if torch.allclose(got, unreversed, rtol=1e-6, atol=1e-7):
+        right_eager = torch.allclose(eager, want, **tol("one_op"))
+        if torch.allclose(got, unreversed, **tol("one_op")):
             raise Failed(f"compiled ({backend}) torch.func.{name} returns the unreversed result, "
                          f"not -alpha times it: the reversal lost (its eager torch.func.{name} "
                          f"{'is right' if right_eager else 'is wrong too'})", summary="reversal lost")
-        if not torch.allclose(got, want, rtol=1e-6, atol=1e-7):
+        if not torch.allclose(got, want, **tol("one_op")):
             diff = (got - want).abs().max().item()
             raise Failed(f"compiled ({backend}) torch.func.{name} differs from the right result "
                          f"(max |diff| {diff:.3g}, alpha {alpha})", summary="wrong result")
@@ -306,8 +307,8 @@ def compile_compiled_autograd(impl):
                 err = _compile_error(exc, impl_model(impl), x0)
                 raise Errored(f"{label}: {err.detail}", summary=err.summary) from None
         for i, (g, w, a) in enumerate(zip(got, want, alphas, strict=True)):
-            if g is None or not torch.allclose(g, w, rtol=1e-5, atol=1e-6):
-                lost = g is not None and torch.allclose(g, -w / a, rtol=1e-5, atol=1e-6)
+            if g is None or not torch.allclose(g, w, **tol("reduction")):
+                lost = g is not None and torch.allclose(g, -w / a, **tol("reduction"))
                 raise Failed(f"{label}, step {i} (alpha {a}): the input "
                              f"gradient is not a correct GRL's"
                              + ("; it is the unreversed gradient: reversal lost" if lost else ""),

@@ -14,12 +14,13 @@ The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-
 from __future__ import annotations
 
 from grl_conformance.checks import check
+from grl_conformance.checks._common import TOLERANCES
 from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
 
 CONCERN = "CUDA graphs"  # the advice table's column for this area's checks (core/check.py)
 
-RTOL, ATOL = 1e-5, 1e-6  # float32; the captured kernels should be the eager ones
-COMPILED_RTOL, COMPILED_ATOL = 1e-4, 1e-5  # inductor may fuse and reorder
+RTOL, ATOL = TOLERANCES["reduction"][:2]  # the captured kernels should be the eager ones
+COMPILED_RTOL, COMPILED_ATOL = TOLERANCES["inductor"][:2]  # inductor may fuse and reorder
 ALPHA_CAPTURED, ALPHA_AFTER = 0.5, 2.0  # powers of two: exact in any float dtype
 BATCH, IN, HIDDEN, OUT = 8, 16, 32, 4
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from grl_conformance.checks import check
-from grl_conformance.checks._common import name_the_error
+from grl_conformance.checks._common import name_the_error, tol
 from grl_conformance.core import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from grl_conformance.core.outcome import (
     CheckSignal,
@@ -60,7 +60,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _near(got: torch.Tensor, want: torch.Tensor) -> bool:
     """Equal up to float32 rounding: for checks about structure, not precision (backward.reversal
     judges precision), so a float32-rounded alpha or gradient is not flagged twice."""
-    return got.shape == want.shape and torch.allclose(got.double(), want.double(), rtol=1e-6, atol=1e-30)
+    return got.shape == want.shape and torch.allclose(got.double(), want.double(), **tol("structure"))
 
 
 @contextmanager

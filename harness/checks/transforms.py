@@ -23,6 +23,7 @@ from grl_conformance.checks._common import (
     judge_step,
     reference_model,
     sample_inputs,
+    tol,
     unreversed_model,
 )
 from grl_conformance.core.outcome import Errored, Failed, NotApplicable, passed
@@ -200,7 +201,7 @@ def fx_trace(impl):
 
 
 def _close(a, b) -> bool:
-    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+    return a.shape == b.shape and torch.allclose(a, b, **tol("func"))
 
 
 @check("func.vmap", concern="torch.func", control="composite")  # the reference defines no vmap rule
