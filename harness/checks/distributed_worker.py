@@ -28,15 +28,16 @@ import json
 import math
 import os
 import sys
-import traceback
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from grl_conformance.checks import dtensor_rank
 from grl_conformance.checks._common import TOLERANCES
 from grl_conformance.core import compat
+from grl_conformance.core.outcome import describe_failure
 from grl_conformance.core.reference import Reverse
 from grl_conformance.isolation.procs import MARK_VAR, frames_outside_torch, set_pdeathsig
 
@@ -289,8 +290,6 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
                             timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
         if MODES[check_id] == "dtensor":
-            from grl_conformance.checks import dtensor_rank
-
             return dtensor_rank.run(impl_ref, rank, world, device,
                                     note + f" [{backend} on {device.type}, world size {world}]")
         recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
@@ -305,15 +304,6 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
         return judge(check_id, gathered, reference, note + where)
     finally:
         dist.destroy_process_group()
-
-
-def describe_failure(exc: BaseException, frames: int = 3) -> str:
-    """`Type: message (at file:line fn <- ...)`: a child's last frames outside torch, one line."""
-    message = " ".join(str(exc).split())[:200]
-    tb = traceback.extract_tb(exc.__traceback__)
-    tb = ([f for f in tb if "/torch/" not in f.filename] or tb)[-frames:]
-    where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(tb))
-    return f"{type(exc).__name__}: {message}" + (f" (at {where})" if where else "")
 
 
 def where_stuck(dump: str, frames: int = 3) -> str:

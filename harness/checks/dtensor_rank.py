@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from grl_conformance.core.outcome import describe_failure
+
 ALPHAS = (0.5, 0.25)
 
 
@@ -61,8 +63,6 @@ def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - every rank raises the same; rank 0 reports it
         if rank != 0:
             return None
-        from grl_conformance.checks.distributed_worker import describe_failure
-
         message = describe_failure(exc)
         hint = ""
         if "sharding strategy" in message:

@@ -107,6 +107,15 @@ def describe_exception(exc: BaseException) -> str:
     return head
 
 
+def describe_failure(exc: BaseException, frames: int = 3) -> str:
+    """`Type: message (at file:line fn <- ...)`: a child's last frames outside torch, one line."""
+    message = " ".join(str(exc).split())[:200]
+    tb = traceback.extract_tb(exc.__traceback__)
+    tb = ([f for f in tb if "/torch/" not in f.filename] or tb)[-frames:]
+    where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(tb))
+    return f"{type(exc).__name__}: {message}" + (f" (at {where})" if where else "")
+
+
 @lru_cache(maxsize=1)
 def _own_dirs() -> tuple[str, str]:
     """The package's directory and its rows' (grl_conformance.impls: inside it once installed,
