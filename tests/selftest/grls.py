@@ -40,6 +40,16 @@ class _CloneReverse(Reverse):
         return x.clone()
 
 
+class FullReverse(Reverse):
+    """The reference Function with a generated vmap rule and a jvp: right under eager torch.func."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def jvp(ctx, x_tangent, alpha_tangent):
+        return -ctx.alpha * x_tangent
+
+
 def impl_of(name: str, layer: type, kind: str = "function",
             origin: str = "tests/selftest (clean)") -> Impl:
     """A registry entry for a layer class with the seed API (fn built from the layer)."""
@@ -52,4 +62,4 @@ def impl_of(name: str, layer: type, kind: str = "function",
                 ref=f"tests.selftest.grls:{layer.__name__}")
 
 
-__all__ = ["BufferAlphaLayer", "FloatAlphaLayer", "Reverse", "impl_of"]
+__all__ = ["BufferAlphaLayer", "FloatAlphaLayer", "FullReverse", "Reverse", "impl_of"]

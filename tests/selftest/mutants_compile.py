@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from grl_conformance.impls import library_op
-from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.grls import FloatAlphaLayer, FullReverse, Reverse
 from tests.selftest.mutation import mutant
 
 
@@ -137,23 +137,13 @@ class _CompiledBackwardShortcutLayer(FloatAlphaLayer):
         return _UnreversedWhenBackwardCompiled.apply(x, float(self.alpha))
 
 
-class _JvpFunction(Reverse):
-    """The reference Function with a vmap rule and a jvp: right under eager torch.func."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def jvp(ctx, x_tangent, alpha_tangent):
-        return -ctx.alpha * x_tangent
-
-
 class _ShortcutWhenCompiledLayer(FloatAlphaLayer):
     """Right in eager and eager torch.func; under dynamo it takes an unreversed shortcut."""
 
     def forward(self, x):
         if torch.compiler.is_compiling():
             return x * 1.0
-        return _JvpFunction.apply(x, float(self.alpha))
+        return FullReverse.apply(x, float(self.alpha))
 
 
 class _GuardlessComposite(_GuardlessAlpha):

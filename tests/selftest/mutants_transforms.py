@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.grls import FloatAlphaLayer, FullReverse, Reverse
 from tests.selftest.mutation import mutant
 
 
@@ -161,16 +161,6 @@ class _FxBlindLayer(FloatAlphaLayer):
         return Reverse.apply(x, self.alpha)
 
 
-class _FullFunction(Reverse):
-    """The reference Function with a generated vmap rule and a jvp: right under torch.func."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def jvp(ctx, x_tangent, alpha_tangent):
-        return -ctx.alpha * x_tangent
-
-
 class _AlphaCachedForFunctorch(FloatAlphaLayer):
     """Right everywhere at the alpha it was built with; under a torch.func transform it reads a
     copy of alpha taken at construction, which set_alpha never updates."""
@@ -181,8 +171,8 @@ class _AlphaCachedForFunctorch(FloatAlphaLayer):
 
     def forward(self, x):
         if torch._C._functorch.is_functorch_wrapped_tensor(x):
-            return _FullFunction.apply(x, self.alpha_at_init)
-        return _FullFunction.apply(x, self.alpha)
+            return FullReverse.apply(x, self.alpha_at_init)
+        return FullReverse.apply(x, self.alpha)
 
 
 MUTANTS = [

@@ -198,15 +198,10 @@ def reversal_after_domain_head():
     return spec_of(ReversedAfterHead())
 
 
-class BackwardNeverCalled(nn.Module):
+class BackwardNeverCalled(NoGRL):
     """hash2430/pitchtron#3: an nn.Module with a backward() that autograd never calls."""
 
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = alpha
-
-    def set_alpha(self, alpha):
-        self.alpha = alpha
+    alpha = 1.0
 
     def forward(self, x):
         return x.view_as(x)
