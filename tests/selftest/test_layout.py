@@ -36,7 +36,8 @@ def test_the_product_never_imports_its_tests():
 def _cell(result):
     """Run a registered-like check whose function returns `result`."""
     check = catalogue.Check("contract.probe", "eager",
-                            catalogue._returns_a_pass("contract.probe", lambda impl: result), "")
+                            catalogue._returns_a_pass("contract.probe", lambda impl: result), "",
+                            "eager")
     return run_check(impl_of("probe", FloatAlphaLayer), check)
 
 
