@@ -8,12 +8,13 @@ implementation's own eager run as the truth; that comparison only adds to the de
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from grl_conformance.core import compat
-from grl_conformance.core.outcome import Errored, Failed
+from grl_conformance.core.outcome import CheckSignal, Errored, Failed, describe_exception, passed
 from grl_conformance.core.reference import ReferenceGRL
 
 # Every tolerance the checks use, in one table: name -> (rtol, atol, what it absorbs). No check
@@ -385,3 +386,227 @@ def judge_under_hooks(where: str, got, want, alpha: float, packed: int, lossy: b
     raise Failed(f"{where}: the input gradient differs from the reference GRL's under the same "
                  f"hooks (max |diff| {diff:.3g}, max relative {relative:.2g}): {why}; the GRL "
                  f"packed {packed} B", summary="wrong under hooks")
+
+
+# --- the DANN-shaped model of the context columns, and activation checkpointing -------------
+# (docs/contexts.md). Alphas are powers of two, so a correct reversal is exact in every dtype.
+
+CONTEXT_ALPHA = 0.5  # a power of two: -alpha * g is exact in float16/bfloat16 too
+
+
+class Dann(nn.Module):
+    """Shared trunk, a task head, a domain head behind the GRL. `grl` may be a module or a
+    callable; `segment` wraps the domain branch (activation checkpointing)."""
+
+    def __init__(self, grl, segment=None) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.trunk, self.task, self.domain = nn.Linear(6, 8), nn.Linear(8, 3), nn.Linear(8, 2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        self.grl = grl
+        self.segment = segment
+
+    def branch(self, f):
+        return self.domain(self.grl(f))
+
+    def forward(self, x):
+        f = self.trunk(x)
+        dom = self.segment(self.branch, f) if self.segment is not None else self.branch(f)
+        return self.task(f), dom
+
+
+def batch(step: int = 0):
+    gen = torch.Generator().manual_seed(100 + step)
+    return (torch.randn(5, 6, generator=gen), torch.randn(5, 3, generator=gen),
+            torch.randn(5, 2, generator=gen))
+
+
+def dann_loss(outputs, ct, cd):
+    task, dom = outputs
+    return (task.float() * ct).sum() + (dom.float() * cd).sum()
+
+
+def grads_of(model: nn.Module) -> dict:
+    return {n: (None if p.grad is None else p.grad.detach().clone())
+            for n, p in model.named_parameters() if not n.startswith("grl.")}
+
+
+def compare_grads(got: dict, want: dict, where: str, lost: dict | None = None, *,
+                  bitwise: bool = False, tolerance: str = "one_op") -> None:
+    """Fail with `where` unless every parameter gradient equals the reference's."""
+    for name, w in want.items():
+        g = got.get(name)
+        if g is None:
+            raise Failed(f"{where}: no gradient reached {name}", summary="no gradient")
+        ok = torch.equal(g, w) if bitwise else (
+            g.shape == w.shape and torch.allclose(g.double(), w.double(), **tol(tolerance)))
+        if ok:
+            continue
+        if lost is not None and lost.get(name) is not None and torch.allclose(
+                g.double(), lost[name].double(), **tol("reduction")) and name.startswith("trunk"):
+            raise Failed(f"{where}: {name}'s gradient equals that of the model WITHOUT a GRL: the "
+                         "reversal is lost", summary="reversal lost")
+        diff = (g.double() - w.double()).abs().nan_to_num(nan=float("inf")).max().item()
+        raise Failed(f"{where}: gradient of {name} differs from the trusted reference GRL run the "
+                     f"same way (max |diff| {diff:.3g}{', bitwise rule' if bitwise else ''})",
+                     summary="wrong gradient")
+
+
+@contextmanager
+def at(where: str):
+    """An exception raised by the implementation inside this block becomes `error` naming where."""
+    try:
+        yield
+    except CheckSignal:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the cell's error, with where it happened
+        raise Errored(f"{where}: {describe_exception(exc)}", summary="raises") from exc
+
+
+def reversal_scale(layer, dtype=torch.float64) -> float | None:
+    """s such that the layer's input gradient is -s * upstream, or None when it is not a
+    multiple of the upstream gradient (read on a fresh non-leaf input, grad mode on)."""
+    gen = torch.Generator().manual_seed(7)
+    leaf = torch.randn(4, 3, generator=gen, dtype=dtype).requires_grad_(True)
+    x = leaf * 1.0
+    upstream = torch.randn(4, 3, generator=gen, dtype=dtype)
+    y = layer(x)
+    if not (isinstance(y, torch.Tensor) and y.requires_grad):
+        return None
+    (g,) = torch.autograd.grad(y, x, upstream, allow_unused=True)
+    if g is None:
+        return None
+    s = -(g.double() / upstream.double()).flatten()[0].item()
+    return s if torch.allclose(g.double(), -s * upstream.double(), **tol("scale")) else None
+
+
+def scale_text(s: float | None) -> str:
+    return "not a multiple of the upstream gradient" if s is None else f"-{s:g} * upstream"
+
+
+def autocast_regions() -> list[tuple[str, torch.dtype]]:
+    regions = [("cpu", torch.bfloat16)]
+    if torch.cuda.is_available():
+        regions += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
+    return regions
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+CHECKPOINT_ALPHAS = (0.5, 0.25, 2.0)
+
+
+def _checkpoint_steps(grl, set_alpha, reentrant: bool | None, compile_ctx=None, policy=None):
+    """Three training steps (set_alpha between them); the domain branch in a checkpoint when
+    `reentrant` is not None (selective, with `policy`, when given). Returns per step the
+    parameter gradients."""
+    from torch.utils.checkpoint import checkpoint
+
+    segment = None
+    if reentrant is not None and policy is not None:
+        import functools
+
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+        def segment(fn, f):
+            return checkpoint(fn, f, use_reentrant=False, context_fn=functools.partial(
+                create_selective_checkpoint_contexts, policy))
+    elif reentrant is not None:
+        def segment(fn, f):
+            return checkpoint(fn, f, use_reentrant=reentrant)
+    model = Dann(grl, segment)
+    run = model
+    if compile_ctx is not None:
+        run = torch.compile(model, backend="aot_eager")
+    out = []
+    for step, alpha in enumerate(CHECKPOINT_ALPHAS):
+        set_alpha(alpha)
+        x, ct, cd = batch(step)
+        model.zero_grad(set_to_none=True)
+        dann_loss(run(x), ct, cd).backward()
+        out.append(grads_of(model))
+    return out
+
+
+def _checkpoint_truth() -> tuple[list, list]:
+    """Per step, the trusted reference's gradients without checkpointing, and those of the
+    model with no GRL at all (what a lost reversal gives)."""
+    ref = ReferenceGRL()
+    return (_checkpoint_steps(ref, ref.set_alpha, None),
+            _checkpoint_steps(nn.Identity(), lambda a: None, None))
+
+
+def _checkpoint_forms(impl) -> tuple:
+    """(label, grl, set_alpha) for the layer and for the function (its alpha held in a box)."""
+    layer = impl.api.layer(alpha=1.0)
+    alpha_box = {"a": 1.0}
+    return (("layer.set_alpha", layer, layer.set_alpha),
+            ("fn", lambda t: impl.api.fn(t, alpha_box["a"]), lambda a: alpha_box.__setitem__("a", a)))
+
+
+def _compare_steps(got: list, want: list, lost: list, where: str) -> None:
+    for step, alpha in enumerate(CHECKPOINT_ALPHAS):
+        compare_grads(got[step], want[step], f"{where}, step {step} (alpha {alpha})", lost[step])
+
+
+def checkpoint_check(impl, reentrant: bool, compile_ctx=None):
+    """The domain branch (GRL -> domain head) inside torch.utils.checkpoint, three steps."""
+    kind = "reentrant" if reentrant else "non-reentrant"
+    want, lost = _checkpoint_truth()
+    graphs = []
+    for label, grl, set_alpha in _checkpoint_forms(impl):
+        where = f"checkpoint(use_reentrant={reentrant}){' compiled (aot_eager)' if compile_ctx else ''}, {label}"
+        if compile_ctx is not None:
+            with compile_ctx() as counters:
+                with at(where):
+                    got = _checkpoint_steps(grl, set_alpha, reentrant, compile_ctx)
+                n = int(counters["stats"].get("unique_graphs", 0))
+                breaks = sum(counters["graph_break"].values())
+            if not n:
+                raise Errored(f"{where}: torch.compile compiled nothing (the model ran eagerly)",
+                              summary="not compiled")
+            graphs.append(f"{label} {n} graph(s), {breaks} break(s)")
+        else:
+            with at(where):
+                got = _checkpoint_steps(grl, set_alpha, reentrant)
+        _compare_steps(got, want, lost, where)
+    extra = f"; {'; '.join(graphs)}" if graphs else ""
+    first = ("forward first under no_grad, recomputed with grad in backward" if reentrant else
+             "forward recomputed during backward")
+    return passed(f"{kind} checkpoint around GRL -> domain head ({first}): {len(CHECKPOINT_ALPHAS)} "
+                  f"steps with set_alpha between them (alpha {', '.join(map(str, CHECKPOINT_ALPHAS))}), "
+                  f"gradients equal the trusted reference without checkpointing (layer and fn){extra}")
+
+
+def _sac_policies():
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    def save_everything(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE
+
+    def recompute_everything(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return (("save-everything", save_everything), ("recompute-everything", recompute_everything))
+
+
+def selective_checkpoint_check(impl):
+    """The domain branch under selective activation checkpointing (a policy per op), both ends
+    of the policy range, three steps with set_alpha between them."""
+    policies = _sac_policies()  # torch >= 2.5 has them: every supported torch
+    want, lost = _checkpoint_truth()
+    forms = _checkpoint_forms(impl)
+    for name, policy in policies:
+        for label, grl, set_alpha in forms:
+            where = f"selective checkpoint ({name} policy), {label}"
+            with at(where):
+                got = _checkpoint_steps(grl, set_alpha, False, policy=policy)
+            _compare_steps(got, want, lost, where)
+    return passed(f"torch.utils.checkpoint with create_selective_checkpoint_contexts around GRL -> "
+                  f"domain head, a save-everything and a recompute-everything policy: "
+                  f"{len(CHECKPOINT_ALPHAS)} steps with set_alpha between them, gradients equal the "
+                  f"trusted reference without checkpointing (layer and fn)")

@@ -37,6 +37,7 @@ from grl_conformance.checks._common import (
     ALPHA,
     ALPHA_AFTER,
     TOLERANCE,
+    checkpoint_check,
     close,
     first_line,
     fresh_dynamo,
@@ -592,11 +593,9 @@ def compile_fusion(impl):
     return passed(f"{detail}: {how}", summary=summary)
 
 
-# --- contexts real training adds: checkpointing under torch.compile (harness/checks/_contexts.py)
+# --- contexts real training adds: checkpointing under torch.compile (docs/contexts.md) --------
 
 @check("checkpoint.compiled")
 def checkpoint_compiled(impl):
     """Non-reentrant checkpointing of the GRL's branch under torch.compile (aot_eager) keeps the reversal."""
-    from grl_conformance.checks import _contexts
-
-    return _contexts.checkpoint_check(impl, reentrant=False, compile_ctx=fresh_dynamo)
+    return checkpoint_check(impl, reentrant=False, compile_ctx=fresh_dynamo)

@@ -12,9 +12,22 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from grl_conformance.checks import check, dann
+from grl_conformance.checks._common import (
+    CONTEXT_ALPHA,
+    Dann,
+    at,
+    batch,
+    compare_grads,
+    dann_loss,
+    dtype_name,
+    grads_of,
+)
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, passed
+from grl_conformance.core.reference import ReferenceGRL
 
 CONCERN = "DANN"  # the advice table's column for this area's checks (core/check.py)
 
@@ -62,11 +75,66 @@ def dann_moons_compiled(impl):
     return _verdict(result, how, f", {recompiles} recompile(s)" if recompiles else "")
 
 
-# --- contexts real training adds: mixed precision with a GradScaler (harness/checks/_contexts.py)
+# --- contexts real training adds: mixed precision with a GradScaler (docs/contexts.md) -----
+
+def _scaler_run(grl, device: str, dtype: torch.dtype):
+    """Two DANN steps with a GradScaler and two optimizers (trunk+task, domain head); the
+    second step's domain loss overflows. Returns per step (grads after unscale, trunk weight
+    before/after, scale before/after)."""
+    model = Dann(grl).to(device)
+    main = torch.optim.SGD([*model.trunk.parameters(), *model.task.parameters()], lr=0.1)
+    dom = torch.optim.SGD(model.domain.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0 ** 16, growth_interval=1000)
+    record = []
+    for step, overflow in ((0, False), (1, True)):
+        x, ct, cd = (t.to(device) for t in batch(step))
+        if overflow:
+            cd = cd.clone()
+            cd[0, 0] = 1e36  # x 2**16 scale: inf in float32, as a real fp16 overflow would be
+        main.zero_grad(set_to_none=True)
+        dom.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=dtype):
+            outputs = model(x)
+        scaler.scale(dann_loss(outputs, ct, cd)).backward()
+        scaler.unscale_(main)
+        scaler.unscale_(dom)
+        grads = grads_of(model)
+        before = model.trunk.weight.detach().clone()
+        scale = scaler.get_scale()
+        scaler.step(main)
+        scaler.step(dom)
+        scaler.update()
+        record.append({"grads": grads, "before": before, "after": model.trunk.weight.detach().clone(),
+                       "scale": (scale, scaler.get_scale())})
+    return record
+
 
 @check("amp.grad_scaler", concern="training tricks")
 def amp_grad_scaler(impl):
     """A GradScaler step under autocast: gradients right, a domain-loss overflow skips the trunk's step."""
-    from grl_conformance.checks import _contexts
-
-    return _contexts.amp_grad_scaler(impl)
+    device, dtype = ("cuda", torch.float16) if torch.cuda.is_available() else ("cpu", torch.bfloat16)
+    where = f"GradScaler({device}) with autocast({dtype_name(dtype)})"
+    want = _scaler_run(ReferenceGRL(CONTEXT_ALPHA), device, dtype)
+    layer = impl.api.layer(alpha=1.0)
+    layer.set_alpha(CONTEXT_ALPHA)
+    with at(where):
+        got = _scaler_run(layer, device, dtype)
+    compare_grads(got[0]["grads"], want[0]["grads"], f"{where}, step 0 (finite)", bitwise=True)
+    if torch.equal(got[0]["before"], got[0]["after"]):
+        raise Failed(f"{where}, step 0: the trunk did not step although every gradient was finite",
+                     summary="step skipped")
+    g = got[1]["grads"]["trunk.weight"]
+    if torch.isfinite(g).all():
+        raise Failed(f"{where}, step 1: the domain loss overflowed (inf upstream of the GRL) but the "
+                     "trunk's gradient is finite: the GRL swallowed the inf, so the trunk's "
+                     "optimizer steps on a gradient the scaler would have discarded",
+                     summary="overflow swallowed")
+    if not torch.equal(got[1]["before"], got[1]["after"]):
+        raise Failed(f"{where}, step 1: the trunk stepped on an overflowed step", summary="bad step")
+    s0, s1 = got[1]["scale"]
+    if not s1 < s0:
+        raise Failed(f"{where}, step 1: the scale did not back off ({s0:g} -> {s1:g})",
+                     summary="scale kept")
+    return passed(f"{where}, two optimizers (trunk+task, domain head): step 0 unscaled gradients "
+                  f"bitwise equal to the trusted reference (alpha {CONTEXT_ALPHA}); step 1's domain-loss "
+                  f"overflow reaches the trunk as non-finite, both steps skipped, scale {s0:g} -> {s1:g}")

@@ -12,21 +12,34 @@ import io
 import warnings
 
 import torch
+from torch import nn
 
 from grl_conformance.checks import check
 from grl_conformance.checks._common import (
     ALPHA,
     ALPHA_AFTER,
+    CONTEXT_ALPHA,
     TOLERANCE,
+    Dann,
+    batch,
     impl_model,
     judge_alpha_after,
     judge_step,
     reference_model,
     sample_inputs,
     tol,
+    tolerance_text,
     unreversed_model,
 )
-from grl_conformance.core.outcome import Errored, Failed, NotApplicable, passed
+from grl_conformance.core.outcome import (
+    NOT_INSTALLED,
+    Errored,
+    Failed,
+    NotApplicable,
+    Skipped,
+    describe_exception,
+    passed,
+)
 
 CONCERN = "deploy"  # the advice table's column for this area's checks (core/check.py)
 
@@ -388,11 +401,145 @@ def opcheck(impl):
     return passed(detail, summary=f"{len(ops)} op{'s' if len(ops) > 1 else ''}")
 
 
-# --- contexts real training adds: ONNX export (harness/checks/_contexts.py) -------------------
+# --- contexts real training adds: ONNX export (docs/contexts.md) ------------------------------
+
+ONNX_HINT = "pip install 'grl-conformance[onnx]' (onnx, onnxruntime, onnxscript)"
+
+
+def _onnx_available() -> None:
+    import importlib
+
+    missing = []
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise Skipped(f"{', '.join(missing)} not installed: {ONNX_HINT}", summary=NOT_INSTALLED)
+
+
+def translation_table(impl) -> dict | None:
+    """An implementation declares its ONNX translation as `onnx_translation_table` (op overload
+    -> onnxscript function) on its layer class, a dict or a function returning one (so that
+    onnxscript is imported only when exporting); torch.onnx.export(custom_translation_table=...)
+    gets it."""
+    table = getattr(impl.api.layer, "onnx_translation_table", None)
+    return table() if callable(table) else table
+
+
+def _run_onnx(data: bytes, x: torch.Tensor):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+def _onnx_ops(data: bytes) -> str:
+    import onnx
+
+    return ", ".join(sorted({n.op_type for n in onnx.load_from_string(data).graph.node}))
+
+
+def _quiet():
+    import contextlib
+    import logging
+    import os
+    import sys
+
+    @contextlib.contextmanager
+    def quiet():
+        # the exporters print progress, warnings and (legacy, from C++) the whole TorchScript
+        # graph on failure: silence the file descriptors, not only sys.stdout
+        level = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in (*saved, devnull):
+                os.close(fd)
+            logging.disable(level)
+
+    return quiet()
+
+
+def _legacy(model, x, want) -> str:
+    try:
+        buf = io.BytesIO()
+        with _quiet():
+            torch.onnx.export(model, (x,), buf, dynamo=False)
+        got = _run_onnx(buf.getvalue(), x)
+        same = got.shape == want.shape and torch.allclose(got, want, **tol("reduction"))
+        return "legacy exporter (dynamo=False): " + ("same result" if same else "output DIFFERS from eager")
+    except Exception as exc:  # noqa: BLE001 - information only
+        first = " ".join(str(exc).split())[:140]
+        return f"legacy exporter (dynamo=False) raises {type(exc).__name__}: {first}"
+
 
 @check("onnx.export", runs_backward=False)
 def onnx_export(impl):
     """torch.onnx.export(dynamo=True) of a DANN runs in onnxruntime and equals eager."""
-    from grl_conformance.checks import _contexts
+    _onnx_available()
+    layer = impl.api.layer(alpha=1.0)
+    layer.set_alpha(CONTEXT_ALPHA)
+    model = Dann(layer).eval()
+    x = batch(0)[0]
+    with torch.no_grad():
+        task, dom = model(x)
+        truth = Dann(nn.Identity()).eval()
+        want_task, want_dom = truth(x)  # the identity's truth: the same model without a GRL
+    if not (torch.equal(task, want_task) and torch.equal(dom, want_dom)):
+        raise Errored("the eager forward is not the identity here (forward.identity's business)")
 
-    return _contexts.onnx_export(impl)
+    class DomainOut(nn.Module):  # one output: the domain head's, which goes through the GRL
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, t):
+            return self.m(t)[1]
+
+    wrapped = DomainOut(model).eval()
+    table = translation_table(impl)
+    legacy = _legacy(wrapped, x, want_dom)
+    try:
+        with _quiet():
+            program = torch.onnx.export(wrapped, (x,), dynamo=True, verbose=False,
+                                        custom_translation_table=table)
+        data = program.model_proto.SerializeToString()
+    except Exception as exc:  # noqa: BLE001
+        text = " ".join(str(exc).split())
+        step = ("torch.export" if "step 1/3" in text else "ONNX conversion" if "step 3/3" in text
+                else "export")
+        cause = exc.__cause__ or exc.__context__
+        why = f"{type(cause).__name__}: {' '.join(str(cause).split())[:160]}" if cause else text[:160]
+        hint = (" (a custom op needs a custom_translation_table entry: declare it as the layer's "
+                "onnx_translation_table)" if "step 3/3" in text else "")
+        raise Errored(f"torch.onnx.export(dynamo=True) failed at {step}: {why}{hint}; {legacy}",
+                      summary=f"{step} error") from None
+    try:
+        got = _run_onnx(data, x)
+    except Exception as exc:  # noqa: BLE001
+        raise Errored(f"onnxruntime could not run the exported model: {describe_exception(exc)}; {legacy}",
+                      summary="ort error") from None
+    if got.shape != want_dom.shape or not torch.allclose(got, want_dom, **tol("reduction")):
+        diff = (got - want_dom).abs().max().item() if got.shape == want_dom.shape else "shape"
+        raise Failed(f"the exported graph run in onnxruntime differs from eager (max |diff| {diff}); "
+                     f"ONNX ops: {_onnx_ops(data)}; {legacy}", summary="wrong output")
+    via = " with the layer's onnx_translation_table" if table else ""
+    return passed(f"torch.onnx.export(dynamo=True){via} of the DANN's domain branch runs in onnxruntime "
+                  f"and equals eager ({tolerance_text('reduction')}); ONNX ops: {_onnx_ops(data)}; "
+                  f"{legacy}",
+                  summary="translated" if table else "")

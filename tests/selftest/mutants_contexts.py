@@ -1,4 +1,4 @@
-"""Mutants for the context columns (harness/checks/_contexts.py, harness/checks/dtensor_rank.py):
+"""Mutants for the context columns (AMP, checkpointing, serialization and ONNX in their area modules, harness/checks/dtensor_rank.py):
 amp.*, checkpoint.*, serialize.*, dtensor, onnx.export.
 
 Each is right in plain eager (the eager checks it lists under `passes` stay green) and wrong
