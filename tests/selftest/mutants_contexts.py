@@ -1,4 +1,5 @@
-"""Mutants for the context columns (AMP, checkpointing, serialization and ONNX in their area modules, harness/checks/dtensor_rank.py):
+"""Mutants for the context columns (AMP, checkpointing, serialization and ONNX in their area
+modules; DTensor in harness/checks/dtensor_rank.py):
 amp.*, checkpoint.*, serialize.*, dtensor, onnx.export.
 
 Each is right in plain eager (the eager checks it lists under `passes` stay green) and wrong
