@@ -135,8 +135,12 @@ _PARTS = ("output", "input gradient", "parameter gradients")
 
 def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tuple[str, str] | None:
     """(part, how far) for the first of output, input gradient, parameter gradients where the
-    step results `got` and `want` differ; None when they agree."""
-    for name, g, w in zip(_PARTS, got, want, strict=True):
+    step results `got` and `want` differ (or of a single result tensor each); None when they
+    agree."""
+    got, want = (r if isinstance(r, tuple) else (r,) for r in (got, want))
+    if len(got) != len(want):
+        raise ValueError(f"comparing {len(got)} parts with {len(want)}")
+    for name, g, w in zip(_PARTS[:len(got)], got, want, strict=True):
         for a, b in (list(zip(g, w, strict=True)) if isinstance(g, list) else [(g, w)]):
             if a is None or b is None or a.shape != b.shape:
                 return name, max_diff(a, b, other)
@@ -222,18 +226,6 @@ def alpha_holder(layer, before: dict, made_with: float, verb: str) -> str:
     return f"{verb} kept the alpha the layer had when it was made"
 
 
-def _parts(result):
-    return result if isinstance(result, tuple) else (result,)
-
-
-def _mismatch(got, want) -> str | None:
-    for a, b in zip(_parts(got), _parts(want), strict=True):
-        for x, y in (list(zip(a, b, strict=True)) if isinstance(a, list) else [(a, b)]):
-            if x is None or y is None or x.shape != y.shape or not torch.allclose(x, y, rtol=RTOL, atol=ATOL):
-                return max_diff(x, y)
-    return None
-
-
 def judge_alpha_after(where: str, rerun, layer, made_with: float, want, frozen, verb: str) -> str:
     """Call `set_alpha(ALPHA_AFTER)` on `layer` (what the transformed form was made from, at
     alpha `made_with`), run `rerun()` and require `want` (the truth at ALPHA_AFTER); the truth at
@@ -251,15 +243,15 @@ def judge_alpha_after(where: str, rerun, layer, made_with: float, want, frozen, 
                       f"{type(exc).__name__}: {first_line(exc)}", summary="error after set_alpha") from None
     finally:
         layer.set_alpha(made_with)
-    off = _mismatch(got, want)
+    off = first_mismatch(got, want, bitwise=False)
     if off is None:
         return f"set_alpha({ALPHA_AFTER}) afterwards is followed"
-    if _mismatch(got, frozen) is None:
+    if first_mismatch(got, frozen, bitwise=False) is None:
         raise Failed(f"{where}: after set_alpha({ALPHA_AFTER}) on the layer it was made from, it "
                      f"still reverses with the alpha it was made with: {holder}; a DANN trained "
                      "through it keeps that alpha for the whole schedule", summary="alpha frozen")
     raise Failed(f"{where}: after set_alpha({ALPHA_AFTER}) its result differs from a correct "
-                 f"GRL's ({off}, {TOLERANCE})", summary="wrong after set_alpha")
+                 f"GRL's ({off[1]}, {TOLERANCE})", summary="wrong after set_alpha")
 
 
 def judge_step(got, truth, *, where: str, what: str, own_eager=None, unreversed=None,

@@ -40,7 +40,6 @@ class Flow:
     reached: bool = False          # some gradient arrives at the trunk's output
     finite: bool = True
     trunk_norm: float = 0.0
-    head_norm: float = 0.0
     head_detached: bool = False    # the head's input carries no gradient at all
     trunk_without_grad: bool = False  # the trunk's own output carries none (no_grad, detach)
     comparable: bool = False
@@ -62,7 +61,6 @@ class Pass:
     """What the forwards at one progress point showed."""
 
     progress: float | None
-    losses: dict[str, float] = field(default_factory=dict)
     domain: Flow = field(default_factory=Flow)
     label: Flow | None = None
     fd_alpha: float | None = None  # by finite differences, where the pairing could not say
@@ -251,7 +249,6 @@ def compare(loss: torch.Tensor, trunk: list[torch.Tensor], heads: list[torch.Ten
     flow.reached = any(g is not None for g in g_trunk)
     flow.finite = bool(gt.isfinite().all()) and bool(loss.detach().isfinite())
     flow.trunk_norm = float(gt.norm())
-    flow.head_norm = math.sqrt(sum(float(_flat(g).norm()) ** 2 for g in g_heads if g is not None))
     flow.head_detached = all(g is None for g in g_heads)
     dtypes = [t.dtype for t in trunk + heads if t.is_floating_point()]
     flow.tolerance = max((RESIDUAL_TOLERANCE.get(d, 1e-5) for d in dtypes), default=1e-5)
@@ -364,7 +361,7 @@ def measure(spec: Spec, losses: Callable, progress: float | None, reset_rng: Cal
         except Exception as exc:  # noqa: BLE001
             raise ProbeInputError(f"set_progress({progress:g}) raised {last_line(exc)}") from None
     values, domain = _watched(spec, losses, reset_rng, compiled, "domain", "domain_head")
-    result = Pass(progress, {k: float(v.detach()) for k, v in values.items()}, domain)
+    result = Pass(progress, domain)
     if spec.label_head is not None and "label" in values:
         result.label = _watched(spec, losses, reset_rng, compiled, "label", "label_head")[1]
     unreversed = domain.proportional and abs(domain.coefficient - 1.0) <= domain.alpha_tolerance
