@@ -22,14 +22,7 @@ from multiprocessing.connection import wait
 from grl_conformance.checks import check
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
-from grl_conformance.isolation.procs import (
-    group_members,
-    marked,
-    new_mark,
-    read_text,
-    signal_pid,
-    start_method,
-)
+from grl_conformance.core.procs import dump_stacks, end_children, new_mark, read_text, start_method
 
 CONCERN = "distributed"  # the advice table's column for this area's checks (core/check.py)
 
@@ -38,31 +31,9 @@ WORLD_SIZE = 2
 LAST_SPAWN: dict = {"pids": [], "survivors": []}
 
 
-# Ranks fork from the session's one forkserver (harness/isolation/procs.py), about 3x cheaper per cell
-# than spawn on 2 busy cores (docs/distributed.md); GRL_DIST_START_METHOD=spawn gives spawn.
-def _kill_ranks(procs) -> None:
-    """SIGKILL each rank's process group (setsid made it the leader) and the rank itself.
-
-    The rank itself only while it is unreaped (exitcode None): its pid cannot have been reused.
-    """
-    for p in procs:
-        signal_pid(signal.SIGKILL, -p.pid)  # the group: setsid made the rank its leader
-        if p.exitcode is None:
-            signal_pid(signal.SIGKILL, p.pid)
-
-
-def _dump_stacks(procs, tmp: str, wait_s: float = 2.0) -> None:
-    """Ask each live rank for its Python stacks (SIGUSR1 -> faulthandler) before it is killed."""
-    live = [(r, p) for r, p in enumerate(procs) if p.exitcode is None]
-    for _, p in live:
-        signal_pid(signal.SIGUSR1, p.pid)
-    deadline = time.monotonic() + wait_s
-    for r, _ in live:
-        path = os.path.join(tmp, f"rank{r}.stack")
-        while time.monotonic() < deadline and not read_text(path):
-            time.sleep(0.05)
-    if live:
-        time.sleep(0.2)  # let the handlers finish writing
+# Ranks fork from the session's one forkserver (harness/core/procs.py), about 3x cheaper per cell
+# than spawn on 2 busy cores (docs/distributed.md); GRL_DIST_START_METHOD=spawn gives spawn. They
+# live the row child's life cycle (core/procs.py: enter_child, dump_stacks, end_children).
 
 
 def launch(check_id: str, impl) -> dict:
@@ -80,6 +51,7 @@ def launch(check_id: str, impl) -> dict:
 
     opts = worker.options()
     opts["mark"] = mark = new_mark("ranks")  # carried by whatever a rank's code starts
+    opts["owner"] = os.getpid()  # the ranks end when this process is gone
     limit = opts["timeout_s"]
     with tempfile.TemporaryDirectory(prefix="grl-dist-") as tmp:
         ctx = mp.start_processes(worker.spawn_entry,
@@ -106,20 +78,12 @@ def launch(check_id: str, impl) -> dict:
                 if first_bad is not None:
                     break
             if timed_out:
-                _dump_stacks(procs, tmp)
+                live = [(r, p) for r, p in enumerate(procs) if p.exitcode is None]
+                dump_stacks([p.pid for _, p in live],
+                            lambda: all(read_text(os.path.join(tmp, f"rank{r}.stack")) for r, _ in live),
+                            wait_s=2.0)
         finally:
-            _kill_ranks(procs)
-            for p in procs:
-                p.join(timeout=10)
-            for pid in marked(mark):  # started in a session of its own by a rank's code
-                signal_pid(signal.SIGKILL, pid)
-            survivors = group_members(pids)
-            if survivors:  # something escaped the first kill: once more, then report it
-                for pid in survivors:
-                    signal_pid(signal.SIGKILL, pid)
-                time.sleep(0.2)
-                survivors = group_members(pids)
-            LAST_SPAWN["survivors"] = survivors
+            LAST_SPAWN["survivors"] = survivors = end_children(procs, mark)
             torch_errors = {}  # torch's own record of a rank's exception: read, then removed
             for r, path in enumerate(ctx.error_files):
                 if path and os.path.exists(path):

@@ -38,8 +38,8 @@ from grl_conformance.checks import dtensor_rank
 from grl_conformance.checks._common import TOLERANCES
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import describe_failure
+from grl_conformance.core.procs import enter_child, frames_outside_torch
 from grl_conformance.core.reference import Reverse
-from grl_conformance.isolation.procs import MARK_VAR, frames_outside_torch, set_pdeathsig
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
          "dtensor": "dtensor"}  # dtensor: harness/checks/dtensor_rank.py runs the rank
@@ -314,17 +314,11 @@ def where_stuck(dump: str, frames: int = 3) -> str:
 def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method: str,
                 out_dir: str, opts: dict) -> None:
     """Target of `torch.multiprocessing.start_processes` (first argument: the rank)."""
-    os.setsid()  # own process group: the parent can kill this rank and anything it started
-    set_pdeathsig()  # and the rank dies with the parent
-    if opts.get("mark"):
-        os.environ[MARK_VAR] = opts["mark"]  # and anything started in a session of its own
-    import faulthandler
-    import signal
-
-    # On timeout the parent sends SIGUSR1 first: every thread's Python stack lands in this
-    # file (faulthandler writes from the signal handler, even while a collective blocks).
+    # The row child's life cycle (core/procs.py). On timeout the parent sends SIGUSR1 first: every
+    # thread's Python stack lands in this file (faulthandler writes from the signal handler, even
+    # while a collective blocks).
     stacks = open(os.path.join(out_dir, f"rank{rank}.stack"), "w")  # noqa: SIM115 - lives with the rank
-    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    enter_child(opts["mark"], stacks, opts.get("owner"))
     try:
         verdict = run_rank(check_id, impl_ref, rank, world, init_method, opts)
     except BaseException as exc:

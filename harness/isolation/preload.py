@@ -1,4 +1,4 @@
-"""Imported first by the session's forkserver (isolation/procs.py, PRELOAD): what the matrix
+"""Imported first by the session's forkserver (core/procs.py, PRELOAD): what the matrix
 needs pinned, and work every row's child would otherwise repeat, done once before the fork so
 the children inherit it. Only the server process is changed: the user's pytest process never.
 

@@ -3,7 +3,7 @@
 The harness runs other people's code, so no implementation runs in the pytest process and no
 two implementations share a process. A `Sandbox` (one per pytest process: the controller, or
 each xdist worker) keeps a child per row, forked from the session's forkserver
-(harness/isolation/procs.py) that already imported torch, and sends it one cell at a time:
+(harness/core/procs.py) that already imported torch, and sends it one cell at a time:
 
 - a cell that takes longer than the timeout (`--grl-timeout`, GRL_TIMEOUT) gets its Python
   stack dumped (faulthandler on SIGUSR1), then the child's process group is killed; the cell is
@@ -23,7 +23,7 @@ its own, with their own timeout and cleanup, so it runs in the calling process.
 The child exits with `os._exit`, so no thread an implementation leaves behind can hold it; it
 also exits when the process that owns it is gone. Whatever the row's code started ends with the
 row, in a session of its own or not: the child is a subreaper, its tree is frozen and killed,
-and every process carrying its environment mark is killed too (isolation/procs.py, `end_tree`).
+and every process carrying its environment mark is killed too (core/procs.py, `end_children`).
 No process outlives the session.
 """
 from __future__ import annotations
@@ -37,12 +37,12 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection, wait
 
 from grl_conformance.core.outcome import ERROR, PASS, Outcome, one_line
-from grl_conformance.isolation.procs import (
-    MARK_VAR,
-    become_subreaper,
+from grl_conformance.core.procs import (
     descendants,
-    end_tree,
+    dump_stacks,
+    end_children,
     ensure_forkserver,
+    enter_child,
     exit_reason,
     frames_outside_torch,
     group_members,
@@ -163,11 +163,8 @@ class RowChild:
         return self._died(offset, start)
 
     def _timed_out(self, offset: int, start: float, timeout_s: float) -> Outcome:
-        signal_pid(signal.SIGUSR1, self.pid)  # faulthandler writes every thread's stack
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and _SERVE not in self.output.since(offset):
-            time.sleep(0.05)
-        self.output.settle()  # let the handler finish writing
+        dump_stacks([self.pid], lambda: _SERVE in self.output.since(offset))
+        self.output.settle()
         self.close(graceful=False)
         where = frames_outside_torch(self.output.since(offset), _SERVE, skip=_HERE)
         return Outcome(ERROR, one_line(f"timed out after {timeout_s:g} s (--grl-timeout); the row's "
@@ -203,14 +200,7 @@ class RowChild:
             self.proc.join(timeout=2)
         # Whatever is left: the child's tree while it is unreaped, its group (setsid made it the
         # leader), and every process carrying its mark (a new session, an orphan of a dead child).
-        self.survivors = end_tree(self.pid, self.mark) if self.proc.exitcode is None else []
-        kill_group(self.pid)
-        self.survivors = sorted(set(self.survivors) | set(marked(self.mark)))
-        for pid in self.survivors:
-            signal_pid(signal.SIGKILL, pid)
-        if self.proc.exitcode is None:
-            signal_pid(signal.SIGKILL, self.pid)
-        self.proc.join(timeout=5)
+        self.survivors = end_children([self.proc], self.mark)
         self.conn.close()
         if self.proc.exitcode is not None:
             self.proc.close()  # its sentinel fd now, not at garbage collection
@@ -274,19 +264,12 @@ class OutputTail:
 
 def _serve_row(conn, out, ref: str, mark: str, owner_pid: int) -> None:
     """The row's child: load the entry once, then run the cells it is sent until told to stop."""
-    os.setsid()  # its own process group: a kill takes everything it started
-    become_subreaper()  # and a daemon its code double-forks stays in its tree
-    os.environ[MARK_VAR] = mark  # inherited by every process the row's code starts
     os.dup2(out.fileno(), 1)
     os.dup2(out.fileno(), 2)
     out.close()
     log = open(1, "w", buffering=1, errors="replace", closefd=False)  # noqa: SIM115
     sys.stdout = sys.stderr = log
-    import faulthandler
-
-    faulthandler.enable(file=log, all_threads=True)  # a segfault's stack lands in the log
-    faulthandler.register(signal.SIGUSR1, file=log, all_threads=True)
-    threading.Thread(target=_exit_with_owner, args=(owner_pid,), daemon=True).start()
+    enter_child(mark, log, owner_pid)  # a segfault's or a timeout's stack lands in the log
     try:
         status = _serve(conn, ref)
     except BaseException as exc:  # noqa: BLE001 - report it in the log, then leave
@@ -333,18 +316,6 @@ def _serve(conn, ref: str) -> int:
             if changed:
                 outcome = _with_leak(outcome, changed)
         conn.send(asdict(outcome))
-
-
-def _exit_with_owner(owner_pid: int) -> None:
-    """End this child when the process that owns it is gone (killed pytest, crashed worker)."""
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(owner_pid, 0)
-        except ProcessLookupError:
-            os.killpg(0, signal.SIGKILL)  # this child and everything it started (its group)
-        except PermissionError:
-            pass
 
 
 def _quiet_compile_workers() -> None:

@@ -9,7 +9,7 @@ SWITCHES = ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit")
 
 
 def pytest_configure(config) -> None:
-    from grl_conformance.isolation import procs
+    from grl_conformance.core import procs
 
     if __name__ not in procs.PRELOAD:
         procs.PRELOAD.append(__name__)  # imported by the server after torch: children inherit it

@@ -14,6 +14,7 @@ import torch
 from grl_conformance import checks as catalogue
 from grl_conformance.checks import distributed
 from grl_conformance.checks import distributed_worker as worker
+from grl_conformance.core import procs
 from grl_conformance.core.registry import resolve
 from grl_conformance.core.runner import run_check
 from tests.selftest.mutation import by_name
@@ -31,7 +32,7 @@ def _assert_nothing_left() -> None:
     pids = distributed.LAST_SPAWN["pids"]
     assert len(pids) == distributed.WORLD_SIZE, "the check did not record its ranks"
     assert not [p for p in pids if _alive(p)], f"ranks still alive: {pids}"
-    assert not distributed.group_members(pids), "a process of the ranks' groups survived"
+    assert not procs.group_members(pids), "a process of the ranks' groups survived"
     assert not multiprocessing.active_children(), multiprocessing.active_children()
 
 

@@ -53,7 +53,7 @@ def _aliasing_is_an_error(conn):
 FORKSERVER = """
 import sys
 sys.path.insert(0, {root!r})
-from grl_conformance.isolation.procs import ensure_forkserver
+from grl_conformance.core.procs import ensure_forkserver
 from tests.selftest.test_environment import _aliasing_is_an_error
 ctx = ensure_forkserver()
 a, b = ctx.Pipe()

@@ -99,7 +99,7 @@ def test_every_forkserver_preload_name_imports():
     import subprocess
     import sys
 
-    from grl_conformance.isolation.procs import PRELOAD
+    from grl_conformance.core.procs import PRELOAD
 
     code = ("import importlib, sys\n"
             f"for name in {PRELOAD!r}:\n"
@@ -115,3 +115,73 @@ def test_the_reference_pins_are_found():
     from grl_conformance.plugin.pytest_plugin import PINS_DIR
 
     assert PINS_DIR.is_dir() and sorted(PINS_DIR.glob("torch-*.json")), PINS_DIR
+
+
+# --- layering: the stages import downwards only -------------------------------------------------
+
+# What each stage of harness/ may import from the package (itself always): the flow registry ->
+# checks -> where a cell runs -> pytest glue -> documents, with core at the bottom.
+MAY_IMPORT = {
+    "core": {"impls"},  # the registry finds the rows
+    "checks": {"core"},
+    "dann_probe": {"core", "results"},
+    "isolation": {"core", "checks"},
+    "results": {"core"},
+    "bench": {"core", "checks", "results"},
+    "plugin": {"core", "checks", "isolation", "results"},
+}
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Module -> the grl_conformance modules it imports, function-local imports included."""
+    modules = {}
+    for path in (ROOT / "harness").rglob("*.py"):
+        parts = ["grl_conformance", *path.relative_to(ROOT / "harness").with_suffix("").parts]
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    known = set(modules) | {"grl_conformance.impls"}
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & known
+                found |= subs or {node.module}
+        edges[name] = {m for m in found if m in known and m != name}
+    return edges
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "top"
+
+
+def test_each_stage_imports_only_the_stages_below_it():
+    """core imports nothing above it, a check never reaches into the sandbox, and so on."""
+    wrong = sorted(f"{a} imports {b}" for a, bs in _package_imports().items() for b in bs
+                   if _stage(a) in MAY_IMPORT and _stage(b) != _stage(a)
+                   and _stage(b) not in MAY_IMPORT[_stage(a)])
+    assert not wrong, wrong
+
+
+def test_no_import_circle():
+    """Not even through a function-local import: a circle hidden that way still binds two
+    modules into one."""
+    edges = _package_imports()
+    state: dict[str, int] = {}
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in sorted(edges.get(module, ())):
+            if state.get(other) == 1:
+                circles.append(" -> ".join(path[path.index(other):] + [module, other]))
+            elif other not in state:
+                visit(other, path + [module])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [])
+    assert not circles, circles

@@ -1,11 +1,18 @@
-"""Child processes: one forkserver per session, process groups, and proof that none survive.
+"""Child processes: one forkserver per session, one life cycle, and proof that none survive.
 
 Every process that runs implementation code (a row's cell server, a distributed rank) is forked
 from one server process that imported torch once (`PRELOAD`): a fork costs about 20 ms where a
-fresh interpreter importing torch costs about 3 s on 2 cores. Each such child calls `setsid`, so
-killing its process group takes whatever it started with it, and `group_members` reads /proc to
-prove that nothing of those groups is left. GRL_DIST_START_METHOD=spawn gives distributed ranks a
-fresh interpreter instead (the row servers always fork from the server).
+fresh interpreter importing torch costs about 3 s on 2 cores. GRL_DIST_START_METHOD=spawn gives
+distributed ranks a fresh interpreter instead (the row servers always fork from the server).
+
+Both kinds live one life, written once here:
+- `enter_child` is the child's first act: its own session and process group, a subreaper, dead
+  with its owner, its environment mark, and its Python stacks on SIGUSR1 (faulthandler);
+- `dump_stacks` asks stuck children for those stacks before they are killed;
+- `end_children` freezes and kills each child's tree, its process group and every process
+  carrying its mark, then reads /proc to prove nothing is left.
+The row child (isolation/sandbox.py) and the distributed launcher (checks/distributed.py) differ
+only in what they say about it. This module sits in `core` because both stages use it.
 """
 from __future__ import annotations
 
@@ -208,6 +215,77 @@ def end_tree(pid: int, token: str = "") -> list[int]:
         for p in left:
             signal_pid(signal.SIGKILL, p)
         time.sleep(0.05)
+
+
+def enter_child(mark: str, stacks, owner_pid: int | None = None) -> None:
+    """The first act of every process that runs implementation code (a row child, a rank).
+
+    stacks: the open file faulthandler writes every thread's stack to, on a crash and on
+    SIGUSR1 (`dump_stacks`). owner_pid: the process that owns this one; when it is gone
+    (a killed pytest, a crashed worker) this child ends its group.
+    """
+    import faulthandler
+    import threading
+
+    os.setsid()  # its own process group: a kill takes everything it started
+    become_subreaper()  # and a daemon its code double-forks stays in its tree
+    set_pdeathsig()  # and it dies with the process that forked it
+    os.environ[MARK_VAR] = mark  # and whatever it starts in a session of its own carries the mark
+    faulthandler.enable(file=stacks, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    if owner_pid is not None:
+        threading.Thread(target=_exit_with_owner, args=(owner_pid,), name="grl-owner-watch",
+                         daemon=True).start()
+
+
+def _exit_with_owner(owner_pid: int) -> None:
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(owner_pid, 0)
+        except ProcessLookupError:
+            os.killpg(0, signal.SIGKILL)  # this child and everything it started (its group)
+        except PermissionError:
+            pass
+
+
+def dump_stacks(pids, written, wait_s: float = 3.0, settle_s: float = 0.2) -> None:
+    """Ask each child for its Python stacks (SIGUSR1 -> `enter_child`'s faulthandler) and wait
+    until `written()` says they are there, or `wait_s`; then `settle_s` for the handlers to finish."""
+    for pid in pids:
+        signal_pid(signal.SIGUSR1, pid)
+    deadline = time.monotonic() + wait_s
+    while pids and not written() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pids:
+        time.sleep(settle_s)
+
+
+def end_children(procs, mark: str) -> list[int]:
+    """End `procs` (multiprocessing processes started with `enter_child`) and all they started.
+
+    An unreaped child's tree is frozen and killed (`end_tree`: its pid cannot have been reused);
+    every child's process group and every process carrying `mark` are killed whether it was
+    reaped or not. Then /proc is read: returns what is still alive (empty: nothing survived).
+    """
+    pids = [p.pid for p in procs]
+    left: set[int] = set()
+    for p in procs:
+        if p.exitcode is None:
+            left |= set(end_tree(p.pid, mark))
+        kill_group(p.pid)
+    left |= set(marked(mark)) | set(group_members(pids))
+    for _ in range(2):  # once, and once more for anything that slipped through the first kill
+        for pid in left:
+            signal_pid(signal.SIGKILL, pid)
+        for p in procs:
+            p.join(timeout=5)
+        if left:
+            time.sleep(0.2)
+        left = set(marked(mark)) | set(group_members(pids))
+        if not left:
+            break
+    return sorted(left)
 
 
 def become_subreaper() -> None:
