@@ -69,6 +69,18 @@ def _diff(subparsers) -> None:
     p.set_defaults(handler=run_diff)
 
 
+def _readme_link(path: str, readme) -> str:
+    """`path` as a link from the README's folder: the blocks link the reports they came from."""
+    from pathlib import Path
+
+    folder = Path(readme).resolve().parent
+    try:
+        return Path(path).resolve().relative_to(folder).as_posix()
+    except ValueError:
+        raise ValueError(f"{path} is not under {folder}: a link from {readme} could not reach "
+                         "it") from None
+
+
 def run_diff(args: argparse.Namespace) -> int:
     from grl_conformance.results import compare as gate
     from grl_conformance.results import report
@@ -207,13 +219,9 @@ def run_advise(args: argparse.Namespace) -> int:
         print(advice.render(doc, args.report))
         return 0
     readme = Path(args.readme)
-
-    def link(path: str) -> str:
-        return Path(path).resolve().relative_to(readme.resolve().parent).as_posix()
-
-    changed = advice.update_readme(readme, advice.render(doc, link(args.report)))
+    changed = advice.update_readme(readme, advice.render(doc, _readme_link(args.report, readme)))
     if args.latency:
-        text = latency.readme_block(latency.load(args.latency), link(args.latency))
+        text = latency.readme_block(latency.load(args.latency), _readme_link(args.latency, readme))
         changed |= advice.update_readme(readme, text, latency.README_START, latency.README_END)
     print(f"{readme}: {'updated' if changed else 'unchanged'}")
     return 0
@@ -228,24 +236,38 @@ def _history(sub) -> None:
                                    "cell passes. `make history` writes the reports first.")
     p.add_argument("directory", help="a folder of compat-<torch>-cpu.json reports (reports/history)")
     p.add_argument("--out", metavar="FILE", help="write the page here instead of printing it")
+    p.add_argument("--readme", metavar="FILE",
+                   help="rewrite the block between the history markers in FILE (the README's "
+                        "Torch versions figures: releases, wall times, columns not judged)")
     p.set_defaults(handler=run_history)
 
 
 def run_history(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from grl_conformance.results import history
+    from grl_conformance.results import advice, history
 
     try:
-        text = history.render_dir(args.directory)
+        docs, wall_times = history.load_dir(args.directory)
+        text = history.render(docs, wall_times)
+        block = (history.readme_block(docs, wall_times, _readme_link(args.directory, args.readme))
+                 if args.readme else "")
     except (OSError, ValueError, KeyError) as exc:
         print(f"grl-harness history: {args.directory}: {exc}", file=sys.stderr)
         return 2
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
         print(f"history written: {args.out}")
-    else:
+    elif not args.readme:
         print(text)
+    if args.readme:
+        try:
+            changed = advice.update_readme(Path(args.readme), block, history.README_START,
+                                           history.README_END)
+        except (OSError, ValueError) as exc:
+            print(f"grl-harness history: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.readme}: {'updated' if changed else 'unchanged'}")
     return 0
 
 

@@ -8,6 +8,10 @@ reports/history/README.md:
 - every change between neighbouring releases, grouped by column and transition
   ("torch 2.14: `jit.script` pass -> error for every Function GRL"), with the new detail;
 - for each row and column, the releases where it passes, as ranges ("2.7-2.14", "all", "never").
+
+`--readme README.md` also rewrites the README's history block (`readme_block`): every figure the
+README states about the history (releases, columns, wall times, what was not judged where)
+comes from these reports and `wall-times.txt`, so none can go stale by hand.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from grl_conformance.results.compare import index
 from grl_conformance.results.report import counts, unjudged_columns
 
 REPORT_RE = re.compile(r"^compat-(\d+)\.(\d+)\.(\d+)-(\w+)\.json$")
+README_START, README_END = "<!-- history:start -->", "<!-- history:end -->"
+WALL_TIMES = "wall-times.txt"
 
 
 def version_key(torch_version: str) -> tuple[int, int, int]:
@@ -47,16 +53,27 @@ def load_reports(directory: Path | str, device: str = "cpu") -> list[dict]:
 
 
 def read_wall_times(path: Path | str) -> dict[str, dict[str, int]]:
-    """`make history`'s wall-times.txt: `<torch> install_s=N matrix_s=N` per line (last wins)."""
+    """`make history`'s wall-times.txt: `<torch> install_s=N matrix_s=N` per line, appended per
+    run; the last line of a release is the run of its report (last wins), `runs` counts them."""
     times: dict[str, dict[str, int]] = {}
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
         return times
     for line in lines:
+        if not line.strip():
+            continue
         version, *fields = line.split()
-        times[minor(version)] = {k: int(v) for k, _, v in (f.partition("=") for f in fields) if v.isdigit()}
+        runs = times.get(minor(version), {}).get("runs", 0) + 1
+        times[minor(version)] = {**{k: int(v) for k, _, v in (f.partition("=") for f in fields)
+                                    if v.isdigit()}, "runs": runs}
     return times
+
+
+def load_dir(directory: Path | str) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """The reports of a history folder and its wall times: what the page and the block read."""
+    directory = Path(directory)
+    return load_reports(directory), read_wall_times(directory / WALL_TIMES)
 
 
 def pass_ranges(passes: list[bool], labels: list[str], present: list[bool]) -> str:
@@ -173,6 +190,92 @@ def render(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]] | None 
 
 
 def render_dir(directory: Path | str) -> str:
-    directory = Path(directory)
-    return render(load_reports(directory), read_wall_times(directory / "wall-times.txt"))
+    return render(*load_dir(directory))
+
+
+# --- the README's history figures -----------------------------------------------------------
+
+CLEAN = ("pass", "n/a", "skip")  # a row with only these passes every column judged (as advice)
+
+
+def _brief(text: str) -> str:
+    """A control's reason, short enough for a table cell: its first clause."""
+    return " ".join(text.split()).split(" (")[0].split(": ")[0].replace("|", "/")
+
+
+def skipped_columns(doc: Mapping) -> dict[str, str]:
+    """Column -> why no row was judged in it: its control failed (`not judged`) or skipped (the
+    torch or the machine lacks what it needs), from the report's controls and cells."""
+    unjudged = unjudged_columns(dict(doc))
+    out = {}
+    for check, control in (doc.get("controls") or {}).items():
+        if check in unjudged:
+            why = _brief(control.get("summary") or control.get("detail", ""))
+            out[check] = f"not judged (control {control.get('status', '?')}" + (f": {why})" if why else ")")
+        elif control.get("status") == "skip":
+            out[check] = f"skip ({_brief(control.get('summary') or control.get('detail', ''))})"
+    out.update({c: "not judged" for c in unjudged if c not in out})
+    return out
+
+
+def _timeouts(doc: Mapping) -> str:
+    """`, 4 cells timed out`: a hung cell costs its whole timeout, so it explains a slow run."""
+    cells = sum(c.get("summary") == "timeout" for c in doc["cells"])
+    controls = sum(c.get("summary") == "timeout" for c in (doc.get("controls") or {}).values())
+    said = [f"{n} {what}{'s' * (n > 1)}" for n, what in ((cells, "cell"), (controls, "control")) if n]
+    return f", {' and '.join(said)} timed out" if said else ""
+
+
+def _join(names: list[str]) -> str:
+    quoted = [f"`{n}`" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+
+
+def readme_block(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]], link: str) -> str:
+    """The README's Torch versions figures: the releases measured, each one's report date, wall
+    times (install, matrix; the last run of each), how often it ran, the columns not judged or not
+    run there and why, and the rows that pass every judged column; then the total."""
+    if not docs:
+        raise ValueError("no reports: run `make history` first")
+    labels = [minor(d["torch"]) for d in docs]
+    folder = "" if link in ("", ".") else f"{link}/"
+    skipped = [skipped_columns(d) for d in docs]
+    everywhere = {c: why for c, why in skipped[0].items() if all(s.get(c) == why for s in skipped)}
+    shapes = sorted({(len(d["checks"]), len(d["impls"])) for d in docs})
+    devices = list(dict.fromkeys(d["device"] for d in docs))
+    header = ["torch", "report of", "install", "matrix", "runs timed"]
+    header += ["columns x rows"] if len(shapes) > 1 else []
+    header += ["columns not judged or not run there", "every judged column passes for"]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    install = matrix = 0
+    for doc, label, cols in zip(docs, labels, skipped, strict=True):
+        times = wall_times.get(label, {})
+        install += times.get("install_s", 0)
+        matrix += times.get("matrix_s", 0)
+        page = f"{folder}{doc['_file'].replace('.json', '.md')}"
+        rows = [i["name"] for i in doc["impls"]]
+        clean = [n for n in rows if all(c["status"] in CLEAN for c in doc["cells"] if c["impl"] == n)]
+        here = "; ".join(f"`{c}` {why}" for c, why in cols.items() if c not in everywhere)
+        cells = [f"[{doc['torch'].split('+')[0]}]({page})", doc["created"][:10],
+                 f"{times['install_s']} s" if "install_s" in times else "-",
+                 (f"{times['matrix_s']} s" if "matrix_s" in times else "-") + _timeouts(doc),
+                 str(times.get("runs", 0))]
+        cells += [f"{len(doc['checks'])} x {len(doc['impls'])}"] if len(shapes) > 1 else []
+        cells += [here or "none", ", ".join(f"`{n}`" for n in clean) or "no row"]
+        table.append("| " + " | ".join(cells) + " |")
+    shape = (f"the whole matrix, {shapes[0][0]} columns x {shapes[0][1]} rows" if len(shapes) == 1
+             else "the whole matrix (columns x rows in the table)")
+    by_reason: dict[str, list[str]] = {}
+    for check, why in everywhere.items():
+        by_reason.setdefault(why, []).append(check)
+    common = "".join(f" Every release: {_join(cs)} {why}." for why, cs in by_reason.items())
+    total = install + matrix
+    timed = sum(label in wall_times for label in labels)
+    return "\n".join([
+        f"From the reports in [{folder or './'}]({folder}README.md) and the wall times `make "
+        f"history` appends to [{folder}{WALL_TIMES}]({folder}{WALL_TIMES}) (a release's last line is its "
+        f"report's run): {len(docs)} torch releases, {labels[0]} to {labels[-1]}, {shape}, "
+        f"on {'; '.join(devices)}.{common} One pass over the {timed} releases timed, as "
+        f"committed: {total / 60:.0f} min ({install} s installing torch, {matrix} s of matrix).",
+        "", *table])
 
