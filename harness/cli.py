@@ -66,6 +66,9 @@ def _diff(subparsers) -> None:
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit with status 1 when NEW has a regression")
     p.add_argument("--width", type=int, default=100, help="detail column width (default 100)")
+    p.add_argument("--readme", metavar="FILE",
+                   help="also rewrite the block between the gate markers in FILE (the README's "
+                        "upgrade example) with this diff's counts and cells")
     p.set_defaults(handler=run_diff)
 
 
@@ -99,6 +102,21 @@ def run_diff(args: argparse.Namespace) -> int:
         print("note: different devices; skip cells (no CUDA) may differ for that reason alone")
     print()
     print(gate.render(comparison, *gate.labels(old, new), show=show, detail_width=args.width))
+    if args.readme:
+        from pathlib import Path
+
+        from grl_conformance.results import advice
+
+        try:
+            text = gate.readme_block(old, new, _readme_link(args.old, args.readme),
+                                     _readme_link(args.new, args.readme))
+            changed = advice.update_readme(Path(args.readme), text, gate.README_START,
+                                           gate.README_END)
+        except (OSError, ValueError) as exc:
+            print(f"grl-harness diff: {exc}", file=sys.stderr)
+            return 2
+        # stderr: stdout stays the diff alone, which `make readme` commits as a text file
+        print(f"{args.readme}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 

@@ -22,6 +22,8 @@ every cell into one verdict:
 - `same`: unchanged.
 
 This module knows nothing of torch, so the diff CLI and the self-tests run without it.
+`readme_block` is the README's upgrade example made by this same comparison, so its counts
+cannot drift from `grl-harness diff`.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ REGRESSION, UNJUDGED, IMPROVEMENT, KNOWN, CHANGED, NEW, REMOVED, SAME = (
     "regression", "not judged", "improvement", "known", "changed", "new", "removed", "same")
 VERDICT_ORDER = (REGRESSION, UNJUDGED, IMPROVEMENT, CHANGED, NEW, REMOVED, KNOWN, SAME)
 BAD = ("fail", "error")
+README_START, README_END = "<!-- gate:start -->", "<!-- gate:end -->"
 
 Key = tuple  # (impl, check)
 
@@ -123,9 +126,34 @@ def render(comparison: Comparison, old_label: str = "old", new_label: str = "new
         out.append(tabulate(rows, headers=["impl", "check", old_label, new_label, "detail"],
                             tablefmt="simple"))
         out.append("")
-    tally = ", ".join(f"{n} {v}" for v, n in comparison.counts().items()) or "no cells"
-    out.append(f"{old_label} -> {new_label}: {tally}")
+    out.append(f"{old_label} -> {new_label}: {tally(comparison)}")
     return "\n".join(out)
+
+
+def tally(comparison: Comparison) -> str:
+    """`2 changed, 137 known, 449 same`: the diff's last line and the README's count."""
+    return ", ".join(f"{n} {v}" for v, n in comparison.counts().items()) or "no cells"
+
+
+def readme_block(old: Mapping, new: Mapping, old_link: str, new_link: str) -> str:
+    """The README's upgrade example: the diff's tally and every cell it lists (all but `known`
+    and `same`), as Markdown, from two committed reports."""
+    comparison = compare(old["cells"], new["cells"])
+    a, b = labels(old, new)
+    listed = [v for v in VERDICT_ORDER if v not in (KNOWN, SAME)]
+    rows = [(v, key, base, now) for v in listed for key, base, now in comparison.rows[v]]
+    regressions = len(comparison.regressions)
+    verdict = ("no regression: a gate holding the new torch to the old cells passes" if not regressions
+               else f"{regressions} regression{'s' * (regressions > 1)}: a gate holding the new "
+                    "torch to the old cells fails")
+    lines = [f"`grl-harness diff` of [{old_link}]({old_link}) ({a}, {len(old['cells'])} cells) and "
+             f"[{new_link}]({new_link}) ({b}, {len(new['cells'])} cells): **{tally(comparison)}** "
+             f"(`known`: a fail or error under both); {verdict}."]
+    if rows:
+        lines += ["", f"| verdict | impl | check | {a} | {b} |", "|---|---|---|---|---|"]
+        lines += [f"| {v} | `{impl}` | `{check}` | {_status(base).replace('|', '/')} | "
+                  f"{_status(now).replace('|', '/')} |" for v, (impl, check), base, now in rows]
+    return "\n".join(lines)
 
 
 def doc_label(doc: Mapping, fallback: str) -> str:
