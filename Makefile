@@ -15,7 +15,7 @@ PEERS := torch-gradient-reversal==1.0.0 pytorch-revgrad==0.2.0 pytorch-adapt==0.
 PEER_DEPS := pytorch-metric-learning==1.6.3 torchmetrics==1.9.0 lightning-utilities==0.15.3
 PEER_LIGHT := scipy tqdm qpsolvers
 
-.PHONY: setup peers plot test report gate sweep train-plot clean history probe-examples
+.PHONY: setup peers plot test report gate sweep train-plot clean history probe-examples readme
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -47,7 +47,19 @@ plot: setup
 report: setup plot
 	$(PY) -m pytest -n $(JOBS) harness/conformance
 	$(MAKE) --no-print-directory train-plot
-	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(PY) -m grl_conformance.cli advise reports/compat-$(TORCH)-cpu.json --readme README.md --latency reports/latency-$(TORCH)-cpu.json)
+	$(if $(filter $(DEFAULT_TORCH),$(TORCH)),$(MAKE) --no-print-directory readme)
+
+# Every generated block of README.md from the committed reports (self-tests keep each equal to
+# them): the advice and latency tables, the torch history's figures and the upgrade example,
+# whose diff is also committed as text. No matrix run: seconds.
+UPGRADE_OLD ?= 2.13.0
+UPGRADE_NEW ?= 2.14.1
+UPGRADE_DIFF = reports/diff-$(UPGRADE_OLD)-to-$(UPGRADE_NEW)-cpu.txt
+readme: setup
+	$(PY) -m grl_conformance.cli advise reports/compat-$(DEFAULT_TORCH)-cpu.json --readme README.md --latency reports/latency-$(DEFAULT_TORCH)-cpu.json
+	$(PY) -m grl_conformance.cli history reports/history --readme README.md
+	$(PY) -m grl_conformance.cli diff reports/history/compat-$(UPGRADE_OLD)-cpu.json reports/history/compat-$(UPGRADE_NEW)-cpu.json \
+	  --readme README.md > $(UPGRADE_DIFF).tmp && mv $(UPGRADE_DIFF).tmp $(UPGRADE_DIFF)
 
 # The reversal probe on the published packages' DANN setups (docs/examples/), eager and compiled:
 # reports/probe/ (each probe's Markdown and JSON, and an index). About a minute and a half.
@@ -111,5 +123,5 @@ history: setup
 	  tail -n 3 reports/history/.run-$$v.log; rm -rf $(HISTORY_VENV) reports/history/.run-$$v.log; \
 	done
 	@rm -f reports/history/latest.json
-	$(PY) -m grl_conformance.cli history reports/history --out reports/history/README.md
+	$(PY) -m grl_conformance.cli history reports/history --out reports/history/README.md --readme README.md
 
