@@ -1,9 +1,15 @@
-"""Helpers shared by the check areas (the leading underscore keeps this module out of AREAS).
+"""The check kit every area shares (the leading underscore keeps this module out of AREAS).
 
-The model most graph-level checks use, Linear -> GRL -> Linear, its inputs, one
-forward/backward step, and the judge that compares a step with the truth: the same model run
-eagerly with the harness's trusted GRL (`grl_conformance.core.reference`). A check never takes the
-implementation's own eager run as the truth; that comparison only adds to the detail.
+- how a GRL is called: `forms` (the layer given alpha by `set_alpha`, the layer built with it,
+  the function as `FnLayer`), each a module with `set_alpha`;
+- the models: `linear_grl_linear` (Linear -> GRL -> Linear) and `Dann` (a trunk, a task head,
+  a domain head behind the GRL), seeded so that the model around an implementation and around
+  the reference GRL are the same; `dann_loss`;
+- seeded inputs: `randn`, `sample_inputs`, `batch`;
+- the tolerances (`TOLERANCES`, one table) and the judges that compare a step with the truth:
+  the same model run eagerly with the harness's trusted GRL (`grl_conformance.core.reference`).
+  A check never takes the implementation's own eager run as the truth; that comparison only
+  adds to the detail.
 """
 from __future__ import annotations
 
@@ -65,11 +71,65 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     return (lines[0] if lines else "")[:limit]
 
 
-def linear_grl_linear(grl: nn.Module) -> nn.Sequential:
-    """Linear(4, 4) -> grl -> Linear(4, 2), weights seeded independently of the GRL, so the
-    model around the implementation and around the reference GRL are the same."""
-    gen = torch.Generator().manual_seed(0)
-    first, last = nn.Linear(FEATURES, FEATURES), nn.Linear(FEATURES, OUT)
+# --- how a GRL is called ---------------------------------------------------------------------
+
+class FnLayer(nn.Module):
+    """The functional form, `gradient_reversal(x, alpha)`, as a module whose alpha `set_alpha`
+    changes: what a model that calls the function with its schedule's alpha does."""
+
+    def __init__(self, fn, alpha: float) -> None:
+        super().__init__()
+        self.fn, self.alpha = fn, alpha
+
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def forward(self, x):
+        return self.fn(x, self.alpha)
+
+
+FORMS = ("layer.set_alpha", "layer(alpha=)", "fn")
+
+
+def forms(impl, alpha: float, which: tuple[str, ...] = ("layer.set_alpha", "fn")) -> list:
+    """[(label, module)]: the GRL in the forms a DANN calls it in, alpha already given, each a
+    module with `set_alpha`. `layer.set_alpha`: built with alpha 1.0, then set (a schedule's
+    way, and the seed API's promise); `layer(alpha=)`: the constructor's alpha; `fn`: the
+    function (`FnLayer`)."""
+    made = []
+    for label in which:
+        if label == "layer.set_alpha":
+            grl = impl.api.layer(alpha=1.0)
+            grl.set_alpha(alpha)
+        elif label == "layer(alpha=)":
+            grl = impl.api.layer(alpha=alpha)
+        elif label == "fn":
+            grl = FnLayer(impl.api.fn, alpha)
+        else:
+            raise ValueError(f"unknown form {label!r}; one of {FORMS}")
+        made.append((label, grl))
+    return made
+
+
+def form(impl, label: str, alpha: float) -> nn.Module:
+    """One of `forms`: the GRL called as `label`."""
+    return forms(impl, alpha, (label,))[0][1]
+
+
+# --- seeded inputs and the models --------------------------------------------------------------
+
+def randn(*shape, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    """A seeded normal tensor, drawn in float64 and cast: the same values in every dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float64).to(dtype)
+
+
+def linear_grl_linear(grl: nn.Module, seed: int = 0,
+                      sizes: tuple[int, int, int] = (FEATURES, FEATURES, OUT)) -> nn.Sequential:
+    """Linear(4, 4) -> grl -> Linear(4, 2) (or `sizes`), weights seeded independently of the
+    GRL, so the model around the implementation and around the reference GRL are the same."""
+    gen = torch.Generator().manual_seed(seed)
+    first, last = nn.Linear(sizes[0], sizes[1]), nn.Linear(sizes[1], sizes[2])
     with torch.no_grad():
         for p in (*first.parameters(), *last.parameters()):
             p.copy_(torch.randn(p.shape, generator=gen))
@@ -409,15 +469,19 @@ class Dann(nn.Module):
         return self.task(f), dom
 
 
-def batch(step: int = 0):
+def batch(step: int = 0, rows: int = 5):
+    """A step's batch for `Dann`: input, task target, domain target (seeded by the step)."""
     gen = torch.Generator().manual_seed(100 + step)
-    return (torch.randn(5, 6, generator=gen), torch.randn(5, 3, generator=gen),
-            torch.randn(5, 2, generator=gen))
+    return (torch.randn(rows, 6, generator=gen), torch.randn(rows, 3, generator=gen),
+            torch.randn(rows, 2, generator=gen))
 
 
-def dann_loss(outputs, ct, cd):
+def dann_loss(outputs, ct, cd, mean: bool = False):
+    """Task loss plus domain loss, linear in the outputs (every gradient is exact to judge).
+    mean: divided by the rows, as data-parallel training averages its ranks' gradients."""
     task, dom = outputs
-    return (task.float() * ct).sum() + (dom.float() * cd).sum()
+    loss = (task.float() * ct).sum() + (dom.float() * cd).sum()
+    return loss / task.shape[0] if mean else loss
 
 
 def grads_of(model: nn.Module) -> dict:
@@ -533,11 +597,8 @@ def _checkpoint_truth() -> tuple[list, list]:
 
 
 def _checkpoint_forms(impl) -> tuple:
-    """(label, grl, set_alpha) for the layer and for the function (its alpha held in a box)."""
-    layer = impl.api.layer(alpha=1.0)
-    alpha_box = {"a": 1.0}
-    return (("layer.set_alpha", layer, layer.set_alpha),
-            ("fn", lambda t: impl.api.fn(t, alpha_box["a"]), lambda a: alpha_box.__setitem__("a", a)))
+    """(label, grl, set_alpha) for the layer and for the function."""
+    return tuple((label, grl, grl.set_alpha) for label, grl in forms(impl, 1.0))
 
 
 def _compare_steps(got: list, want: list, lost: list, where: str) -> None:

@@ -14,7 +14,7 @@ The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-
 from __future__ import annotations
 
 from grl_conformance.checks import check
-from grl_conformance.checks._common import TOLERANCES
+from grl_conformance.checks._common import TOLERANCES, linear_grl_linear
 from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
 
 CONCERN = "CUDA graphs"  # the advice table's column for this area's checks (core/check.py)
@@ -81,13 +81,9 @@ def _need_cuda():
 
 
 def _net(layer, seed: int = 0):
-    """Linear -> layer -> Linear on cuda; the same weights for the same seed, whatever the layer."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    first, last = nn.Linear(IN, HIDDEN), nn.Linear(HIDDEN, OUT)
-    return nn.Sequential(first, layer, last).cuda()
+    """The kit's Linear -> layer -> Linear (IN -> HIDDEN -> OUT) on cuda; the same weights for
+    the same seed, whatever the layer."""
+    return linear_grl_linear(layer, seed, (IN, HIDDEN, OUT)).cuda()
 
 
 def _model(impl, alpha: float, seed: int = 0):

@@ -18,8 +18,9 @@ single-process reference over the same global batch, computed with a trusted in-
 Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
 FSDP2 themselves, no hand-written communication.
 
-Kept lean on purpose: a rank imports torch, this module, the reference GRL, the process
-helpers, the registry and the implementation, nothing else from the harness.
+Kept lean on purpose: a rank imports torch, this module, the check kit (its DANN, batch and
+loss, the tolerances), the reference GRL, the process helpers, the registry and the
+implementation, nothing else from the harness.
 """
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ import torch.distributed as dist
 from torch import nn
 
 from grl_conformance.checks import dtensor_rank
-from grl_conformance.checks._common import TOLERANCES
+from grl_conformance.checks._common import TOLERANCES, Dann, batch, dann_loss
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import describe_failure
 from grl_conformance.core.procs import enter_child, frames_outside_torch
-from grl_conformance.core.reference import Reverse
+from grl_conformance.core.reference import ReferenceGRL
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
          "dtensor": "dtensor"}  # dtensor: harness/checks/dtensor_rank.py runs the rank
@@ -61,51 +62,14 @@ SCHEDULE = ((dann_alpha(0.05), "all"), (dann_alpha(0.15), "all"), (0.0, "all"),
 RTOL, ATOL = TOLERANCES["reduction"][:2]  # only the reduction order differs from the reference
 
 
-class DannNet(nn.Module):
-    """Shared trunk, a task head, and a domain head behind the GRL (DANN's shape)."""
-
-    def __init__(self, grl: nn.Module) -> None:
-        super().__init__()
-        self.trunk = nn.Linear(6, 8)
-        self.task = nn.Linear(8, 3)
-        self.domain = nn.Linear(8, 2)
-        self.grl = grl
-
-    def forward(self, x):
-        f = torch.tanh(self.trunk(x))
-        return self.task(f), self.domain(self.grl(f))
+def global_batch(step: int, device) -> tuple[torch.Tensor, ...]:
+    """The global batch of a step (the kit's `batch`): BATCH rows per rank, the same on every rank."""
+    return tuple(t.to(device=device, dtype=DTYPE) for t in batch(step, BATCH * WORLD[0]))
 
 
-class ReferenceGRL(nn.Module):
-    """The harness's trusted GRL (`grl_conformance.core.reference.Reverse`) with one alpha per batch row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.alphas = None
-
-    def forward(self, x):
-        return Reverse.apply(x, self.alphas.unsqueeze(-1))
-
-
-def batch(step: int, device) -> tuple[torch.Tensor, ...]:
-    """The global batch of a step: BATCH rows per rank, the same on every rank."""
-    g = torch.Generator().manual_seed(1000 + step)
-    n = BATCH * WORLD[0]
-    x = torch.randn(n, 6, generator=g, dtype=DTYPE)
-    yt = torch.randn(n, 3, generator=g, dtype=DTYPE)
-    yd = torch.randn(n, 2, generator=g, dtype=DTYPE)
-    return tuple(t.to(device) for t in (x, yt, yd))
-
-
-def loss_fn(outputs, yt, yd):
-    task, dom = outputs
-    return (task - yt).pow(2).mean() + (dom - yd).pow(2).mean()
-
-
-def build(grl: nn.Module, device) -> DannNet:
-    """The same initial weights on every rank and in the reference (seeded here)."""
-    torch.manual_seed(0)
-    return DannNet(grl).to(device=device, dtype=DTYPE)
+def build(grl: nn.Module, device) -> Dann:
+    """The kit's DANN (seeded: the same initial weights on every rank and in the reference)."""
+    return Dann(grl).to(device=device, dtype=DTYPE)
 
 
 def reference_grads(device, world: int) -> list[dict]:
@@ -115,18 +79,18 @@ def reference_grads(device, world: int) -> list[dict]:
     last set it itself ("per_rank"); they differ only in the rank-0-only step.
     """
     out = []
-    ref = ReferenceGRL()
+    ref = ReferenceGRL()  # given one alpha per batch row: each rank's rows get that rank's alpha
     net = build(ref, device)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     local = [1.0] * world  # the alpha each rank has set (layers start at alpha=1.0)
     for step, (alpha, who) in enumerate(SCHEDULE):
         local = [alpha if who == "all" or r == 0 else local[r] for r in range(world)]
-        x, yt, yd = batch(step, device)
+        x, yt, yd = global_batch(step, device)
         cands = {}
         for name, per_rank in (("synced", [alpha] * world), ("per_rank", local)):
-            ref.alphas = torch.tensor(per_rank, dtype=DTYPE, device=device).repeat_interleave(BATCH)
+            ref.set_alpha(torch.tensor(per_rank, dtype=DTYPE, device=device).repeat_interleave(BATCH)[:, None])
             net.zero_grad(set_to_none=True)
-            loss_fn(net(x), yt, yd).backward()
+            dann_loss(net(x), yt, yd, mean=True).backward()  # mean: DDP averages ranks
             cands[name] = {n: p.grad.detach().clone() for n, p in net.named_parameters()}
         for n, p in net.named_parameters():  # train on with the synced gradient
             p.grad = cands["synced"][n]
@@ -199,10 +163,10 @@ def _train_steps(check_id, impl, rank, device, backend, opts, counters) -> list:
     for step, (alpha, who) in enumerate(SCHEDULE):
         if who == "all" or rank == 0:
             layer.set_alpha(alpha)
-        x, yt, yd = batch(step, device)
+        x, yt, yd = global_batch(step, device)
         rows = slice(rank * BATCH, (rank + 1) * BATCH)
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x[rows]), yt[rows], yd[rows]).backward()
+        dann_loss(model(x[rows]), yt[rows], yd[rows], mean=True).backward()
         grads = {}
         for n, p in net.named_parameters():
             if p.grad is None and not n.startswith("grl."):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from grl_conformance.checks._common import forms, randn
 from grl_conformance.core.outcome import describe_failure
 
 ALPHAS = (0.5, 0.25)
@@ -32,21 +33,16 @@ def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
     impl = resolve(impl_ref)
     mesh = init_device_mesh(device.type, (world,))
     results = []  # (where, output full, input full, upstream, grad full or None, alpha, placements)
+    where = "building the GRL"
     try:
-        layer = impl.api.layer(alpha=1.0)
         for name, placement in _placements():
-            for label in ("layer.set_alpha", "fn"):
-                for alpha in ALPHAS:
+            for alpha in ALPHAS:
+                for label, grl in forms(impl, alpha):
                     where = f"{label}, {name}, alpha {alpha}"
-                    gen = torch.Generator().manual_seed(11)
-                    x = torch.randn(4, 6, generator=gen)
-                    c = torch.randn(4, 6, generator=gen)
+                    x = randn(4, 6, dtype=torch.float32, seed=11)
+                    c = randn(4, 6, dtype=torch.float32, seed=12)
                     xd = distribute_tensor(x.to(device), mesh, [placement]).requires_grad_(True)
-                    if label == "fn":
-                        y = impl.api.fn(xd, alpha)
-                    else:
-                        layer.set_alpha(alpha)
-                        y = layer(xd)
+                    y = grl(xd)
                     if not isinstance(y, DTensor):
                         results.append((where, None, x, c, None, alpha, type(y).__name__))
                         continue

@@ -20,6 +20,7 @@ from torch import nn
 from grl_conformance.checks import check
 from grl_conformance.checks._common import (
     CONTEXT_ALPHA,
+    FORMS,
     Dann,
     at,
     autocast_regions,
@@ -28,8 +29,11 @@ from grl_conformance.checks._common import (
     compare_grads,
     dann_loss,
     dtype_name,
+    form,
+    forms,
     grads_of,
     name_the_error,
+    randn,
     reversal_scale,
     scale_text,
     selective_checkpoint_check,
@@ -57,19 +61,8 @@ def _dt(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _forms(impl, alpha: float):
-    """(label, callable x -> y) for the module given alpha by set_alpha, and the function."""
-    layer = impl.api.layer(alpha=1.0)
-    layer.set_alpha(alpha)
-    return [("layer.set_alpha", layer), ("fn", lambda x: impl.api.fn(x, alpha))]
-
-
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _randn(*shape, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
-    return torch.randn(tuple(shape), generator=_gen(seed), dtype=torch.float64).to(dtype)
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -112,8 +105,8 @@ def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torc
 def forward_identity(impl) -> Outcome:
     """The forward pass must return the input unchanged: same values, dtype, shape, device."""
     aliased = copied = 0
-    forms = [("layer", impl.api.layer(alpha=1.0))] + _forms(impl, 0.0) + _forms(impl, 0.3)
-    forms = [(f"{label} alpha={a}", f) for (label, f), a in zip(forms, (1.0, 0.0, 0.0, 0.3, 0.3), strict=True)]
+    called = [("layer", impl.api.layer(alpha=1.0))] + forms(impl, 0.0) + forms(impl, 0.3)
+    called = [(f"{label} alpha={a}", f) for (label, f), a in zip(called, (1.0, 0.0, 0.0, 0.3, 0.3), strict=True)]
     for dtype in FLOATS:
         base = torch.tensor([0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), -3.25, 7.0],
                             dtype=dtype)
@@ -123,7 +116,7 @@ def forward_identity(impl) -> Outcome:
                   (lambda dtype=dtype: torch.empty(0, 3, dtype=dtype), True),
                   (lambda base=base: base.clone(), False))
         for make, grad in inputs:
-            for label, f in forms:
+            for label, f in called:
                 x = make()
                 before = x.detach().clone()  # what the output must equal, even if f edits x in place
                 if grad:
@@ -189,7 +182,7 @@ def _laid_out(case: _Case, layout: str, seed: int, specials=()) -> torch.Tensor:
         base_shape = (*shape[:-1], 1)
     else:
         base_shape = shape
-    base = _randn(*base_shape, seed=seed) * case.scale
+    base = randn(*base_shape, seed=seed) * case.scale
     flat = base.view(-1)
     for i, v in specials:
         if flat.numel():
@@ -325,18 +318,11 @@ def backward_reversal(impl) -> Outcome:
 
     def one_case(case: _Case) -> None:
         g = _laid_out(case, case.g_layout, case.seed + 1, case.specials)
-        layer = impl.api.layer(alpha=1.0)
-        forms = (("layer.set_alpha", lambda: layer.set_alpha(case.alpha), layer),
-                 ("layer(alpha=)", None, None),
-                 ("fn", None, lambda x: impl.api.fn(x, case.alpha)))
-        for label, prepare, f in forms:
+        for label in FORMS:
             x = _laid_out(case, case.x_layout, case.seed).requires_grad_(True)
             where = f"{label}, {_describe(case, x, g)}"
             try:
-                if prepare is not None:
-                    prepare()
-                if f is None:
-                    f = impl.api.layer(alpha=case.alpha)
+                ((_, f),) = forms(impl, case.alpha, (label,))
                 got = _input_grad(f(x), x, g)
             except Failed as exc:
                 raise _Mismatch(f"{where}: {exc.detail}") from None
@@ -381,12 +367,12 @@ def _gradcheck_error():
 
 def _batched_grad_support(impl) -> str | None:
     """None when a batched (vmap) backward through the layer works, else why not."""
-    x = _randn(3, 4, seed=1).requires_grad_(True)
+    x = randn(3, 4, seed=1).requires_grad_(True)
     label = "layer"
     try:
-        for label, f in _forms(impl, 0.5):  # noqa: B007 - label names the form in the except
+        for label, f in forms(impl, 0.5):  # noqa: B007 - label names the form in the except
             y = f(x)
-            torch.autograd.grad(y, x, _randn(2, 3, 4, seed=2), is_grads_batched=True)
+            torch.autograd.grad(y, x, randn(2, 3, 4, seed=2), is_grads_batched=True)
     except Exception as exc:  # noqa: BLE001 - only decides whether to ask gradcheck for it
         return f"{label}: {describe_exception(exc)}"
     return None
@@ -399,7 +385,7 @@ def backward_gradcheck(impl) -> Outcome:
     no_vmap = _batched_grad_support(impl)
     n = 0
     for a in (0.0, 0.5, 1.7):
-        for label, f in _forms(impl, a):
+        for label, f in forms(impl, a):
             # plain first, then the undefined-gradient and batched variants, so the detail
             # says which property broke
             for stage, kw in (("", {}),
@@ -408,7 +394,7 @@ def backward_gradcheck(impl) -> Outcome:
                 if kw.get("check_batched_grad") is False:
                     continue
                 kw = {"check_undefined_grad": False, **kw}
-                x = _randn(3, 4, seed=3).requires_grad_(True)
+                x = randn(3, 4, seed=3).requires_grad_(True)
                 where = f"{label} alpha={a}: gradcheck{stage}"
                 try:
                     torch.autograd.gradcheck(_composite(f, a), (x,), **kw)
@@ -428,11 +414,11 @@ def backward_double(impl) -> Outcome:
     """Double backward must work and d(input grad)/d(upstream grad) must be -alpha."""
     GradcheckError = _gradcheck_error()
     for a in (0.5, 2.0):
-        for label, f in _forms(impl, a):
+        for label, f in forms(impl, a):
             where = f"{label} alpha={a}"
             with _at(where):
-                x = _randn(3, 4, seed=4).requires_grad_(True)
-                g = _randn(3, 4, seed=5).requires_grad_(True)
+                x = randn(3, 4, seed=4).requires_grad_(True)
+                g = randn(3, 4, seed=5).requires_grad_(True)
                 try:
                     gi = _input_grad(f(x), x, g, create_graph=True)
                 except Failed as exc:
@@ -442,14 +428,14 @@ def backward_double(impl) -> Outcome:
                     raise Failed(f"{where}: under create_graph=True the input gradient does not depend on "
                                  "the upstream gradient (backward detached): second derivative 0, "
                                  f"expected {-a}", summary="detached")
-                v = _randn(3, 4, seed=6)
+                v = randn(3, 4, seed=6)
                 (d,) = torch.autograd.grad(gi, g, v, allow_unused=True)
                 if d is None:
                     raise Failed(f"{where}: input gradient is not connected to the upstream gradient "
                                  f"(second derivative lost, expected {-a})", summary="detached")
                 expect(_near(d, -a * v), f"{where}: d(input grad)/d(upstream grad) is "
                        f"{(d / v).flatten()[0].item():.6g}, expected {-a}")
-                x = _randn(3, 4, seed=7).requires_grad_(True)
+                x = randn(3, 4, seed=7).requires_grad_(True)
                 try:
                     torch.autograd.gradgradcheck(_composite(f, a), (x,))
                 except GradcheckError as exc:
@@ -463,10 +449,10 @@ def backward_double(impl) -> Outcome:
 @check("alpha.update")
 def alpha_update(impl) -> Outcome:
     """set_alpha must change the next gradient, alpha=0 must zero it, and state_dict must keep it."""
-    g = _randn(4, 3, seed=8)
+    g = randn(4, 3, seed=8)
 
     def grad(layer) -> torch.Tensor:
-        x = _randn(4, 3, seed=9).requires_grad_(True)
+        x = randn(4, 3, seed=9).requires_grad_(True)
         return _input_grad(layer(x), x, g)
 
     def scale_of(gi: torch.Tensor) -> str:
@@ -491,7 +477,7 @@ def alpha_update(impl) -> Outcome:
 
     # When is alpha read: at forward or at backward? (a design fact, not a defect)
     layer = impl.api.layer(alpha=1.0)
-    x = _randn(4, 3, seed=9).requires_grad_(True)
+    x = randn(4, 3, seed=9).requires_grad_(True)
     y = layer(x)
     layer.set_alpha(0.5)
     try:
@@ -533,15 +519,15 @@ def graph_shared_trunk(impl) -> Outcome:
                         torch.nn.Linear(5, 2).double())
     a = 0.5
     wt, wd, wtr = task.weight.detach(), dom.weight.detach(), trunk.weight.detach()
-    c_t, c_d = _randn(4, 3, seed=10), _randn(4, 2, seed=11)
-    x0 = _randn(4, 6, seed=12)
+    c_t, c_d = randn(4, 3, seed=10), randn(4, 2, seed=11)
+    x0 = randn(4, 6, seed=12)
     want_task = (c_t @ wt) @ wtr
     want_dom = -a * (c_d @ wd) @ wtr
 
     def close(got, want):
         return _near(got, want)
 
-    for label, grl in _forms(impl, a):
+    for label, grl in forms(impl, a):
         with _at(label):
             x = x0.clone().requires_grad_(True)
             for m in (trunk, task, dom):
@@ -622,7 +608,7 @@ def memory_saved(impl) -> Outcome:
     """A GRL needs only alpha for backward: saving an activation-sized tensor wastes memory."""
     small, big = 4096, 16384
     notes = []
-    for label, f in _forms(impl, 0.5):
+    for label, f in forms(impl, 0.5):
         b_small, parts = _saved_by(f, small)
         b_big, _ = _saved_by(f, big)
         what = f"{b_big} B at N={big} float32" + (f" ({', '.join(parts)})" if parts else "")
@@ -645,13 +631,13 @@ def memory_graph_freed(impl) -> Outcome:
     import weakref
 
     notes = []
-    for label, f in _forms(impl, 0.5):
+    for label, f in forms(impl, 0.5):
         for backward in (False, True):
             when = "after backward" if backward else "without backward (an evaluation forward)"
             gc.collect()
             gc.disable()
             try:
-                x = _randn(64, 256, dtype=torch.float32, seed=21).requires_grad_(True)
+                x = randn(64, 256, dtype=torch.float32, seed=21).requires_grad_(True)
                 h = x * 2.0  # an activation the step's graph owns
                 y = f(h)
                 loss = (y * y).sum()
@@ -692,12 +678,12 @@ def memory_offload(impl) -> Outcome:
     )
 
     alpha = OFFLOAD_ALPHA
-    forms = [("layer", lambda: impl_model(impl, alpha)),
-             ("fn", lambda: linear_grl_linear(_Fn(impl, alpha)))]
+    made = [("layer", lambda: impl_model(impl, alpha)),
+            ("fn", lambda: linear_grl_linear(form(impl, "fn", alpha)))]
     notes, most = [], 0
     for hooks_label, lossy, make_hooks in offload_hooks():
         want, ref_bytes = grad_under_hooks(reference_model(alpha).double(), make_hooks)
-        for label, make in forms:
+        for label, make in made:
             got, got_bytes = grad_under_hooks(make().double(), make_hooks)
             extra = max(0, got_bytes - ref_bytes)
             most = max(most, extra)
@@ -708,17 +694,6 @@ def memory_offload(impl) -> Outcome:
     return passed(f"float64 model, alpha {alpha}: input gradient equals the reference GRL's under "
                   f"the same hooks; {'; '.join(notes)} beyond the reference's",
                   summary=f"packs {most} B")
-
-
-class _Fn(torch.nn.Module):
-    """The functional form as a module, for the Linear -> GRL -> Linear model."""
-
-    def __init__(self, impl, alpha: float) -> None:
-        super().__init__()
-        self.impl, self.alpha = impl, alpha
-
-    def forward(self, x):
-        return self.impl.api.fn(x, self.alpha)
 
 
 def _two_branch_grad(f1, f2, x0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
@@ -744,12 +719,12 @@ def graph_several_grls(impl) -> Outcome:
     import threading
 
     a1, a2 = 0.3, 1.7
-    x0 = _randn(8, 16, seed=31)
-    c1, c2 = _randn(8, 16, seed=32), _randn(8, 16, seed=33)
+    x0 = randn(8, 16, seed=31)
+    c1, c2 = randn(8, 16, seed=32), randn(8, 16, seed=33)
     m1, m2 = impl.api.layer(alpha=a1), impl.api.layer(alpha=a2)
-    forms = [("two modules", m1, m2),
-             ("two functional calls", lambda x: impl.api.fn(x, a1), lambda x: impl.api.fn(x, a2))]
-    for label, f1, f2 in forms:
+    pairs = [("two modules", m1, m2),
+             ("two functional calls", form(impl, "fn", a1), form(impl, "fn", a2))]
+    for label, f1, f2 in pairs:
         got = _two_branch_grad(f1, f2, x0, c1, c2)
         if not _branches_right(got, a1, a2, c1, c2):
             mixed = _branches_right(got, a2, a2, c1, c2) or _branches_right(got, a1, a1, c1, c2)
@@ -805,10 +780,10 @@ def inplace_after(impl):
     """relu_ right after the layer: the gradient must stay right, or autograd must refuse loudly."""
     a = 0.5
     x0 = torch.tensor([1.0, -2.0, 3.0, -0.5, 0.25, -4.0], dtype=torch.float64)
-    c = _randn(6, seed=14)
+    c = randn(6, seed=14)
     want = 2 * -a * c * (x0 > 0)
     results = []
-    for label, f in _forms(impl, a):
+    for label, f in forms(impl, a):
         leaf = x0.clone().requires_grad_(True)
         x = leaf * 2  # a non-leaf activation, as inside a network
         with _at(label):
@@ -872,10 +847,7 @@ def amp_autocast(impl):
         region = f"autocast({device}, {dtype_name(dtype)})"
         want, ref_seen, _ = _autocast_run(ReferenceGRL(CONTEXT_ALPHA), device, dtype)
         lost, _, _ = _autocast_run(nn.Identity(), device, dtype)
-        layer = impl.api.layer(alpha=1.0)
-        layer.set_alpha(CONTEXT_ALPHA)
-        for label, grl in (("layer.set_alpha", layer),
-                           ("fn", lambda t: impl.api.fn(t, CONTEXT_ALPHA))):
+        for label, grl in forms(impl, CONTEXT_ALPHA):
             where = f"{region}, {label}"
             with at(where):
                 got, seen, model = _autocast_run(grl, device, dtype)

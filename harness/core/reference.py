@@ -35,14 +35,16 @@ class Reverse(torch.autograd.Function):
 
 
 class ReferenceGRL(nn.Module):
-    """The seed API (`ReferenceGRL(alpha)`, `set_alpha`) with alpha a Python float."""
+    """The seed API (`ReferenceGRL(alpha)`, `set_alpha`) with alpha a Python float, or a
+    tensor that broadcasts against the gradient (one alpha per batch row: the distributed
+    checks' truth for ranks that hold different alphas)."""
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         self.alpha = float(alpha)
 
     def set_alpha(self, alpha) -> None:
-        self.alpha = float(alpha)
+        self.alpha = alpha if isinstance(alpha, torch.Tensor) else float(alpha)
 
     def forward(self, x):
         return Reverse.apply(x, self.alpha)

@@ -40,3 +40,46 @@ def test_the_docs_list_the_table():
     rows = {m[0]: (float(m[1]), float(m[2]))
             for m in re.findall(r"^\| `(\w+)` \| ([0-9.e-]+) \| ([0-9.e-]+) \|", text, re.M)}
     assert rows == {name: (rtol, atol) for name, (rtol, atol, _) in TOLERANCES.items()}
+
+
+# --- how a GRL is called and the DANN: written once, in the kit ----------------------------------
+
+def test_the_function_form_is_called_only_by_the_kit():
+    """`impl.api.fn(x, alpha)` appears once, in `forms`/`FnLayer`: a check wanting the functional
+    form takes it from the kit, so every column calls the GRL the same ways."""
+    found = sorted(f"{p.relative_to(ROOT)}:{n.lineno}"
+                   for p in (ROOT / "harness" / "checks").rglob("*.py") if p.name != "_common.py"
+                   for n in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(n, ast.Attribute) and n.attr == "fn"
+                   and isinstance(n.value, ast.Attribute) and n.value.attr == "api")
+    assert found == [], f"the function form called outside checks/_common.forms: {found}"
+
+
+def test_no_check_module_defines_a_model_or_a_reference_grl_of_its_own():
+    """The checks' models are `linear_grl_linear` and `Dann`, the truth `core.reference`: a second
+    DANN or reference GRL drifts from the first (two did once)."""
+    names = ("Dann", "Net", "ReferenceGRL", "Reverse", "dann_loss", "loss_fn")
+    found = sorted(f"{p.relative_to(ROOT)}: {n.name}"
+                   for p in (ROOT / "harness" / "checks").rglob("*.py")
+                   if p.name not in ("_common.py", "dann.py")  # dann.py: the two-moons training run
+                   for n in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and any(k in n.name for k in names))
+    assert found == [], found
+
+
+def test_forms_are_the_seed_apis_three_calls():
+    import torch
+
+    from grl_conformance.checks._common import FORMS, forms
+    from tests.selftest.grls import FloatAlphaLayer, impl_of
+
+    impl = impl_of("kit", FloatAlphaLayer)
+    made = forms(impl, 0.25, FORMS)
+    assert [label for label, _ in made] == list(FORMS)
+    x = torch.ones(3, requires_grad=True)
+    for label, grl in made:
+        (g,) = torch.autograd.grad(grl(x).sum(), x)
+        assert torch.equal(g, torch.full((3,), -0.25, dtype=g.dtype)), label
+        grl.set_alpha(0.5)
+        (g,) = torch.autograd.grad(grl(x).sum(), x)
+        assert torch.equal(g, torch.full((3,), -0.5, dtype=g.dtype)), label
