@@ -17,6 +17,12 @@ the children inherit it. Only the server process is changed: the user's pytest p
 - inductor probes the CPU's vector ISA on its first compile in a process by compiling and
   running six small programs (about 0.9 s on 2 cores, measured with cProfile on torch 2.13); the
   result is cached per process. Probing here runs only subprocesses and leaves no thread behind.
+- the first torch.compile in a process pays one-time setup (lazy imports, the C++ compiler's
+  checks, dynamo's and AOTAutograd's first-use caches): 0.6-0.8 s per forked child for its first
+  inductor compile, 0.1 s once the server compiled one function (forkserver children, torch 2.13,
+  2 cores, warm disk cache). So the server compiles and runs a small forward and backward once,
+  single-threaded (no OpenMP pool and no compile workers exist at the fork), then resets dynamo
+  and the thread count: a child starts with no compiled code and torch's default threads.
 """
 from __future__ import annotations
 
@@ -58,6 +64,31 @@ def _probe_vector_isa() -> None:
         pass
 
 
+def _first_compile() -> None:
+    try:
+        import torch
+        import torch._inductor.config as inductor_config
+
+        threads = torch.get_num_threads()
+        workers = inductor_config.compile_threads
+        torch.set_num_threads(1)
+        inductor_config.compile_threads = 1
+        try:
+            x = torch.linspace(-1.0, 1.0, 4, requires_grad=True)
+            torch.compile(_warm, backend="inductor", fullgraph=True)(x).sum().backward()
+        finally:
+            torch._dynamo.reset()
+            inductor_config.compile_threads = workers
+            torch.set_num_threads(threads)
+    except Exception:  # noqa: BLE001 - a warm-up only: each child then pays its first compile
+        pass
+
+
+def _warm(x):
+    return (x.sin() * -0.5).cos()
+
+
 pin_environment()
 _move_header_dir()
 _probe_vector_isa()
+_first_compile()

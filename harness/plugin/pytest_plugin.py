@@ -8,8 +8,9 @@ A conformance test module declares its area (`AREA = "eager"`) and a test taking
 `grl_cell` fixture; the plugin parametrizes it over every registered implementation and every
 check of that area. Each cell runs in its row's sandboxed child process (harness/isolation/sandbox.py),
 never in the pytest process. Cell outcomes travel to the controller in `user_properties`, so
-`pytest -n 2` (xdist) works; only the controller writes reports. Under xdist the cells of one
-row are kept on one worker (`--dist loadgroup`), so each row has one child for the session.
+`pytest -n 2` (xdist) works; only the controller writes reports. Under xdist's default `load`
+scheduling the cells of one row are kept on one worker (`pytest_xdist_make_scheduler`), so each
+row has one child for the session.
 
 Every column runs first on its control, a GRL known to be right (core/controls.py), once per
 session: the first worker to reach the column runs it, the others read its outcome from a
@@ -123,8 +124,6 @@ def pytest_configure(config: pytest.Config) -> None:
         impls_of(config)  # the user named rows: a bad name stops the run here, in one line
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
-        if getattr(config.option, "dist", "no") == "load" and _runs_conformance(config):
-            config.option.dist = "loadgroup"  # a row's cells on one worker: one child per row
     from grl_conformance.plugin import gate  # the torch-upgrade gate (--grl-baseline ...)
 
     gate.configure(config)
@@ -155,40 +154,90 @@ def pytest_configure_node(node) -> None:
     node.workerinput["grl_controls_dir"] = node.config.stash[STATE].controls_dir
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's default `load` scheduling, made to keep a row's cells on one worker: each row has
+    one child for the session (one load, one first compile) instead of one per worker.
+
+    By row, read from the cell's test id, not through `xdist_group` marks: xdist 3.8 tags a
+    grouped test by rewriting a private attribute that pytest 9.2 no longer reads, so under
+    `--dist loadgroup` every cell was scheduled alone and both workers started every row.
+    """
+    if getattr(config.option, "dist", "") != "load" or not _runs_conformance(config):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByRow(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            key = cell_key_from_nodeid(nodeid)
+            return f"row {key[0]}" if key else nodeid
+
+    return ByRow(config, log)
+
+
 class ControlRuns:
     """Each column's control outcome, run once per session (core/controls.py).
 
     Under xdist the workers share a directory: the first to reach a column holds its lock while
-    it runs the control, the others then read the outcome it wrote.
+    it runs the control, the others then read the outcome it wrote. A worker that finds a
+    control locked by another runs a control nobody has started yet meanwhile (every worker
+    reaches the same columns at the start, so otherwise one runs them all while the others wait).
     """
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(self, directory: str | None, columns: list[catalogue.Check]) -> None:
         self.directory = directory
+        self.columns = columns  # this session's columns, in the order the rows reach them
         self.known: dict[str, Outcome] = {}
+        self.ran: list[tuple[catalogue.Check, Outcome]] = []  # run here, not yet reported
 
-    def outcome(self, check: catalogue.Check, box: sandbox.Sandbox) -> tuple[Outcome, bool]:
-        """(the control's outcome, whether this call ran it)."""
+    def outcome(self, check: catalogue.Check, box: sandbox.Sandbox) -> Outcome:
         if check.id in self.known:
-            return self.known[check.id], False
+            return self.known[check.id]
         if not self.directory or not os.path.isdir(self.directory):
-            self.known[check.id] = self._run(check, box)
-            return self.known[check.id], True
+            self._record(check, self._run(check, box), ran=True)
+            return self.known[check.id]
+        while check.id not in self.known and not self._take(check, box, wait=False):
+            if not any(self._take(other, box, wait=False) for other in self._untouched()):
+                self._take(check, box, wait=True)
+        return self.known[check.id]
+
+    def take_ran(self) -> list[tuple[catalogue.Check, Outcome]]:
+        """The controls this process ran since the last call: the cell at hand reports them."""
+        ran, self.ran = self.ran, []
+        return ran
+
+    def _path(self, check: catalogue.Check) -> str:
+        return os.path.join(self.directory, f"{check.id}.json")
+
+    def _untouched(self):
+        """Columns whose control nobody has written yet (another worker may be running one)."""
+        return (c for c in self.columns if c.id not in self.known and not os.path.exists(self._path(c)))
+
+    def _take(self, check: catalogue.Check, box: sandbox.Sandbox, wait: bool) -> bool:
+        """Read the control's outcome, or run it under its lock; False: another worker holds it."""
         import fcntl
 
-        path = os.path.join(self.directory, f"{check.id}.json")
+        path = self._path(check)
         with open(path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            ran = not os.path.exists(path)
-            if ran:
-                outcome = self._run(check, box)
-                with open(path + ".tmp", "w") as fh:
-                    json.dump(asdict(outcome), fh)
-                os.replace(path + ".tmp", path)
-            else:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return False
+            if os.path.exists(path):  # released when the file closes
                 with open(path) as fh:
-                    outcome = Outcome(**json.load(fh))
+                    self._record(check, Outcome(**json.load(fh)), ran=False)
+                return True
+            outcome = self._run(check, box)
+            with open(path + ".tmp", "w") as fh:
+                json.dump(asdict(outcome), fh)
+            os.replace(path + ".tmp", path)
+        self._record(check, outcome, ran=True)
+        return True
+
+    def _record(self, check: catalogue.Check, outcome: Outcome, ran: bool) -> None:
         self.known[check.id] = outcome
-        return outcome, ran
+        if ran:
+            self.ran.append((check, outcome))
 
     @staticmethod
     def _run(check: catalogue.Check, box: sandbox.Sandbox) -> Outcome:
@@ -199,10 +248,15 @@ class ControlRuns:
         return box.run(impl, check)
 
 
-def controls_of(config: pytest.Config) -> ControlRuns:
+def controls_of(config: pytest.Config, session: pytest.Session) -> ControlRuns:
     state = config.stash[STATE]
     if state.controls is None:
-        state.controls = ControlRuns(state.controls_dir)
+        columns = {}
+        for item in session.items:
+            cell = getattr(item, "callspec", None) and item.callspec.params.get(CELL_KEY)
+            if cell:
+                columns.setdefault(cell[1].id, cell[1])
+        state.controls = ControlRuns(state.controls_dir, list(columns.values()))
     return state.controls
 
 
@@ -278,10 +332,11 @@ class Cell:
         """Run the cell in the row's sandbox; hold the package's reference rows to their pins."""
         config = self.item.config
         box = sandbox_of(config)
-        control, ran = controls_of(config).outcome(self.check, box)
-        if ran:
+        runs = controls_of(config, self.item.session)
+        control = runs.outcome(self.check, box)
+        for check, outcome in runs.take_ran():
             self.item.user_properties.append((CONTROL_KEY, json.dumps(
-                {"check": self.check.id, "control": self.check.control, **asdict(control)})))
+                {"check": check.id, "control": check.control, **asdict(outcome)})))
         if self.impl.ref == controls.control_ref(self.check.control):
             outcome = control  # the row is this column's control: its cell already ran
         else:

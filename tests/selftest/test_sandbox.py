@@ -132,3 +132,26 @@ def test_a_long_tmpdir_does_not_break_the_rows(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout
     assert not [p.name for p in temp.iterdir() if not p.name.startswith("pytest-of-")]
+
+
+def test_under_xdist_a_rows_cells_stay_on_one_worker(tmp_path):
+    """One child per row for the session, not one per worker: the scheduling keeps a row's
+    cells together (xdist 3.8's `loadgroup` tags did not survive pytest 9.2, and every worker
+    started every row)."""
+    from grl_conformance.plugin.pytest_plugin import cell_key_from_nodeid
+
+    record = tmp_path / "workers.txt"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+           "-p", "tests.selftest.worker_recorder", "harness/conformance/test_eager.py",
+           "harness/conformance/test_compile.py", "-k", "alpha.update or graph.shared_trunk or compile.eager",
+           "--grl-no-builtin", "--grl-only", "naive_function,hook,detach,witness", "--grl-no-report"]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "GRL_SELFTEST_WORKERS": str(record)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    workers: dict[str, set[str]] = {}
+    for line in record.read_text().splitlines():
+        worker, nodeid = line.split(" ", 1)
+        workers.setdefault(cell_key_from_nodeid(nodeid)[0], set()).add(worker)
+    assert sorted(workers) == ["detach", "hook", "naive_function", "witness"]
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert len(set().union(*workers.values())) == 2, "both workers should get rows"
