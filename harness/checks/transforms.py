@@ -1,4 +1,4 @@
-"""Graph-capturing and functional transforms of a GRL: export, TorchScript, torch.func, opcheck.
+"""Graph-capturing and functional transforms of a GRL: export, TorchScript, torch.func, ONNX.
 
 docs/checks.md, 'Transforms'. The reversal is what these transforms lose silently: an exported
 or scripted program that runs but no longer negates the gradient is `fail`, and a torch.func
@@ -35,7 +35,6 @@ from grl_conformance.core.outcome import (
     NOT_INSTALLED,
     Errored,
     Failed,
-    NotApplicable,
     Skipped,
     describe_exception,
     passed,
@@ -301,104 +300,6 @@ def func_jvp(impl):
                      summary="identity tangent")
     raise Failed(f"jvp tangent is not -alpha * t (max |diff| "
                  f"{(out_tangent + ALPHA * tangent).abs().max().item():.3g})", summary="wrong tangent")
-
-
-# Namespaces of ops that ship with torch: anything else was registered through torch.library.
-TORCH_NAMESPACES = {"aten", "prim", "prims", "profiler", "_c10d_functional", "c10d", "c10d_functional",
-                    "_dtensor", "quantized", "_quantized", "debugprims", "inductor", "higher_order",
-                    "_nested_tensor", "rngprims", "mkldnn", "mkl", "onednn", "xnnpack", "_test"}
-
-
-def custom_ops_called(impl) -> dict:
-    """Every torch.library op the GRL dispatches in forward and backward, with its first arguments.
-
-    A `TorchDispatchMode` sits below autograd, so it sees the op an autograd kernel (custom_op's
-    `register_autograd`, a C++ `TORCH_LIBRARY` autograd impl or an `autograd.Function`)
-    redispatches to, whatever Python object the implementation exposes or hides. That is
-    more general than looking for an `OpOverload` attribute on the implementation's module: it
-    finds the op of a package, a C++ extension and a function-style wrapper alike, and also
-    an op used only in backward.
-    """
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    found: dict = {}
-
-    class Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if isinstance(func, torch._ops.OpOverload) and func.namespace not in TORCH_NAMESPACES:
-                found.setdefault(func, (tuple(args), dict(kwargs)))
-            return func(*args, **kwargs)
-
-    layer = impl.api.layer(alpha=ALPHA)
-    x = torch.linspace(-1.0, 1.0, 6).reshape(2, 3).requires_grad_(True)
-    upstream = torch.linspace(0.5, 1.0, 6).reshape(2, 3)
-    with Recorder():
-        out = layer(x)
-        if isinstance(out, torch.Tensor) and out.requires_grad:
-            out.backward(upstream)
-    return found
-
-
-def _fresh_args(args, kwargs, requires_grad: bool):
-    def fresh(value):
-        if isinstance(value, torch.Tensor):
-            t = value.detach().clone()
-            if requires_grad and t.is_floating_point() and t.dim() > 0:
-                t.requires_grad_(True)
-            return t
-        if isinstance(value, (list, tuple)):
-            return type(value)(fresh(v) for v in value)
-        return value
-
-    return fresh(args), {k: fresh(v) for k, v in kwargs.items()}
-
-
-UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-SHORT = {"test_schema": "schema", "test_autograd_registration": "autograd_registration",
-         "test_faketensor": "faketensor", "test_aot_dispatch_dynamic": "aot_dispatch_dynamic"}
-
-
-# It judges how an op is registered, not the value of a gradient: not a backward check.
-@check("opcheck", concern="compile", runs_backward=False, control="library")  # needs a registered op
-def opcheck(impl):
-    """torch.library.opcheck tests a custom op's schema, autograd registration and fake/meta kernels."""
-    ops = custom_ops_called(impl)
-    if not ops:
-        if impl.kind in ("library", "cpp"):
-            raise Errored(f"kind {impl.kind}, but no torch.library op dispatched in forward or backward",
-                          summary="no op found")
-        raise NotApplicable(f"kind {impl.kind}: no op registered through torch.library runs in "
-                            "forward or backward (only built-in aten ops)")
-    parts, problems, failures, total = [], [], 0, 0
-    for op, (args, kwargs) in ops.items():
-        per_variant = {}
-        for requires_grad in (False, True):
-            fargs, fkwargs = _fresh_args(args, kwargs, requires_grad)
-            try:
-                result = torch.library.opcheck(op, fargs, fkwargs, test_utils=UTILS, raise_exception=False)
-            except Exception as exc:  # noqa: BLE001
-                raise _raised(f"torch.library.opcheck({op})", exc, "opcheck error") from None
-            items = []
-            for util in UTILS:
-                value = result.get(util, "not run")
-                total += 1
-                if value in ("SUCCESS", "SKIPPED"):
-                    items.append(f"{SHORT[util]} {'ok' if value == 'SUCCESS' else 'skipped'}")
-                else:
-                    failures += 1
-                    items.append(f"{SHORT[util]} FAILED")
-                    problems.append(f"{util}: {type(value).__name__}: {_one(value, 110)}")
-            per_variant["x requires grad" if requires_grad else "no grad"] = ", ".join(items)
-        if len(set(per_variant.values())) == 1:
-            parts.append(f"{op} (inputs with and without requires_grad): {per_variant['no grad']}")
-        else:
-            parts += [f"{op} ({grad}): {items}" for grad, items in per_variant.items()]
-    detail = "; ".join(parts)
-    if failures:
-        first = list(dict.fromkeys(problems))[:2]
-        raise Failed(detail + ". " + " | ".join(first), summary=f"{failures}/{total} utils fail")
-    return passed(detail, summary=f"{len(ops)} op{'s' if len(ops) > 1 else ''}")
 
 
 # --- contexts real training adds: ONNX export (docs/contexts.md) ------------------------------

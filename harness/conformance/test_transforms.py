@@ -1,4 +1,4 @@
-"""The compatibility matrix, transform columns: export, TorchScript, torch.func, opcheck, ONNX.
+"""The compatibility matrix, transform columns: export, TorchScript, torch.func, ONNX.
 
 A cell's status is a finding written to the report, not a test failure, except for the
 package's own reference rows, whose expected cells per torch live in the expectations files

@@ -6,7 +6,6 @@ import torch
 
 from grl_conformance import checks as catalogue
 from grl_conformance.checks import compile as compile_checks
-from grl_conformance.checks import transforms
 from grl_conformance.core.registry import resolve
 from grl_conformance.core.runner import run_check
 from tests.selftest.mutants_transforms import _CustomOpLayer
@@ -35,6 +34,6 @@ def test_alpha_schedule_is_dann_with_numpy_floats():
 
 def test_dispatch_recorder_finds_custom_ops_only():
     op_impl = mutant("probe_custom_op", _CustomOpLayer, trips={}, why="", kind="library").impl
-    found = transforms.custom_ops_called(op_impl)
+    found = compile_checks.custom_ops_called(op_impl)
     assert [str(op) for op in found] == ["grl_selftest_transforms.grl.default"]
-    assert transforms.custom_ops_called(resolve("grl_conformance.impls.naive_function:IMPL")) == {}
+    assert compile_checks.custom_ops_called(resolve("grl_conformance.impls.naive_function:IMPL")) == {}
