@@ -154,6 +154,13 @@ def pytest_configure_node(node) -> None:
     node.workerinput["grl_controls_dir"] = node.config.stash[STATE].controls_dir
 
 
+# The distributed area's cells launch ranks of their own and never use the row's child
+# (`own_processes`; a self-test holds the two together): each is scheduled alone, so they fill
+# a worker that ran out of rows instead of waiting behind their row. The controller reads test
+# ids only, and the catalogue would import torch there.
+OWN_PROCESSES_MODULE = "/test_distributed.py"
+
+
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """xdist's default `load` scheduling, made to keep a row's cells on one worker: each row has
@@ -170,7 +177,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class ByRow(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             key = cell_key_from_nodeid(nodeid)
-            return f"row {key[0]}" if key else nodeid
+            if key is None or nodeid.split("::")[0].endswith(OWN_PROCESSES_MODULE):
+                return nodeid  # its own scope: any worker, whenever one is free
+            return f"row {key[0]}"
 
     return ByRow(config, log)
 

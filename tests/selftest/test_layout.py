@@ -185,3 +185,15 @@ def test_no_import_circle():
         if module not in state:
             visit(module, [])
     assert not circles, circles
+
+
+def test_the_cells_scheduled_alone_are_the_own_processes_checks():
+    """The xdist scheduler keeps a row's cells on one worker, except the cells of the module it
+    names (OWN_PROCESSES_MODULE), which never use the row's child: that module must hold exactly
+    the `own_processes` checks."""
+    from grl_conformance.plugin.pytest_plugin import OWN_PROCESSES_MODULE
+
+    area = OWN_PROCESSES_MODULE.rsplit("test_", 1)[1].removesuffix(".py")
+    assert (ROOT / "harness" / "conformance" / OWN_PROCESSES_MODULE.lstrip("/")).is_file()
+    assert {c.id for c in catalogue.all_checks() if c.own_processes} == \
+        {c.id for c in catalogue.checks_in(area)}
