@@ -12,7 +12,7 @@
   own DANN uses it, so every forward also advances `iter_num`.
 Two rows: separate code paths.
 """
-from grl_conformance.core.registry import GRL, Impl, _function_from_layer
+from grl_conformance.core.registry import GRL, Impl, function_from_layer
 from grl_conformance.impls._peer import loader, origin
 
 DIST = "dalib"
@@ -47,7 +47,7 @@ def _warm_start_api(module) -> GRL:
         def set_alpha(self, alpha):
             self.lo = self.hi = alpha
 
-    return GRL(WarmStartLayer, _function_from_layer(WarmStartLayer))
+    return GRL(WarmStartLayer, function_from_layer(WarmStartLayer))
 
 
 IMPLS = [

@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from grl_conformance.core.registry import GRL, Impl, _function_from_layer
+from grl_conformance.core.registry import GRL, Impl, function_from_layer
 from grl_conformance.impls._peer import loader, origin
 
 DIST = "pytorch-adapt"
@@ -41,7 +41,7 @@ def _api(module) -> GRL:
         def set_alpha(self, alpha):
             self.update_weight(alpha)
 
-    return GRL(GradientReversalLayer, _function_from_layer(GradientReversalLayer))
+    return GRL(GradientReversalLayer, function_from_layer(GradientReversalLayer))
 
 
 IMPL = Impl(name="pytorch_adapt", kind="package", load=loader(DIST, MODULE, _api, importer=_import_layer_file),

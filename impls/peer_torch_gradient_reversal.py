@@ -10,7 +10,7 @@ Two published forms, two code paths, two rows:
   adapter that keeps alpha as a Python float and calls the function.
 Nothing of the package's behaviour is changed.
 """
-from grl_conformance.core.registry import GRL, Impl, _function_from_layer, _layer_from_function
+from grl_conformance.core.registry import GRL, Impl, function_from_layer, layer_from_function
 from grl_conformance.impls._peer import loader, origin
 
 DIST = "torch-gradient-reversal"
@@ -18,12 +18,12 @@ DIST = "torch-gradient-reversal"
 
 def _module_api(module) -> GRL:
     layer = module.GradientReversalLayer  # constructor (alpha=1.0) and set_alpha(alpha) as the seed API
-    return GRL(layer, _function_from_layer(layer))
+    return GRL(layer, function_from_layer(layer))
 
 
 def _function_api(module) -> GRL:
     fn = module.gradient_reversal
-    return GRL(_layer_from_function(fn, "gradient_reversal"), fn)
+    return GRL(layer_from_function(fn, "gradient_reversal"), fn)
 
 
 IMPLS = [

@@ -1,7 +1,7 @@
 """The check kit every area shares (the leading underscore keeps this module out of AREAS).
 
 - how a GRL is called: `forms` (the layer given alpha by `set_alpha`, the layer built with it,
-  the function as `FnLayer`), each a module with `set_alpha`;
+  the function as a layer: `registry.layer_from_function`), each a module with `set_alpha`;
 - the models: `linear_grl_linear` (Linear -> GRL -> Linear) and `Dann` (a trunk, a task head,
   a domain head behind the GRL), seeded so that the model around an implementation and around
   the reference GRL are the same; `dann_loss`;
@@ -22,6 +22,7 @@ from torch import nn
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import CheckSignal, Errored, Failed, describe_exception, passed
 from grl_conformance.core.reference import ReferenceGRL
+from grl_conformance.core.registry import layer_from_function
 
 # Every tolerance the checks use, in one table: name -> (rtol, atol, what it absorbs). No check
 # writes an rtol or atol number of its own; docs/checks.md ("Tolerances") lists this table.
@@ -73,21 +74,6 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
 
 # --- how a GRL is called ---------------------------------------------------------------------
 
-class FnLayer(nn.Module):
-    """The functional form, `gradient_reversal(x, alpha)`, as a module whose alpha `set_alpha`
-    changes: what a model that calls the function with its schedule's alpha does."""
-
-    def __init__(self, fn, alpha: float) -> None:
-        super().__init__()
-        self.fn, self.alpha = fn, alpha
-
-    def set_alpha(self, alpha: float) -> None:
-        self.alpha = alpha
-
-    def forward(self, x):
-        return self.fn(x, self.alpha)
-
-
 FORMS = ("layer.set_alpha", "layer(alpha=)", "fn")
 
 
@@ -95,7 +81,7 @@ def forms(impl, alpha: float, which: tuple[str, ...] = ("layer.set_alpha", "fn")
     """[(label, module)]: the GRL in the forms a DANN calls it in, alpha already given, each a
     module with `set_alpha`. `layer.set_alpha`: built with alpha 1.0, then set (a schedule's
     way, and the seed API's promise); `layer(alpha=)`: the constructor's alpha; `fn`: the
-    function (`FnLayer`)."""
+    function, in the layer `--grl-impl` gives a function row (`registry.layer_from_function`)."""
     made = []
     for label in which:
         if label == "layer.set_alpha":
@@ -104,7 +90,7 @@ def forms(impl, alpha: float, which: tuple[str, ...] = ("layer.set_alpha", "fn")
         elif label == "layer(alpha=)":
             grl = impl.api.layer(alpha=alpha)
         elif label == "fn":
-            grl = FnLayer(impl.api.fn, alpha)
+            grl = layer_from_function(impl.api.fn, "fn")(alpha)
         else:
             raise ValueError(f"unknown form {label!r}; one of {FORMS}")
         made.append((label, grl))

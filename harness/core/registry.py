@@ -77,7 +77,9 @@ def seed_api(module_name: str) -> Callable[[], GRL]:
 
 # --- adapting outside code -------------------------------------------------------------
 
-def _layer_from_function(fn: Callable[..., Any], name: str) -> type:
+def layer_from_function(fn: Callable[..., Any], name: str) -> type:
+    """A seed-API layer class around a GRL function `fn(x, alpha)`: how a function row gets its
+    layer, and how the checks call any row's function with the alpha a schedule sets."""
     import torch
 
     class FunctionalLayer(torch.nn.Module):
@@ -95,7 +97,9 @@ def _layer_from_function(fn: Callable[..., Any], name: str) -> type:
     return FunctionalLayer
 
 
-def _function_from_layer(cls: type) -> Callable[..., Any]:
+def function_from_layer(cls: type) -> Callable[..., Any]:
+    """`gradient_reversal(x, alpha)` for a row that ships only a layer class."""
+
     def gradient_reversal(x, alpha=1.0):
         return cls(alpha=alpha)(x)
 
@@ -129,9 +133,9 @@ def from_attr(ref: str) -> Impl:
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module):
         if not callable(getattr(obj, "set_alpha", None)):
             raise LoadError(f"--grl-impl {ref}: {attr} is an nn.Module without set_alpha(alpha)")
-        api = GRL(obj, _function_from_layer(obj))
+        api = GRL(obj, function_from_layer(obj))
     elif inspect.isfunction(obj) or inspect.isbuiltin(obj) or (callable(obj) and not inspect.isclass(obj)):
-        api = GRL(_layer_from_function(obj, attr), obj)
+        api = GRL(layer_from_function(obj, attr), obj)
     else:
         raise LoadError(f"--grl-impl {ref}: {attr} is {type(obj).__name__}; expected a registry "
                         "Impl, an nn.Module class with set_alpha, or a function (x, alpha)")

@@ -45,7 +45,7 @@ def test_the_docs_list_the_table():
 # --- how a GRL is called and the DANN: written once, in the kit ----------------------------------
 
 def test_the_function_form_is_called_only_by_the_kit():
-    """`impl.api.fn(x, alpha)` appears once, in `forms`/`FnLayer`: a check wanting the functional
+    """`impl.api.fn(x, alpha)` appears once, in `forms`: a check wanting the functional
     form takes it from the kit, so every column calls the GRL the same ways."""
     found = sorted(f"{p.relative_to(ROOT)}:{n.lineno}"
                    for p in (ROOT / "harness" / "checks").rglob("*.py") if p.name != "_common.py"
