@@ -190,7 +190,7 @@ def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tup
         for a, b in (list(zip(g, w, strict=True)) if isinstance(g, list) else [(g, w)]):
             if a is None or b is None or a.shape != b.shape:
                 return name, max_diff(a, b, other)
-            if not (torch.equal(a, b) if bitwise else torch.allclose(a, b, rtol=RTOL, atol=ATOL)):
+            if not (torch.equal(a, b) if bitwise else close(a, b)):
                 return name, max_diff(a, b, other)
     return None
 
@@ -497,14 +497,15 @@ def compare_grads(got: dict, want: dict, where: str, lost: dict | None = None, *
 
 
 @contextmanager
-def at(where: str):
-    """An exception raised by the implementation inside this block becomes `error` naming where."""
+def at(where: str, summary: str = "raises"):
+    """An exception raised by the implementation inside this block becomes `error` naming where
+    (with `summary`; the eager columns' own cells leave it empty)."""
     try:
         yield
     except CheckSignal:
         raise
     except Exception as exc:  # noqa: BLE001 - the cell's error, with where it happened
-        raise Errored(f"{where}: {describe_exception(exc)}", summary="raises") from exc
+        raise Errored(f"{where}: {describe_exception(exc)}", summary=summary) from exc
 
 
 def reversal_scale(layer, dtype=torch.float64) -> float | None:

@@ -11,7 +11,6 @@ import copy
 import io
 import math
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +40,6 @@ from grl_conformance.checks._common import (
 )
 from grl_conformance.core import hypothesis_profiles  # noqa: F401 - the run's profile must be loaded
 from grl_conformance.core.outcome import (
-    CheckSignal,
     Errored,
     Failed,
     NotApplicable,
@@ -75,17 +73,6 @@ def _near(got: torch.Tensor, want: torch.Tensor) -> bool:
     """Equal up to float32 rounding: for checks about structure, not precision (backward.reversal
     judges precision), so a float32-rounded alpha or gradient is not flagged twice."""
     return got.shape == want.shape and torch.allclose(got.double(), want.double(), **tol("structure"))
-
-
-@contextmanager
-def _at(where: str):
-    """Errors raised by the implementation inside this block name the form (and alpha)."""
-    try:
-        yield
-    except CheckSignal:
-        raise
-    except Exception as exc:  # noqa: BLE001 - becomes the cell's error, with where
-        raise Errored(f"{where}: {describe_exception(exc)}") from exc
 
 
 def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
@@ -416,7 +403,7 @@ def backward_double(impl) -> Outcome:
     for a in (0.5, 2.0):
         for label, f in forms(impl, a):
             where = f"{label} alpha={a}"
-            with _at(where):
+            with at(where, summary=""):
                 x = randn(3, 4, seed=4).requires_grad_(True)
                 g = randn(3, 4, seed=5).requires_grad_(True)
                 try:
@@ -528,7 +515,7 @@ def graph_shared_trunk(impl) -> Outcome:
         return _near(got, want)
 
     for label, grl in forms(impl, a):
-        with _at(label):
+        with at(label, summary=""):
             x = x0.clone().requires_grad_(True)
             for m in (trunk, task, dom):
                 m.zero_grad(set_to_none=True)
@@ -786,7 +773,7 @@ def inplace_after(impl):
     for label, f in forms(impl, a):
         leaf = x0.clone().requires_grad_(True)
         x = leaf * 2  # a non-leaf activation, as inside a network
-        with _at(label):
+        with at(label, summary=""):
             try:
                 y = f(x)
                 y.relu_()
