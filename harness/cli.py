@@ -84,6 +84,25 @@ def _readme_link(path: str, readme) -> str:
                          "it") from None
 
 
+def _rewrite_readme(command: str, readme: str, blocks, stream=None) -> int:
+    """Rewrite README blocks, each `(make_text, *markers)` (`advice.update_readme`'s markers; the
+    text is made here, so a report the README cannot link to is an error too). Says whether the
+    file changed; 2 with one line when it cannot be done."""
+    from pathlib import Path
+
+    from grl_conformance.results import advice
+
+    try:
+        changed = False
+        for make_text, *markers in blocks:
+            changed |= advice.update_readme(Path(readme), make_text(), *markers)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"grl-harness {command}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{readme}: {'updated' if changed else 'unchanged'}", file=stream or sys.stdout)
+    return 0
+
+
 def run_diff(args: argparse.Namespace) -> int:
     from grl_conformance.results import compare as gate
     from grl_conformance.results import report
@@ -103,20 +122,12 @@ def run_diff(args: argparse.Namespace) -> int:
     print()
     print(gate.render(comparison, *gate.labels(old, new), show=show, detail_width=args.width))
     if args.readme:
-        from pathlib import Path
-
-        from grl_conformance.results import advice
-
-        try:
-            text = gate.readme_block(old, new, _readme_link(args.old, args.readme),
-                                     _readme_link(args.new, args.readme))
-            changed = advice.update_readme(Path(args.readme), text, gate.README_START,
-                                           gate.README_END)
-        except (OSError, ValueError) as exc:
-            print(f"grl-harness diff: {exc}", file=sys.stderr)
-            return 2
+        block = (lambda: gate.readme_block(old, new, _readme_link(args.old, args.readme),
+                                           _readme_link(args.new, args.readme)),
+                 gate.README_START, gate.README_END)
         # stderr: stdout stays the diff alone, which `make readme` commits as a text file
-        print(f"{args.readme}: {'updated' if changed else 'unchanged'}", file=sys.stderr)
+        if _rewrite_readme("diff", args.readme, [block], stream=sys.stderr):
+            return 2
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
@@ -228,7 +239,6 @@ def _advise(sub) -> None:
 
 
 def run_advise(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from grl_conformance.results import advice, latency, report
 
@@ -236,13 +246,12 @@ def run_advise(args: argparse.Namespace) -> int:
     if not args.readme:
         print(advice.render(doc, args.report))
         return 0
-    readme = Path(args.readme)
-    changed = advice.update_readme(readme, advice.render(doc, _readme_link(args.report, readme)))
+    blocks = [(lambda: advice.render(doc, _readme_link(args.report, args.readme)),)]
     if args.latency:
-        text = latency.readme_block(latency.load(args.latency), _readme_link(args.latency, readme))
-        changed |= advice.update_readme(readme, text, latency.README_START, latency.README_END)
-    print(f"{readme}: {'updated' if changed else 'unchanged'}")
-    return 0
+        blocks.append((lambda: latency.readme_block(latency.load(args.latency),
+                                                    _readme_link(args.latency, args.readme)),
+                       latency.README_START, latency.README_END))
+    return _rewrite_readme("advise", args.readme, blocks)
 
 
 # --- history: the matrix across torch releases, from `make history`'s reports ------------
@@ -263,7 +272,7 @@ def _history(sub) -> None:
 def run_history(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from grl_conformance.results import advice, history
+    from grl_conformance.results import history
 
     try:
         docs, wall_times = history.load_dir(args.directory)
@@ -279,13 +288,8 @@ def run_history(args: argparse.Namespace) -> int:
     elif not args.readme:
         print(text)
     if args.readme:
-        try:
-            changed = advice.update_readme(Path(args.readme), block, history.README_START,
-                                           history.README_END)
-        except (OSError, ValueError) as exc:
-            print(f"grl-harness history: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.readme}: {'updated' if changed else 'unchanged'}")
+        return _rewrite_readme("history", args.readme,
+                               [(lambda: block, history.README_START, history.README_END)])
     return 0
 
 
