@@ -14,6 +14,7 @@ from pathlib import Path
 from grl_conformance.core.check import CONCERN_NAMES, CONCERNS
 from grl_conformance.core.outcome import PRECISION_LOSS
 from grl_conformance.results.latency import speed_text
+from grl_conformance.results.report import rows_passing_every_column_run
 
 START, END = "<!-- advice:start -->", "<!-- advice:end -->"
 
@@ -82,8 +83,8 @@ def render(doc: dict, report_link: str) -> str:
                    for name in CONCERN_NAMES]
         lines.append(f"| `{name}` ({impls[name].get('kind', '')}) | {ratio} | "
                      + " | ".join(entries) + " |")
-    clean = [n for n in names if not any(c["status"] not in OK + ("skip",)
-                                         for c in cells if c["impl"] == n)]
+    passing = set(rows_passing_every_column_run(doc))
+    clean = [n for n in names if n in passing]
     legend = "; ".join(f"**{c}**: {why}" for c, why in CONCERNS)
     out = [f"From [{report_link}]({report_link}) (torch {doc['torch']}, {doc['device']}). "
            f"✅: every cell of that concern passes; otherwise the cells that did not "

@@ -23,7 +23,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from grl_conformance.results.compare import index
-from grl_conformance.results.report import counts, unjudged_columns
+from grl_conformance.results.report import counts, rows_passing_every_column_run, unjudged_columns
 
 REPORT_RE = re.compile(r"^compat-(\d+)\.(\d+)\.(\d+)-(\w+)\.json$")
 README_START, README_END = "<!-- history:start -->", "<!-- history:end -->"
@@ -195,9 +195,6 @@ def render_dir(directory: Path | str) -> str:
 
 # --- the README's history figures -----------------------------------------------------------
 
-CLEAN = ("pass", "n/a", "skip")  # a row with only these passes every column judged (as advice)
-
-
 def _brief(text: str) -> str:
     """A control's reason, short enough for a table cell: its first clause."""
     return " ".join(text.split()).split(" (")[0].split(": ")[0].replace("|", "/")
@@ -253,8 +250,7 @@ def readme_block(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]], 
         install += times.get("install_s", 0)
         matrix += times.get("matrix_s", 0)
         page = f"{folder}{doc['_file'].replace('.json', '.md')}"
-        rows = [i["name"] for i in doc["impls"]]
-        clean = [n for n in rows if all(c["status"] in CLEAN for c in doc["cells"] if c["impl"] == n)]
+        clean = rows_passing_every_column_run(doc)
         here = "; ".join(f"`{c}` {why}" for c, why in cols.items() if c not in everywhere)
         cells = [f"[{doc['torch'].split('+')[0]}]({page})", doc["created"][:10],
                  f"{times['install_s']} s" if "install_s" in times else "-",

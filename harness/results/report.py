@@ -105,6 +105,13 @@ def unjudged_columns(doc: dict) -> dict[str, str]:
     return {c: found[c] for c in doc["checks"] if c in found}
 
 
+def rows_passing_every_column_run(doc: dict) -> list[str]:
+    """The rows none of whose cells is worse than `skip` (pass, n/a, skip): the witness's claim,
+    which the advice table and the history both state."""
+    bad = {c["impl"] for c in doc["cells"] if c["status"] not in ("pass", "n/a", "skip")}
+    return [i["name"] for i in doc["impls"] if i["name"] not in bad]
+
+
 def row_warnings(doc: dict) -> dict[str, list[str]]:
     """Each row's warnings from its own code, over all its cells, first seen first."""
     found: dict[str, list[str]] = {}
