@@ -274,8 +274,9 @@ def end_children(procs, mark: str) -> list[int]:
     left: set[int] = set()
     for p in procs:
         if p.exitcode is None:
-            left |= set(end_tree(p.pid, mark))
-        kill_group(p.pid)
+            left |= set(end_tree(p.pid, mark))  # its group and the marked ones too
+        else:
+            kill_group(p.pid)
     left |= set(marked(mark)) | set(group_members(pids))
     for _ in range(2):  # once, and once more for anything that slipped through the first kill
         for pid in left:

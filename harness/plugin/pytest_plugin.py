@@ -459,9 +459,10 @@ class MatrixSession:
             self._add_latency(impls, env)
             self.slug = f"{env['torch'].split('+')[0]}-{env['device_slug']}"
             areas: dict[str, list[str]] = {}
+            concerns: dict[str, str] = {}
             for chk in catalogue.all_checks():
                 areas.setdefault(chk.area, []).append(chk.id)
-            concerns = {chk.id: chk.concern for chk in catalogue.all_checks()}
+                concerns[chk.id] = chk.concern
             self.doc = report.build(env, impls, checks, self.cells.values(),
                                     time.time() - self.start, areas, concerns)
             if self.controls:
