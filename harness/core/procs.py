@@ -21,8 +21,9 @@ import signal
 import time
 
 # Imported once by the server, in this order; every child starts with them loaded. The first
-# pins what the matrix needs before torch is imported (isolation/preload.py); a self-test checks
-# that every name imports (a stale one would only make each row slower, silently).
+# pins what the matrix needs before torch is imported, imports the rest itself, warms up and
+# freezes the lot for the garbage collector (isolation/preload.py); a self-test checks that
+# every name imports (a stale one would only make each row slower, silently).
 PRELOAD = ["grl_conformance.isolation.preload",
            "torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
            "torch.distributed.device_mesh", "torch._dynamo", "torch._inductor.compile_fx",

@@ -22,10 +22,22 @@ the children inherit it. Only the server process is changed: the user's pytest p
   inductor compile, 0.1 s once the server compiled one function (forkserver children, torch 2.13,
   2 cores, warm disk cache). So the server compiles and runs a small forward and backward once,
   single-threaded (no OpenMP pool and no compile workers exist at the fork), then resets dynamo
-  and the thread count: a child starts with no compiled code and torch's default threads.
+  and the thread count: a child starts with no compiled code and torch's default threads. The
+  function passes through an autograd.Function, as most rows do: dynamo's first trace of one
+  costs a child another 0.4 s on its first inductor compile otherwise (0.66-0.92 s against
+  0.24-0.46 s for naive_function, pytorch_revgrad and the reference control, torch 2.13).
+- the server holds some 440,000 objects once the rest of PRELOAD (core/procs.py) is imported,
+  and every full garbage collection in every child walked them all: 1.5-2.3 s of a row's eager
+  and compile cells went to the collector (0.3-0.45 s after the freeze; torch 2.13, 2 cores). So
+  this module imports the rest of PRELOAD itself, warms up, collects once, and freezes what is
+  left (`gc.freeze()`, as the gc docs advise for a process that forks without exec): the
+  children's collections skip the inherited objects and no longer write to their pages. What a
+  child creates is collected as usual.
 """
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 
 PINNED_ENV = {"TORCHINDUCTOR_ERROR_ON_CUSTOM_OP_ALIASING": "0"}
@@ -55,6 +67,19 @@ def _move_header_dir() -> None:
         pass
 
 
+def _import_the_rest() -> None:
+    """PRELOAD after this module, now, so the freeze below covers it (multiprocessing's own
+    imports of those names then find them loaded)."""
+    from grl_conformance.core.procs import PRELOAD
+
+    for name in PRELOAD:
+        if name != __name__:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # skipped, as multiprocessing does; a self-test names it
+                pass
+
+
 def _probe_vector_isa() -> None:
     try:
         from torch._inductor import cpu_vec_isa
@@ -69,13 +94,25 @@ def _first_compile() -> None:
         import torch
         import torch._inductor.config as inductor_config
 
+        class Negate(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, t):
+                return t.view_as(t)
+
+            @staticmethod
+            def backward(ctx, grad):
+                return -grad
+
+        def warm(x):
+            return Negate.apply(x.sin() * 0.5).cos()
+
         threads = torch.get_num_threads()
         workers = inductor_config.compile_threads
         torch.set_num_threads(1)
         inductor_config.compile_threads = 1
         try:
             x = torch.linspace(-1.0, 1.0, 4, requires_grad=True)
-            torch.compile(_warm, backend="inductor", fullgraph=True)(x).sum().backward()
+            torch.compile(warm, backend="inductor", fullgraph=True)(x).sum().backward()
         finally:
             torch._dynamo.reset()
             inductor_config.compile_threads = workers
@@ -84,11 +121,10 @@ def _first_compile() -> None:
         pass
 
 
-def _warm(x):
-    return (x.sin() * -0.5).cos()
-
-
 pin_environment()
 _move_header_dir()
+_import_the_rest()
 _probe_vector_isa()
 _first_compile()
+gc.collect()
+gc.freeze()
