@@ -66,6 +66,16 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
+def squash(text, limit: int = 200) -> str:
+    """`text` on one line (whitespace runs made one space), cut to `limit` characters."""
+    return " ".join(str(text).split())[:limit]
+
+
+def raised(what: str, exc: BaseException, summary: str) -> Errored:
+    """The cell's error when a step the check takes (`what`: an export, a trace) raised."""
+    return Errored(f"{what} raised {type(exc).__name__}: {squash(exc)}", summary=summary)
+
+
 def first_line(exc: BaseException, limit: int = 160) -> str:
     """The first non-empty line of an exception's message, cut to `limit` characters."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]

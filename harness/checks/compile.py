@@ -46,9 +46,11 @@ from grl_conformance.checks._common import (
     judge_step,
     linear_grl_linear,
     max_diff,
+    raised,
     reference_model,
     reference_step,
     sample_inputs,
+    squash,
     step,
     tol,
     unreversed_step,
@@ -654,13 +656,7 @@ def _fresh_args(args, kwargs, requires_grad: bool):
     return fresh(args), {k: fresh(v) for k, v in kwargs.items()}
 
 
-def _flat(text, limit: int) -> str:
-    return " ".join(str(text).split())[:limit]
-
-
 UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-SHORT = {"test_schema": "schema", "test_autograd_registration": "autograd_registration",
-         "test_faketensor": "faketensor", "test_aot_dispatch_dynamic": "aot_dispatch_dynamic"}
 
 
 # It judges how an op is registered, not the value of a gradient: not a backward check.
@@ -682,18 +678,18 @@ def opcheck(impl):
             try:
                 result = torch.library.opcheck(op, fargs, fkwargs, test_utils=UTILS, raise_exception=False)
             except Exception as exc:  # noqa: BLE001
-                raise Errored(f"torch.library.opcheck({op}) raised {type(exc).__name__}: "
-                              f"{_flat(exc, 200)}", summary="opcheck error") from None
+                raise raised(f"torch.library.opcheck({op})", exc, "opcheck error") from None
             items = []
             for util in UTILS:
+                short = util.removeprefix("test_")
                 value = result.get(util, "not run")
                 total += 1
                 if value in ("SUCCESS", "SKIPPED"):
-                    items.append(f"{SHORT[util]} {'ok' if value == 'SUCCESS' else 'skipped'}")
+                    items.append(f"{short} {'ok' if value == 'SUCCESS' else 'skipped'}")
                 else:
                     failures += 1
-                    items.append(f"{SHORT[util]} FAILED")
-                    problems.append(f"{util}: {type(value).__name__}: {_flat(value, 110)}")
+                    items.append(f"{short} FAILED")
+                    problems.append(f"{util}: {type(value).__name__}: {squash(value, 110)}")
             per_variant["x requires grad" if requires_grad else "no grad"] = ", ".join(items)
         if len(set(per_variant.values())) == 1:
             parts.append(f"{op} (inputs with and without requires_grad): {per_variant['no grad']}")

@@ -25,8 +25,10 @@ from grl_conformance.checks._common import (
     impl_model,
     judge_alpha_after,
     judge_step,
+    raised,
     reference_model,
     sample_inputs,
+    squash,
     tol,
     tolerance_text,
     unreversed_model,
@@ -41,14 +43,6 @@ from grl_conformance.core.outcome import (
 )
 
 CONCERN = "deploy"  # the advice table's column for this area's checks (core/check.py)
-
-
-def _one(text, limit=200) -> str:
-    return " ".join(str(text).split())[:limit]
-
-
-def _raised(what: str, exc: BaseException, summary: str) -> Errored:
-    return Errored(f"{what} raised {type(exc).__name__}: {_one(exc)}", summary=summary)
 
 
 def _io_step(fn, x, upstream):
@@ -92,7 +86,7 @@ def export(impl):
     try:
         program = torch.export.export(model, (x,))
     except Exception as exc:  # noqa: BLE001
-        raise _raised("torch.export.export", exc, "export error") from None
+        raise raised("torch.export.export", exc, "export error") from None
     try:
         module = program.module()
         followed = _judge_program("exported program", module, model, x, upstream, "torch.export")
@@ -100,7 +94,7 @@ def export(impl):
         raise Failed(f"{failed.detail}; exported graph calls: {_call_targets(program.graph_module)}",
                      summary=failed.summary) from None
     except Exception as exc:  # noqa: BLE001
-        raise _raised("running the exported program", exc, "run error") from None
+        raise raised("running the exported program", exc, "run error") from None
     return passed(f"torch.export.export (default strict setting) of Linear -> GRL -> Linear: the "
                   f"exported program's output and input gradient equal a correct GRL's and its own "
                   f"eager run's ({TOLERANCE}); {followed}; graph calls: "
@@ -113,13 +107,13 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
     try:
         module = build()
     except Exception as exc:  # noqa: BLE001
-        raise _raised(f"torch.jit.{verb}", exc, f"{verb} error") from None
+        raise raised(f"torch.jit.{verb}", exc, f"{verb} error") from None
     try:
         followed = _judge_program(f"{kind} module", module, model, x, upstream, f"torch.jit.{verb}")
     except (Failed, Errored):
         raise
     except Exception as exc:  # noqa: BLE001
-        raise _raised(f"running the {kind} module", exc, "run error") from None
+        raise raised(f"running the {kind} module", exc, "run error") from None
     buffer = io.BytesIO()
     try:
         torch.jit.save(module, buffer)
@@ -128,7 +122,7 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
     except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
         return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
                       f"{followed}; torch.jit.save/load does not round-trip ({type(exc).__name__}: "
-                      f"{_one(exc, 160)})", summary="no save")
+                      f"{squash(exc, 160)})", summary="no save")
     _judge_program(f"saved and reloaded {kind} module", loaded, model, x, upstream, None)
     return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
                   f"{followed}; torch.jit.save/load round-trips with the reversal intact",
@@ -172,7 +166,7 @@ def _fx_judge(impl, leaf: bool, how: str):
         graph = Tracer().trace(model)
         module = torch.fx.GraphModule(model, graph)
     except Exception as exc:  # noqa: BLE001
-        raise _raised(f"torch.fx symbolic tracing ({how})", exc, "trace error") from None
+        raise raised(f"torch.fx symbolic tracing ({how})", exc, "trace error") from None
     try:
         followed = _judge_program(f"FX GraphModule ({how})", module, model, x, upstream,
                                   "torch.fx tracing")
@@ -180,7 +174,7 @@ def _fx_judge(impl, leaf: bool, how: str):
         raise type(failed)(f"{failed.detail}; traced graph calls: {_fx_targets(module)}",
                            summary=failed.summary) from None
     except Exception as exc:  # noqa: BLE001
-        raise _raised(f"running the FX GraphModule ({how})", exc, "run error") from None
+        raise raised(f"running the FX GraphModule ({how})", exc, "run error") from None
     return passed(f"torch.fx symbolic trace of Linear -> GRL -> Linear ({how}): the GraphModule's "
                   f"output and input gradient equal a correct GRL's ({TOLERANCE}); {followed}; "
                   f"graph calls: {_fx_targets(module)}")
@@ -193,7 +187,7 @@ def _fx_targets(module) -> str:
             target = node.target if isinstance(node.target, str) else getattr(
                 node.target, "__name__", str(node.target))
             names.append(f"{node.op}:{target}")
-    return _one(", ".join(names), 240)
+    return squash(", ".join(names), 240)
 
 
 @check("fx.trace", control="composite")  # FX records only a Function's forward
@@ -209,7 +203,7 @@ def fx_trace(impl):
                     "create_feature_extractor) the GraphModule keeps the reversal")
         except (Failed, Errored) as leaf:
             hint = f"; as a leaf module too: {leaf.detail}"
-        raise type(broken)(_one(broken.detail + hint, 600), summary=broken.summary) from None
+        raise type(broken)(squash(broken.detail + hint, 600), summary=broken.summary) from None
 
 
 def _close(a, b) -> bool:
@@ -227,13 +221,13 @@ def func_vmap(impl):
     try:
         ys = vmapped(xs)
     except Exception as exc:  # noqa: BLE001
-        raise _raised("torch.func.vmap(layer)", exc, "vmap error") from None
+        raise raised("torch.func.vmap(layer)", exc, "vmap error") from None
     if not (isinstance(ys, torch.Tensor) and torch.equal(ys.detach(), xs.detach())):
         raise Failed("vmapped forward is not the identity", summary="wrong output")
     try:
         ys.backward(upstream)
     except Exception as exc:  # noqa: BLE001
-        raise _raised("backward through the vmapped GRL", exc, "backward error") from None
+        raise raised("backward through the vmapped GRL", exc, "backward error") from None
     if xs.grad is not None and _close(xs.grad, upstream):
         raise Failed("backward through the vmapped GRL is NOT reversed: the input gradient equals "
                      "the upstream gradient", summary="reversal lost")
@@ -263,7 +257,7 @@ def func_grad(impl):
     try:
         grad = transformed(x)
     except Exception as exc:  # noqa: BLE001
-        raise _raised("torch.func.grad", exc, "grad error") from None
+        raise raised("torch.func.grad", exc, "grad error") from None
     if not _close(grad, -ALPHA * weights):
         if _close(grad, weights):
             raise Failed("torch.func.grad is not reversed (gradient equals the upstream weights)",
@@ -283,7 +277,7 @@ def func_jvp(impl):
     try:
         primal, out_tangent = torch.func.jvp(layer, (x,), (tangent,))
     except Exception as exc:  # noqa: BLE001
-        raise _raised("torch.func.jvp", exc, "jvp error") from None
+        raise raised("torch.func.jvp", exc, "jvp error") from None
     if not torch.equal(primal, x):
         raise Failed("jvp primal output is not the input", summary="wrong output")
     if _close(out_tangent, -ALPHA * tangent):
