@@ -239,7 +239,6 @@ def _advise(sub) -> None:
 
 
 def run_advise(args: argparse.Namespace) -> int:
-
     from grl_conformance.results import advice, latency, report
 
     doc = report.load(args.report)

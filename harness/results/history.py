@@ -189,10 +189,6 @@ def render(docs: list[dict], wall_times: Mapping[str, Mapping[str, int]] | None 
     return "\n".join(out)
 
 
-def render_dir(directory: Path | str) -> str:
-    return render(*load_dir(directory))
-
-
 # --- the README's history figures -----------------------------------------------------------
 
 def _brief(text: str) -> str:
