@@ -36,6 +36,9 @@ LAST_SPAWN: dict = {"pids": [], "survivors": []}
 # live the row child's life cycle (core/procs.py: enter_child, dump_stacks, end_children).
 
 
+DONE_POLL_S = 0.2  # how often the launcher looks for ranks that finished their work
+
+
 def launch(check_id: str, impl) -> dict:
     """Run the ranks; return rank 0's verdict or raise Errored (timeout, crash, traceback)."""
     import json
@@ -62,6 +65,10 @@ def launch(check_id: str, impl) -> dict:
         LAST_SPAWN["pids"], LAST_SPAWN["survivors"] = pids, []
         first_bad = None
         timed_out = False
+
+        def done(r: int) -> bool:  # its work and verdict are written (worker.spawn_entry)
+            return os.path.exists(os.path.join(tmp, f"rank{r}.{worker.DONE}"))
+
         try:
             deadline = time.monotonic() + limit
             pending = {p.sentinel: r for r, p in enumerate(procs)}
@@ -70,13 +77,16 @@ def launch(check_id: str, impl) -> dict:
                 if left <= 0:
                     timed_out = True
                     break
-                for sentinel in wait(list(pending), timeout=left):
+                for sentinel in wait(list(pending), timeout=min(left, DONE_POLL_S)):
                     rank = pending.pop(sentinel)
                     procs[rank].join()
-                    if procs[rank].exitcode != 0 and first_bad is None:
+                    if procs[rank].exitcode != 0 and first_bad is None and not done(rank):
                         first_bad = rank
                 if first_bad is not None:
                     break
+                # A rank that wrote its verdict is not waited for: what is left is torch's own
+                # teardown, which can hang (torch 2.6, gloo); the kill below ends it.
+                pending = {s: r for s, r in pending.items() if not done(r)}
             if timed_out:
                 live = [(r, p) for r, p in enumerate(procs) if p.exitcode is None]
                 dump_stacks([p.pid for _, p in live],

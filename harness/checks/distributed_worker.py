@@ -59,6 +59,7 @@ def dann_alpha(p: float) -> float:
 # through the buffer broadcast at the next forward; a plain attribute does not.
 SCHEDULE = ((dann_alpha(0.05), "all"), (dann_alpha(0.15), "all"), (0.0, "all"),
             (dann_alpha(0.30), "all"), (dann_alpha(0.60), "rank0"))
+DONE = "done"  # rank<r>.done: the rank's work and verdict are written; only teardown is left
 RTOL, ATOL = TOLERANCES["reduction"][:2]  # only the reduction order differs from the reference
 
 
@@ -240,8 +241,12 @@ def judge(check_id: str, per_rank: list[list[dict]], reference: list[dict], note
 
 
 def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: str,
-             opts: dict, local_rank: int | None = None) -> dict | None:
-    """One rank's whole job. Returns rank 0's verdict (None on other ranks)."""
+             opts: dict, local_rank: int | None = None, finished=None) -> dict | None:
+    """One rank's whole job. Returns rank 0's verdict (None on other ranks).
+
+    finished: called with that result before the process group is torn down, so a launcher
+    can stop waiting for the rank there: torch's own teardown (`destroy_process_group`) can hang
+    after the work is done (torch 2.6 and 2.7, gloo, seen with correct GRLs in several rows)."""
     WORLD[0] = world
     torch.set_num_threads(1)
     device, backend, note = _device_and_backend(rank if local_rank is None else local_rank, world,
@@ -253,21 +258,28 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
-        if MODES[check_id] == "dtensor":
-            return dtensor_rank.run(impl_ref, rank, world, device,
-                                    note + f" [{backend} on {device.type}, world size {world}]")
-        recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
-        gathered = [None] * world
-        dist.all_gather_object(gathered, recorded)
-        if rank != 0:
-            return None
-        reference = reference_grads(torch.device("cpu"), world)
-        where = f" [{backend} on {device.type}, world size {world}" + (
-            f", compiled with backend {opts['compile_backend']} "
-            "around the DDP module" if check_id == "ddp.compiled" else "") + "]"
-        return judge(check_id, gathered, reference, note + where)
+        verdict = _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts)
+        if finished is not None:
+            finished(verdict)
+        return verdict
     finally:
         dist.destroy_process_group()
+
+
+def _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts) -> dict | None:
+    if MODES[check_id] == "dtensor":
+        return dtensor_rank.run(impl_ref, rank, world, device,
+                                note + f" [{backend} on {device.type}, world size {world}]")
+    recorded = train_steps(check_id, impl_ref, rank, world, device, backend, opts)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, recorded)
+    if rank != 0:
+        return None
+    reference = reference_grads(torch.device("cpu"), world)
+    where = f" [{backend} on {device.type}, world size {world}" + (
+        f", compiled with backend {opts['compile_backend']} "
+        "around the DDP module" if check_id == "ddp.compiled" else "") + "]"
+    return judge(check_id, gathered, reference, note + where)
 
 
 def where_stuck(dump: str, frames: int = 3) -> str:
@@ -283,15 +295,19 @@ def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method
     # while a collective blocks).
     stacks = open(os.path.join(out_dir, f"rank{rank}.stack"), "w")  # noqa: SIM115 - lives with the rank
     enter_child(opts["mark"], stacks, opts.get("owner"))
+
+    def finished(verdict: dict | None) -> None:
+        if verdict is not None:
+            with open(os.path.join(out_dir, "verdict.json"), "w") as fh:
+                json.dump(verdict, fh)
+        open(os.path.join(out_dir, f"rank{rank}.{DONE}"), "w").close()  # noqa: SIM115
+
     try:
-        verdict = run_rank(check_id, impl_ref, rank, world, init_method, opts)
+        run_rank(check_id, impl_ref, rank, world, init_method, opts, finished=finished)
     except BaseException as exc:
         with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as fh:
             fh.write(describe_failure(exc))
         raise
-    if verdict is not None:
-        with open(os.path.join(out_dir, "verdict.json"), "w") as fh:
-            json.dump(verdict, fh)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,20 @@ def test_hanging_rank_times_out_and_leaves_no_process(monkeypatch):
     _assert_nothing_left()
 
 
+def test_a_hang_in_torchs_teardown_after_the_verdict_is_not_charged_to_the_row(monkeypatch):
+    """torch 2.6/2.7 (gloo) could hang in destroy_process_group after a rank's work was done:
+    the cell is judged on the verdict, without waiting out the timeout, and nothing is left."""
+    from grl_conformance.core.registry import Impl
+
+    monkeypatch.setenv("GRL_DIST_TIMEOUT", "30")
+    ref = "tests.selftest.teardown_hang:GRL"  # imported in the ranks only: it patches torch there
+    impl = Impl(name="teardown_hang", kind="function", load=lambda: resolve(ref).api, ref=ref)
+    outcome = run_check(impl, catalogue.get("ddp.eager"))
+    assert outcome.status == "pass", outcome
+    assert outcome.duration_s < 25, outcome.duration_s
+    _assert_nothing_left()
+
+
 def test_raising_rank_reports_its_traceback(monkeypatch):
     monkeypatch.setenv("GRL_DIST_TIMEOUT", "60")
     outcome = run_check(by_name("dist_raise_rank1"), catalogue.get("ddp.eager"))
