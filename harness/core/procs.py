@@ -54,7 +54,7 @@ def start_method() -> str:
 
 
 def ensure_forkserver():
-    """The forkserver context, with PRELOAD set before the server starts."""
+    """The forkserver context: the server started with PRELOAD, its warm-up proved."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
@@ -65,7 +65,104 @@ def ensure_forkserver():
 
         atexit.register(stop_forkserver)
         _STOP_AT_EXIT.append(True)
+    if not WARMUP or not _server_running():
+        _start_proven(ctx)
     return ctx
+
+
+# The server's warm-ups (isolation/preload.py), best first. On some torch builds a process that
+# ran a backward after compiling can no longer give a forked child a working autograd (the
+# 2.14.1 and 2.15.0 CUDA wheels, also without a GPU: "Unable to handle autograd's threading in
+# combination with fork-based multiprocessing"), so each warm-up is proved by a child forked
+# after it; one that fails it is dropped and the server starts again with the next.
+# GRL_WARMUP names the first one to try.
+WARMUP_VAR = "GRL_WARMUP"
+WARMUPS = {"full": "a compiled forward and backward", "forward": "a compiled forward under no_grad",
+           "none": "none (imports only)"}
+WARMUP: dict = {}  # this process's server: level, what it did, the warm-ups dropped and why
+
+
+def warmup_summary() -> str:
+    """One line for the run's header: the server's warm-up, and any dropped on this torch."""
+    if not WARMUP:
+        return ""
+    text = f"sandbox warm-up: {WARMUP['did']}"
+    for level, why in WARMUP["dropped"]:
+        text += f"; {level} dropped: {why}"
+    return text
+
+
+def _server_running() -> bool:
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+
+
+def _start_proven(ctx) -> None:
+    from multiprocessing import forkserver
+
+    first = os.environ.get(WARMUP_VAR, "full")
+    levels = list(WARMUPS)[list(WARMUPS).index(first):] if first in WARMUPS else list(WARMUPS)
+    dropped: list[tuple[str, str]] = []
+    for level in levels:
+        saved = os.environ.get(WARMUP_VAR)
+        os.environ[WARMUP_VAR] = level  # read by the server as it starts, then put back
+        try:
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                del os.environ[WARMUP_VAR]
+            else:
+                os.environ[WARMUP_VAR] = saved
+        ok, said = prove_backward(ctx)
+        if ok:
+            WARMUP.update(level=level, did=said, dropped=dropped)
+            return
+        dropped.append((level, said))
+        stop_forkserver()
+    # Even a server that only imported torch cannot: every cell will say why; the header too.
+    forkserver.ensure_running()
+    WARMUP.update(level="none", did="none, and a forked child still cannot run a backward",
+                  dropped=dropped)
+
+
+def prove_backward(ctx, timeout_s: float = 60.0) -> tuple[bool, str]:
+    """(True, what the server's warm-up did) when a child forked from it runs a backward."""
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_backward_in_child, args=(child,), name="grl-warmup-proof",
+                       daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout_s):
+            return parent.recv()
+        return False, f"the proof child gave no answer in {timeout_s:g} s"
+    except (EOFError, OSError):
+        proc.join(timeout=5)
+        return False, f"the proof child died: {exit_reason(proc.exitcode)}"
+    finally:
+        parent.close()
+        if proc.exitcode is None:
+            signal_pid(signal.SIGKILL, proc.pid)
+        proc.join(timeout=5)
+
+
+def _backward_in_child(conn) -> None:
+    import sys
+
+    did = getattr(sys.modules.get(PRELOAD[0]), "DID", "unknown (the preload did not run)")
+    try:
+        import torch
+
+        x = torch.ones(2, requires_grad=True)
+        (x * 2.0).sum().backward()
+        ok = x.grad is not None and x.grad.tolist() == [2.0, 2.0]
+        conn.send((ok, did if ok else f"after {did}, a forked child's backward gave {x.grad}"))
+    except Exception as exc:  # noqa: BLE001 - the very thing this proves
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        conn.send((False, f"after {did}, a forked child's backward raised {text[:200]}"))
+    finally:
+        conn.close()
 
 
 # A Unix socket path holds at most 107 bytes; the forkserver listens on

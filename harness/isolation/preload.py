@@ -21,8 +21,10 @@ the children inherit it. Only the server process is changed: the user's pytest p
   checks, dynamo's and AOTAutograd's first-use caches): 0.6-0.8 s per forked child for its first
   inductor compile, 0.1 s once the server compiled one function (forkserver children, torch 2.13,
   2 cores, warm disk cache). So the server compiles and runs a small forward and backward once,
-  single-threaded (no OpenMP pool and no compile workers exist at the fork), then resets dynamo
-  and the thread count: a child starts with no compiled code and torch's default threads. The
+  with no compile workers and on 4 elements, too few for inductor to open an OpenMP region, then
+  resets dynamo: a child starts with no compiled code. The thread count is left alone: calling
+  `torch.set_num_threads` in the server makes the OpenMP pool invalid in its children, whose
+  first backward then aborts on the 2.15.0 CUDA wheel ("Invalid thread pool", measured). The
   function passes through an autograd.Function, as most rows do: dynamo's first trace of one
   costs a child another 0.4 s on its first inductor compile otherwise (0.66-0.92 s against
   0.24-0.46 s for naive_function, pytorch_revgrad and the reference control, torch 2.13).
@@ -33,6 +35,13 @@ the children inherit it. Only the server process is changed: the user's pytest p
   left (`gc.freeze()`, as the gc docs advise for a process that forks without exec): the
   children's collections skip the inherited objects and no longer write to their pages. What a
   child creates is collected as usual.
+- on the 2.14.1 and 2.15.0 CUDA wheels (also on a machine without a GPU), a process that ran a
+  backward after compiling leaves its forked children unable to run any backward ("Unable to
+  handle autograd's threading in combination with fork-based multiprocessing"); a compiled
+  forward under no_grad does not (2.13.0+cpu and 2.9.1+cu128 are fine either way). So the warm-up
+  comes in levels (core/procs.py, WARMUPS, chosen through GRL_WARMUP as the server starts): the
+  harness proves each with a forked child's backward and drops to the next when it fails. DID
+  says what was done, for the run's header.
 """
 from __future__ import annotations
 
@@ -89,7 +98,12 @@ def _probe_vector_isa() -> None:
         pass
 
 
-def _first_compile() -> None:
+def _first_compile(level: str) -> str:
+    """Compile and run the warm-up function; returns what was done, in words."""
+    from grl_conformance.core.procs import WARMUPS
+
+    if level not in WARMUPS or level == "none":
+        return WARMUPS["none"]
     try:
         import torch
         import torch._inductor.config as inductor_config
@@ -106,25 +120,28 @@ def _first_compile() -> None:
         def warm(x):
             return Negate.apply(x.sin() * 0.5).cos()
 
-        threads = torch.get_num_threads()
         workers = inductor_config.compile_threads
-        torch.set_num_threads(1)
         inductor_config.compile_threads = 1
         try:
             x = torch.linspace(-1.0, 1.0, 4, requires_grad=True)
-            torch.compile(warm, backend="inductor", fullgraph=True)(x).sum().backward()
+            compiled = torch.compile(warm, backend="inductor", fullgraph=True)
+            if level == "full":
+                compiled(x).sum().backward()
+            else:
+                with torch.no_grad():
+                    compiled(x)
         finally:
             torch._dynamo.reset()
             inductor_config.compile_threads = workers
-            torch.set_num_threads(threads)
-    except Exception:  # noqa: BLE001 - a warm-up only: each child then pays its first compile
-        pass
+        return WARMUPS[level]
+    except Exception as exc:  # noqa: BLE001 - a warm-up only: each child then pays its first compile
+        return f"{WARMUPS[level]}, which raised {type(exc).__name__} (children compile cold)"
 
 
 pin_environment()
 _move_header_dir()
 _import_the_rest()
 _probe_vector_isa()
-_first_compile()
+DID = _first_compile(os.environ.get("GRL_WARMUP", "full"))
 gc.collect()
 gc.freeze()

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from grl_conformance import checks as catalogue
-from grl_conformance.core import controls, registry
+from grl_conformance.core import controls, procs, registry
 from grl_conformance.core.outcome import Outcome
 from grl_conformance.isolation import sandbox
 from grl_conformance.results import expectations
@@ -39,6 +39,7 @@ from grl_conformance.results import expectations
 CELL_KEY = "grl_cell"
 CONTROL_KEY = "grl_control"  # a column's control outcome, sent with the cell that ran it
 NOTE_KEY = "grl_expectation_note"  # a stale or missing expectation of a reference row
+WARMUP_KEY = "grl_sandbox_warmup"  # what this process's forkserver warmed up with, sent once
 PINS_DIR = Path(__file__).resolve().parents[1] / "expectations"  # the repo's reports/baselines
 _UNSET = object()
 
@@ -53,6 +54,7 @@ class State:
     controls: ControlRuns | None = None
     box: sandbox.Sandbox | None = None
     pins: object = _UNSET  # expectations.Pins, or None when no file applies
+    warmup_sent: bool = False
 
 
 STATE = pytest.StashKey[State]()
@@ -94,6 +96,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "picks reports/baselines/torch-<this major.minor or the newest older>.json")
     group.addoption("--grl-update-baseline", action="store_true",
                     help="write this run's cells as reports/baselines/torch-<major.minor>.json")
+    group.addoption("--grl-allow-unjudged", action="store_true",
+                    help="with --grl-update-baseline: write the file even when a column's control "
+                         "failed here (its cells are recorded as not judged)")
     group.addoption("--grl-baseline-dir", default=None, metavar="DIR",
                     help="where expectations files live for 'auto' and --grl-update-baseline "
                          "(default: reports/baselines in the repo root)")
@@ -351,6 +356,10 @@ class Cell:
         else:
             outcome = box.run(self.impl, self.check)
         outcome = controls.judged(outcome, control, self.check.control)
+        state = config.stash[STATE]
+        if not state.warmup_sent and procs.WARMUP:
+            state.warmup_sent = True
+            self.item.user_properties.append((WARMUP_KEY, json.dumps(procs.warmup_summary())))
         cell = {"impl": self.impl.name, "check": self.check.id, "status": outcome.status,
                 "detail": outcome.detail, "duration_s": outcome.duration_s}
         if outcome.summary:
@@ -411,6 +420,7 @@ class MatrixSession:
         self.slug = ""
         self.notes: dict[str, list[str]] = {}  # stale / unpinned expectations of reference rows
         self.controls: dict[str, dict] = {}  # column -> its control's outcome (core/controls.py)
+        self.warmups: set[str] = set()  # each process's sandbox warm-up (core/procs.py)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         found = False
@@ -418,6 +428,8 @@ class MatrixSession:
             if key == NOTE_KEY and report.when == "call":
                 verdict, message = json.loads(value)
                 self.notes.setdefault(verdict, []).append(message)
+            if key == WARMUP_KEY and report.when == "call":
+                self.warmups.add(json.loads(value))
             if key == CONTROL_KEY and report.when == "call":
                 data = json.loads(value)
                 self.controls[data.pop("check")] = data
@@ -456,6 +468,11 @@ class MatrixSession:
             impls += [m for n, m in self.impl_meta.items() if n not in known]
             checks = [c.id for c in catalogue.all_checks()]
             env = environment.describe()
+            from grl_conformance.results.compare import harness_version
+
+            env["harness"] = harness_version()
+            if self.warmups:
+                env["sandbox"] = " | ".join(sorted(self.warmups))
             self._add_latency(impls, env)
             self.slug = f"{env['torch'].split('+')[0]}-{env['device_slug']}"
             areas: dict[str, list[str]] = {}
@@ -500,6 +517,8 @@ class MatrixSession:
         terminalreporter.write_line(pins.choice.note if pins is not None else
                                     "expectations: none for this torch: the "
                                     "reference rows are not pinned")
+        if doc.get("sandbox"):
+            terminalreporter.write_line(doc["sandbox"])
         terminalreporter.write_line(report.render_terminal(doc))
         for verdict, messages in sorted(self.notes.items()):
             terminalreporter.write_line(f"{verdict.upper()} EXPECTATIONS ({len(messages)}):")

@@ -52,6 +52,8 @@ def build(env: dict, impls: Iterable[dict], checks: Iterable[str], cells: Iterab
         **({"areas": areas} if areas else {}),
         **({"concerns": concerns} if concerns else {}),  # check -> the advice table's column
         **({"extra": env["extra"]} if env.get("extra") else {}),
+        **({"sandbox": env["sandbox"]} if env.get("sandbox") else {}),
+        **({"harness": env["harness"]} if env.get("harness") else {}),
     }
 
 
@@ -200,6 +202,7 @@ def render_markdown(doc: dict) -> str:
         "",
         tabulate([["torch", doc["torch"]], ["python", doc["python"]], ["device", doc["device"]],
                   ["created", doc["created"]], ["duration", f"{doc['duration_s']} s"],
+                  *([["sandbox", doc["sandbox"]]] if doc.get("sandbox") else []),
                   ["cells", ", ".join(f"{n} {s}" for s, n in counts(doc).items())]],
                  headers=["environment", ""], tablefmt="github"),
         "",

@@ -155,3 +155,48 @@ def test_under_xdist_a_rows_cells_stay_on_one_worker(tmp_path):
     assert sorted(workers) == ["detach", "hook", "naive_function", "witness"]
     assert all(len(w) == 1 for w in workers.values()), workers
     assert len(set().union(*workers.values())) == 2, "both workers should get rows"
+
+
+def test_a_warm_up_that_breaks_forked_backwards_is_dropped_and_named(tmp_path):
+    """The release-day break (core/procs.py, WARMUPS): after the server's full warm-up, a forked
+    child's backward raises. The proof catches it, the server starts again with the next warm-up,
+    the cells are judged as usual, and the report's header says which warm-up ran and why."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+           "-p", "tests.selftest.plant_fork_break", "harness/conformance/test_eager.py",
+           "-k", "backward.reversal or alpha.update", "--grl-only", "witness",
+           "--grl-report-dir", str(out)]
+    env = {**os.environ, "GRL_PLANT_FORK_BREAK": "1"}
+    env.pop("GRL_WARMUP", None)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    doc = json.loads((out / "latest.json").read_text())
+    assert {(c["check"], c["status"]) for c in doc["cells"]} == {
+        ("backward.reversal", "pass"), ("alpha.update", "pass")}, doc["cells"]
+    assert doc["sandbox"].startswith("sandbox warm-up: a compiled forward under no_grad; "
+                                     "full dropped: after a compiled forward and backward"), doc
+    assert "planted by tests/selftest/plant_fork_break.py" in doc["sandbox"]
+    assert "sandbox warm-up: a compiled forward under no_grad" in (out / next(
+        p.name for p in out.iterdir() if p.suffix == ".md")).read_text()
+    assert "sandbox warm-up: a compiled forward under no_grad" in done.stdout
+
+
+def test_the_proof_is_what_catches_the_planted_break():
+    """The mutant for the test above: with the proof switched off, the server keeps its full
+    warm-up on the planted torch, and a forked child's backward then raises: the proof, not
+    luck, is what kept the break away from the rows."""
+    code = "\n".join([
+        "from grl_conformance.core import procs",
+        "real = procs.prove_backward",
+        "procs.PRELOAD.append('tests.selftest.plant_fork_break')",
+        "procs.prove_backward = lambda ctx: (True, 'not proved')",
+        "ctx = procs.ensure_forkserver()",
+        "print('LEVEL', procs.WARMUP['level'])",
+        "print('PROOF', real(ctx))",
+    ])
+    env = {**os.environ, "GRL_PLANT_FORK_BREAK": "1"}
+    env.pop("GRL_WARMUP", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert "LEVEL full" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "PROOF (False, " in done.stdout and "planted by tests/selftest" in done.stdout
