@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import torch
 from torch import nn
@@ -537,8 +538,28 @@ def _inductor_probe() -> tuple[int | None, str]:
         return _inductor_kernels(_Identity())[0], ""
     except compat.HarnessGap:
         raise  # the harness's own gap on this torch: the column's control says so, not a skip
-    except Exception as exc:  # noqa: BLE001 - the environment's problem, reported as a skip
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if not _lacks_a_compiler(exc):
+            raise  # anything else is no fact about the machine: the cell (and control) errors
         return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+
+
+# What inductor raises when the machine has no working C++ compiler (its exception classes, then
+# the words of its own message): only these make an inductor cell a skip.
+_NO_COMPILER_TYPES = ("InvalidCxxCompiler", "CppCompileError")
+_NO_COMPILER_WORDS = re.compile(r"C\+\+ compiler|no such file or directory: '?(g\+\+|c\+\+|clang)",
+                                re.IGNORECASE)
+
+
+def _lacks_a_compiler(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) says the machine cannot build inductor's C++ code."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in _NO_COMPILER_TYPES or _NO_COMPILER_WORDS.search(str(exc)):
+            return True
+        exc = exc.__cause__ or getattr(exc, "inner_exception", None) or exc.__context__
+    return False
 
 
 INDUCTOR_NOT_RUN = "inductor not run (it cannot compile here)"

@@ -762,9 +762,12 @@ _CLEAR = re.compile(r"is being modified inplace|modified by an inplace operation
                     r"used in an in-place operation", re.IGNORECASE)
 
 
-@check("inplace.after")
+@check("inplace.after", control="composite")
 def inplace_after(impl):
-    """relu_ right after the layer: the gradient must stay right, or autograd must refuse loudly."""
+    """relu_ right after the layer: the gradient must stay right, or autograd must refuse loudly.
+
+    Its control is the composite GRL, which returns a new tensor: the reference returns a view,
+    raises at relu_ and so would pass the column without ever running a backward."""
     a = 0.5
     x0 = torch.tensor([1.0, -2.0, 3.0, -0.5, 0.25, -4.0], dtype=torch.float64)
     c = randn(6, seed=14)

@@ -37,3 +37,41 @@ def test_dispatch_recorder_finds_custom_ops_only():
     found = compile_checks.custom_ops_called(op_impl)
     assert [str(op) for op in found] == ["grl_selftest_transforms.grl.default"]
     assert compile_checks.custom_ops_called(resolve("grl_conformance.impls.naive_function:IMPL")) == {}
+
+
+def test_only_a_missing_compiler_makes_an_inductor_cell_a_skip(monkeypatch):
+    """inductor columns skip where the machine cannot build C++; any other failure of the plain
+    probe graph (the release-day fork error, say) is no fact about the machine: the cell errors,
+    so its control fails and the column is not judged, saying why."""
+    from grl_conformance.core.outcome import Skipped
+
+    class InvalidCxxCompiler(RuntimeError):
+        pass
+
+    def raise_(exc):
+        def kernels(layer):
+            raise exc
+        return kernels
+
+    wrapped = RuntimeError("backend compiler failed")
+    wrapped.__cause__ = InvalidCxxCompiler("No working C++ compiler found")
+    for exc in (InvalidCxxCompiler("No working C++ compiler found"), wrapped):
+        compile_checks._inductor_probe.cache_clear()
+        monkeypatch.setattr(compile_checks, "_inductor_kernels", raise_(exc))
+        try:
+            compile_checks._require_inductor()
+            raise AssertionError("a missing compiler must be a skip")
+        except Skipped as skipped:
+            assert "cannot compile" in str(skipped)
+    fork = RuntimeError("Unable to handle autograd's threading in combination with fork-based "
+                        "multiprocessing")
+    compile_checks._inductor_probe.cache_clear()
+    monkeypatch.setattr(compile_checks, "_inductor_kernels", raise_(fork))
+    try:
+        compile_checks._require_inductor()
+        raise AssertionError("a non-compiler error must propagate")
+    except Skipped:
+        raise AssertionError("labelled as something the machine lacks") from None
+    except RuntimeError as exc:
+        assert "autograd's threading" in str(exc)
+    compile_checks._inductor_probe.cache_clear()
