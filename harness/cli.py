@@ -154,10 +154,14 @@ def _run(sub) -> None:
                    help="add the package's own rows for comparison (names as in the report, "
                         "e.g. naive_function,library_op; 'all' for every one)")
     p.add_argument("--baseline", metavar="FILE|auto",
-                   help="gate: exit 1 when a cell is worse than in this expectations file; "
+                   help="gate: exit 1 when a cell is worse than in this expectations file, 6 "
+                        "when a column could not be judged here (NOT HELD); "
                         "'auto' picks torch-<major.minor> (or the newest older) in --baselines")
     p.add_argument("--update-baseline", action="store_true",
-                   help="write this run as --baselines/torch-<major.minor>.json")
+                   help="write this run as --baselines/torch-<major.minor>.json (refused, exit 6, "
+                        "while a column's control fails here)")
+    p.add_argument("--allow-unjudged", action="store_true",
+                   help="with --update-baseline: write it even when a column's control failed")
     p.add_argument("--baselines", default="grl-expectations", metavar="DIR",
                    help="your committed expectations files (default ./grl-expectations)")
     p.set_defaults(handler=run_matrix, takes_extra=True)
@@ -208,6 +212,8 @@ def pytest_args_for_run(args: argparse.Namespace) -> list[str]:
                 else str(Path(args.baseline).resolve())]
     if args.update_baseline:
         out.append("--grl-update-baseline")
+    if args.allow_unjudged:
+        out.append("--grl-allow-unjudged")
     return out + list(getattr(args, "extra", []))
 
 

@@ -7,7 +7,13 @@ same `fail`/`error` is reported by pytest as xfail ("known failure in the expect
 torch"); the session summary lists regressions, improvements, changes, new and removed cells.
 The report files always record the real status, never the gate's view of it.
 
-`--grl-update-baseline`: write this run's cells as `reports/baselines/torch-<major.minor>.json`.
+`--grl-update-baseline`: write this run's cells as `reports/baselines/torch-<major.minor>.json`,
+refused (one line, exit status NOT_HELD_EXIT) while a column's control fails here: such a file
+would vouch for columns nobody judged. `--grl-allow-unjudged` writes it anyway.
+
+The gate holds a column only where this run judged it (its control passed). A column it could
+not judge fails the run with its own exit status and line (NOT HELD), never "regression" and
+never "ok": whatever broke the control, the gate cannot vouch for that column on this torch.
 """
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ from grl_conformance.results import compare as gate
 
 CELL_KEY = "grl_cell"
 BASELINE_DIR = Path("reports") / "baselines"
+# The exit status of a run whose gate could not hold every column (a regression, 1, wins), and
+# of a refused --grl-update-baseline: pytest's own statuses stop at 5.
+NOT_HELD_EXIT = 6
 
 
 class Gate:
@@ -105,6 +114,8 @@ class GateSession:
         self.config = config
         self.comparison: gate.Comparison | None = None
         self.written: Path | None = None
+        self.refused = ""  # why --grl-update-baseline wrote nothing
+        self.held: gate.Held | None = None
 
     def _matrix(self):
         return self.config.pluginmanager.get_plugin("grl-matrix-session")
@@ -126,17 +137,30 @@ class GateSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.comparison = self._compare()
-        if self.comparison and self.comparison.regressions and session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.config.getoption("--grl-update-baseline"):
-            matrix = self._matrix()
-            doc = matrix.report_doc() if matrix else None
-            if doc is not None:
-                self.written = gate.baseline_path(_baseline_dir(self.config), doc["torch"],
-                                                  matrix.slug.split("-", 1)[-1])
-                self.written.parent.mkdir(parents=True, exist_ok=True)
-                self.written.write_text(json.dumps(gate.baseline_doc(doc), indent=1,
-                                                   ensure_ascii=False) + "\n", encoding="utf-8")
+        matrix = self._matrix()
+        doc = matrix.report_doc() if matrix else None
+        self.held = gate.columns_held(doc["cells"]) if doc else None
+        if self.comparison and session.exitstatus == 0:
+            if self.comparison.regressions:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            elif self.held and self.held.not_held:
+                session.exitstatus = NOT_HELD_EXIT
+        if self.config.getoption("--grl-update-baseline") and doc is not None:
+            failed = gate.failed_controls(doc)
+            if failed and not self.config.getoption("--grl-allow-unjudged"):
+                self.refused = (f"expectations NOT written: the control of {len(failed)} column"
+                                f"{'s' if len(failed) != 1 else ''} did not pass here "
+                                f"({', '.join(failed[:6])}{', ...' if len(failed) > 6 else ''}), so "
+                                "the file would vouch for columns nobody judged; fix the harness or "
+                                "torch, or pass --grl-allow-unjudged")
+                if session.exitstatus == 0:
+                    session.exitstatus = NOT_HELD_EXIT
+                return
+            self.written = gate.baseline_path(_baseline_dir(self.config), doc["torch"],
+                                              matrix.slug.split("-", 1)[-1])
+            self.written.parent.mkdir(parents=True, exist_ok=True)
+            self.written.write_text(json.dumps(gate.baseline_doc(doc), indent=1,
+                                               ensure_ascii=False) + "\n", encoding="utf-8")
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
@@ -150,11 +174,13 @@ class GateSession:
             if was != now:
                 terminalreporter.write_line(f"note: the baseline is from {was or '?'}, this run "
                                             f"on {now or '?'}: device-dependent cells may differ")
-            n = len(self.comparison.regressions)
-            unjudged = sorted({key[1] for key, _, _ in self.comparison.rows[gate.UNJUDGED]})
-            terminalreporter.write_line(
-                f"gate: {n} regression{'s' if n != 1 else ''}" + (" -> FAILED" if n else " -> ok")
-                + (f"; NOT HELD on this torch (the column's control failed, not your GRL): "
-                   f"{', '.join(unjudged)}" if unjudged else ""))
+            made, running = g.doc.get("harness"), gate.harness_version()
+            if made != running:
+                terminalreporter.write_line(
+                    f"warning: {g.path.name} was made with grl-conformance {made or '(unrecorded)'}, "
+                    f"this is {running}: a cell can differ because a check changed, not torch")
+            terminalreporter.write_line(gate.gate_line(self.comparison, self.held))
         if self.written is not None:
             terminalreporter.write_line(f"baseline written: {self.written}")
+        if self.refused:
+            terminalreporter.write_line(self.refused)

@@ -17,8 +17,10 @@ every cell into one verdict:
   (a filtered run, or a row that left the registry).
 - `not judged`: the cell was judged in the baseline, but this run could not judge its column
   (the column's control did not pass here: core/controls.py; every row's cell says so). Listed
-  apart, never fails: a harness that cannot run a column on this torch is not the GRL's
-  regression, and the gate says which columns it could not hold.
+  apart, never a regression: a harness that cannot run a column on this torch is not the GRL's
+  regression. But the gate cannot vouch for that column either: `columns_held` counts the
+  columns this run judged, and a run with a column it could not judge (whatever the baseline
+  says of it) ends NOT HELD, with its own exit status, never "ok".
 - `same`: unchanged.
 
 This module knows nothing of torch, so the diff CLI and the self-tests run without it.
@@ -167,6 +169,75 @@ def labels(old: Mapping, new: Mapping, old_name: str = "old", new_name: str = "n
     return (a, b) if a != b else (f"{old_name} ({a})", f"{new_name} ({b})")
 
 
+# --- what the gate could hold ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Held:
+    """This run's columns: judged (held), not judged (their control failed here), or not run
+    here at all (every cell a skip the environment explains: no CUDA)."""
+
+    held: tuple[str, ...]
+    not_held: tuple[str, ...]
+    not_run: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return len(self.held) + len(self.not_held) + len(self.not_run)
+
+
+def columns_held(cells: Iterable[Mapping]) -> Held:
+    by_column: dict[str, list[Mapping]] = {}
+    for cell in cells:
+        by_column.setdefault(cell["check"], []).append(cell)
+    held, not_held, not_run = [], [], []
+    for column, its in by_column.items():
+        if any(is_not_judged(c) for c in its):
+            not_held.append(column)
+        elif all(c["status"] == "skip" for c in its):
+            not_run.append(column)
+        else:
+            held.append(column)
+    return Held(tuple(held), tuple(not_held), tuple(not_run))
+
+
+def failed_controls(doc: Mapping) -> list[str]:
+    """Columns this run could not judge: a control that failed or errored, or a not-judged cell."""
+    failed = [c for c, o in (doc.get("controls") or {}).items() if o.get("status") in BAD]
+    failed += [c for c in columns_held(doc["cells"]).not_held if c not in failed]
+    return failed
+
+
+def gate_line(comparison: Comparison, held: Held | None) -> str:
+    """The gate's last line: regressions, columns held, and the verdict (FAILED, NOT HELD, ok)."""
+    n = len(comparison.regressions)
+    line = f"gate: {n} regression{'s' if n != 1 else ''}"
+    if held is not None:
+        line += f", {len(held.held)}/{held.total} columns held"
+        if held.not_run:
+            line += f" ({len(held.not_run)} not run here)"
+    if n:
+        return line + " -> FAILED"
+    if held is not None and held.not_held:
+        return (line + f" -> NOT HELD: {len(held.not_held)} column"
+                f"{'s' if len(held.not_held) != 1 else ''} not judged on this torch (the column's "
+                f"control failed here: the harness or torch broke it, not your GRL; the gate cannot "
+                f"vouch for it): {', '.join(held.not_held)}")
+    return line + " -> ok"
+
+
+def harness_version() -> str:
+    """The installed grl-conformance's version: every expectations file records the one it was
+    made with, and the gate warns when it differs (a changed check can change a cell)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("grl-conformance")
+    except metadata.PackageNotFoundError:
+        from grl_conformance import __version__
+
+        return __version__
+
+
 # --- baseline files ---------------------------------------------------------------------
 
 def baseline_path(directory: Path, torch_version: str, device_slug: str = "cpu") -> Path:
@@ -186,4 +257,5 @@ def baseline_doc(doc: Mapping) -> dict:
     out.pop("duration_s", None)
     major, minor = expectations.major_minor(str(doc["torch"]))
     out["expectations_for"] = f"torch {major}.{minor}"
+    out.setdefault("harness", harness_version())
     return out

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from grl_conformance.core.outcome import NOT_INSTALLED
+from grl_conformance.core.outcome import NOT_INSTALLED, is_not_judged
 
 FILE_RE = re.compile(r"^torch-(\d+)\.(\d+)(-cuda)?\.json$")
 
@@ -122,6 +122,10 @@ class Pins:
         was, now = want["status"], cell["status"]
         if was == now:
             return OK, ""
+        if is_not_judged(cell):
+            # The column's control failed here: nothing was judged, so nothing deviates (the
+            # gate and the run's header say the column was not held).
+            return UNPINNED, f"{key[0]} / {key[1]} not judged here: {cell.get('detail', '')}"
         if now == "skip" and cell.get("summary") == NOT_INSTALLED:
             # An optional extra missing here (onnx): the cell is not judged, the pin stands.
             return UNPINNED, f"{key[0]} / {key[1]} not judged here: {cell.get('detail', '')}"

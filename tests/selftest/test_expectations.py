@@ -98,3 +98,17 @@ def test_committed_files_name_only_registered_checks_and_rows():
         expectations.validate(json.loads(path.read_text()), path,
                               [c.id for c in checks.all_checks()],
                               [i.name for i in registry.builtin_impls()])
+
+
+def test_a_not_judged_cell_never_fails_a_pin():
+    """A column whose control failed judged nothing: the pin is not broken, and the note says
+    why (docs/gate.md); the run's header and the gate say the column was not held."""
+    from pathlib import Path
+
+    from grl_conformance.results.expectations import UNPINNED, Choice, Pins
+
+    pins = Pins({"cells": [{"impl": "witness", "check": "export", "status": "pass"}]},
+                Choice(Path("torch-2.14.json"), True, True, ""))
+    verdict, message = pins.judge({"impl": "witness", "check": "export", "status": "skip",
+                                   "summary": "not judged", "detail": "not judged: the control"})
+    assert verdict == UNPINNED and "not judged here" in message

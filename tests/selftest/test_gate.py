@@ -155,7 +155,8 @@ def test_gate_passes_improvements_and_new_rows(tmp_path):
     proc = run_matrix(tmp_path, BASELINE, "GateGood,GateNew,GateKnown")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "IMPROVEMENT (1)" in out and "NEW (1)" in out and "gate: 0 regressions -> ok" in out
+    assert "IMPROVEMENT (1)" in out and "NEW (1)" in out
+    assert "gate: 0 regressions, 1/1 columns held -> ok" in out
     assert "REMOVED" not in out  # GateMutant was filtered out with --grl-only, not removed
 
 
@@ -171,3 +172,91 @@ def test_update_baseline_writes_this_runs_cells(tmp_path):
     assert {(c["impl"], c["status"]) for c in data["cells"]} == {("GateGood", "pass"),
                                                                   ("GateMutant", "fail")}
     assert all("duration_s" not in c for c in data["cells"])
+
+
+# --- what the gate could hold --------------------------------------------------------------
+
+def unjudged(impl, check):
+    return {**cell(impl, "skip", check), "summary": "not judged"}
+
+
+def test_columns_held_sorts_judged_unjudged_and_not_run_columns():
+    cells = [cell("a", "pass", "forward.identity"), cell("b", "fail", "forward.identity"),
+             unjudged("a", "compile.eager"), unjudged("b", "compile.eager"),
+             cell("a", "skip", "cuda.graph"), cell("b", "skip", "cuda.graph")]
+    held = gate.columns_held(cells)
+    assert (held.held, held.not_held, held.not_run, held.total) == (
+        ("forward.identity",), ("compile.eager",), ("cuda.graph",), 3)
+
+
+def test_a_column_not_judged_on_both_sides_is_not_held_and_never_ok():
+    """The 2.14 -> 2.15 story: expectations written while 37 columns were unjudged, a run with
+    the same 37 unjudged. Every cell is `same`, and still the gate must not say ok."""
+    base = [unjudged("a", "compile.eager"), cell("a", "pass")]
+    now = [unjudged("a", "compile.eager"), cell("a", "pass")]
+    comparison = gate.compare(base, now)
+    assert comparison.counts() == {gate.SAME: 2}
+    line = gate.gate_line(comparison, gate.columns_held(now))
+    assert line.startswith("gate: 0 regressions, 1/2 columns held -> NOT HELD: 1 column not "
+                           "judged on this torch"), line
+    assert line.endswith(": compile.eager") and not line.endswith("-> ok")
+
+
+def test_gate_line_counts_held_columns_and_says_ok_only_when_all_judged_are_held():
+    now = [cell("a", "pass"), cell("a", "skip", "cuda.graph")]
+    line = gate.gate_line(gate.compare(now, now), gate.columns_held(now))
+    assert line == "gate: 0 regressions, 1/2 columns held (1 not run here) -> ok"
+    worse = [cell("a", "fail"), cell("a", "skip", "cuda.graph")]
+    assert gate.gate_line(gate.compare(now, worse), gate.columns_held(worse)).endswith("-> FAILED")
+
+
+def test_failed_controls_names_failed_controls_and_unjudged_columns():
+    doc_ = {"controls": {"compile.eager": {"status": "error"}, "cuda.graph": {"status": "skip"},
+                         "forward.identity": {"status": "pass"}},
+            "cells": [unjudged("a", "export"), cell("a", "pass")]}
+    assert gate.failed_controls(doc_) == ["compile.eager", "export"]
+
+
+def test_expectations_record_the_harness_version():
+    written = gate.baseline_doc(doc("2.15.0", [cell("a", "pass")]))
+    assert written["harness"] == gate.harness_version() and written["harness"]
+
+
+GAP = ["-p", "tests.selftest.plant_gap"]  # every compile column's control fails (test_controls.py)
+
+
+def run_gap(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GRL_IMPLS"}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", *GAP,
+           "harness/conformance/test_compile.py", "harness/conformance/test_eager.py",
+           "-k", "compile.alpha_schedule or forward.identity", *ROWS, "--grl-only", "GateGood",
+           "--grl-no-report", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_column_the_harness_cannot_judge_fails_the_gate_as_not_held(tmp_path):
+    baseline = doc("2.13.0+cpu", [cell("GateGood", "pass"),
+                                  cell("GateGood", "pass", "compile.alpha_schedule")])
+    path = tmp_path / "torch-2.13.json"
+    path.write_text(json.dumps(baseline))
+    proc = run_gap(tmp_path, "--grl-baseline", str(path))
+    out = proc.stdout
+    assert proc.returncode == 6, out + proc.stderr
+    line = next(ln for ln in out.splitlines() if ln.startswith("gate: "))
+    assert line.startswith("gate: 0 regressions, 1/2 columns held -> NOT HELD: 1 column not "
+                           "judged"), out
+    assert line.endswith(": compile.alpha_schedule"), line
+    assert "was made with grl-conformance (unrecorded)" in out  # the file has no version
+
+
+def test_update_baseline_refuses_while_a_control_fails(tmp_path):
+    proc = run_gap(tmp_path, "--grl-update-baseline", "--grl-baseline-dir", str(tmp_path / "out"))
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert "expectations NOT written: the control of 1 column did not pass here " \
+           "(compile.alpha_schedule)" in proc.stdout
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    forced = run_gap(tmp_path, "--grl-update-baseline", "--grl-allow-unjudged",
+                     "--grl-baseline-dir", str(tmp_path / "out"))
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    written = json.loads(next((tmp_path / "out").glob("torch-*.json")).read_text())
+    assert written["harness"] == gate.harness_version()
