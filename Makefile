@@ -68,7 +68,9 @@ probe-examples: setup
 
 # The torch-upgrade gate for a candidate torch (docs/gate.md): a venv for that torch, the
 # matrix run against the expectations for it (or the newest older torch), then the diff.
-# make gate TORCH=2.14.1   exit status: the pytest run's (1 on any regression)
+# make gate TORCH=2.15.0   pytest's status: 0 ok, 1 a regression, 6 NOT HELD (a column the
+# harness could not judge there). make itself can only exit 0 or 2, so the last line prints
+# pytest's status and $(GATE_DIR)/exit-status holds it; make exits 0 exactly when it is 0.
 GATE_DIR = reports/gate-$(TORCH)
 gate: setup
 	@base=$$($(PY) -c "from grl_conformance.results.compare import pick_baseline; import torch; \
@@ -79,7 +81,31 @@ gate: setup
 	$(PY) -m pytest -n $(JOBS) harness/conformance --grl-baseline "$$base" --grl-report-dir $(GATE_DIR); \
 	status=$$?; \
 	$(PY) -m grl_conformance.cli diff "$$base" $(GATE_DIR)/latest.json; \
+	echo $$status > $(GATE_DIR)/exit-status; \
+	echo "gate exit status (pytest's): $$status"; \
 	exit $$status
+
+# Release day, as users get torch: the newest torch the package index serves and the README's
+# top torch (TOP_TORCH), each pip's default wheel (the CUDA build on Linux, also without a
+# GPU) in a fresh venv, deleted afterwards. Each runs the witness row with every column's control
+# against that torch's expectations (or the newest older): it fails (exit 6, NOT HELD) when a
+# control cannot pass there, and (exit 1) when the witness, a correct GRL, gets a red cell.
+# CI runs it with the machine's torch cap lifted (.ci/run). docs/gate.md, "Release day".
+TOP_TORCH := 2.15.0
+RELEASE_VENV := .venv-release
+RELEASE_TORCH ?= $(sort $(TOP_TORCH) $(shell $(PYTHON) -m pip index versions torch 2>/dev/null \
+	| sed -n 's/^torch (\(.*\))$$/\1/p'))
+.PHONY: release
+release:
+	@test -n "$(RELEASE_TORCH)" || { echo "release: no torch version found" >&2; exit 2; }
+	@for v in $(RELEASE_TORCH); do \
+	  echo "release leg: torch $$v as pip installs it by default"; rm -rf $(RELEASE_VENV); \
+	  $(MAKE) --no-print-directory setup TORCH=$$v VENV=$(RELEASE_VENV) || exit 2; \
+	  $(RELEASE_VENV)/bin/python -m pytest -n $(JOBS) -q -p no:cacheprovider harness/conformance \
+	    --grl-only witness --grl-baseline auto --grl-no-report; \
+	  status=$$?; rm -rf $(RELEASE_VENV); \
+	  if [ $$status -ne 0 ]; then echo "release leg on torch $$v: exit status $$status"; exit $$status; fi; \
+	done
 
 # Latency and memory sweep (not part of `make test`): reports/latency-<torch>-<device>.md/json/png.
 # Extra options: make sweep SWEEP_ARGS="--quick" (see docs/sweep.md). The PNG needs the plot extra.
@@ -106,7 +132,7 @@ gpu-report:
 # published packages, its report in reports/history/ and its expectations file in
 # reports/baselines/; each venv is deleted after its run (the pip cache stays). Then the history
 # report. Minutes and several GB per torch: `make history HISTORY_TORCH="2.6.0 2.14.1"` for some.
-HISTORY_TORCH ?= 2.6.0 2.7.1 2.8.0 2.9.1 2.10.0 2.11.0 2.12.1 2.13.0 2.14.1
+HISTORY_TORCH ?= 2.9.1 2.10.0 2.11.0 2.12.1 2.13.0 2.14.1 2.15.0
 HISTORY_VENV := .venv-history
 history: setup
 	@mkdir -p reports/history
