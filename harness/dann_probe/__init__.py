@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from grl_conformance.dann_probe.spec import ProbeInputError, Spec, from_dict, load
 
-__all__ = ["ProbeInputError", "ProbeResult", "Spec", "from_dict", "load", "probe"]
+__all__ = ["ProbeInputError", "ProbeResult", "Spec", "describe_failure", "from_dict", "load", "probe"]
 
 EAGER, COMPILED = "eager", "compiled"
 
@@ -36,6 +36,8 @@ class ProbeResult:
     runs: dict = field(default_factory=dict)   # mode -> list[Verdict]
     env: dict = field(default_factory=dict)
     duration_s: float = 0.0
+    compile: dict = field(default_factory=dict)  # what torch.compile did (compile_watch.py)
+    notes: list = field(default_factory=list)    # what the probe did beyond the spec's words
 
     @property
     def checks(self) -> dict:
@@ -69,7 +71,7 @@ class ProbeResult:
 
         return probe_report.build(self.name, self.env, self.duration_s,
                                   {mode: [v.as_dict() for v in run] for mode, run in self.runs.items()},
-                                  self.differences, self.ok)
+                                  self.differences, self.ok, compile=self.compile, notes=self.notes)
 
     def __str__(self) -> str:
         from grl_conformance.results import probe_report
@@ -78,13 +80,33 @@ class ProbeResult:
 
 
 def _run(spec: Spec, losses, snapshot, compiled: bool) -> list:
+    """Every check's verdict in one mode; an exception that is not the spec's fault becomes an
+    `error` verdict for each check saying the probe could not measure (never a traceback)."""
     from grl_conformance.dann_probe import measure, verdicts
 
-    passes = [measure.measure(spec, losses, p, snapshot.rng.reset, compiled) for p in spec.points]
-    step = measure.step_domain_head(spec, losses, spec.points[-1], snapshot.rng.reset,
-                                    snapshot.restore_parameters)
-    m = verdicts.Measurements(spec, passes, step)
-    return [fn(m) for _, fn in verdicts.CHECKS]
+    try:
+        passes = [measure.measure(spec, losses, p, snapshot.rng.reset, compiled) for p in spec.points]
+        step = measure.step_domain_head(spec, losses, spec.points[-1], snapshot.rng.reset,
+                                        snapshot.restore_parameters)
+        m = verdicts.Measurements(spec, passes, step)
+        return [fn(m) for _, fn in verdicts.CHECKS]
+    except ProbeInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the probe's own limit, named, not a wiring verdict
+        return _errored(f"the probe could not measure (this says nothing about your wiring): "
+                        f"{describe_failure(exc)}")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """`Type: message at file:line`, the innermost frame: one line for an unexpected failure."""
+    import os
+    import traceback
+
+    from grl_conformance.dann_probe.spec import last_line
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    return f"{last_line(exc)}{at}"
 
 
 def _errored(message: str) -> list:
@@ -104,6 +126,8 @@ def probe(spec, *, compile: bool = False, name: str | None = None) -> ProbeResul
     import torch
 
     from grl_conformance.core.env import describe
+    from grl_conformance.dann_probe import measure
+    from grl_conformance.dann_probe.compile_watch import CompileWatch
     from grl_conformance.dann_probe.state import preserved
 
     spec = from_dict(spec, name=name or "spec")
@@ -112,14 +136,28 @@ def probe(spec, *, compile: bool = False, name: str | None = None) -> ProbeResul
             spec.expected_alpha(p)  # a formula that raises is a spec error, before anything runs
     start = time.perf_counter()
     result = ProbeResult(name or spec.name, env=describe())
-    with preserved(spec.model, spec.optimizer) as snapshot, torch.enable_grad():
+    with preserved(spec.model, spec.optimizers) as snapshot, torch.enable_grad():
+        try:
+            found = measure.locate_reversal(spec, spec.losses, spec.points[-1], snapshot.rng.reset)
+        except ProbeInputError:
+            raise
+        except Exception:  # noqa: BLE001 - the measurements below report what went wrong
+            found = ""
+        if found:
+            result.notes.append(found)
+        snapshot.restore()
+        snapshot.quiet_dropout()
         result.runs[EAGER] = _run(spec, spec.losses, snapshot, compiled=False)
         if compile:
             snapshot.restore()
             snapshot.quiet_dropout()
-            try:
-                result.runs[COMPILED] = _run(spec, torch.compile(spec.losses), snapshot, compiled=True)
-            except ProbeInputError as exc:  # eager ran: under compile it is the compile's failure
-                result.runs[COMPILED] = _errored(f"under torch.compile: {exc}")
+            watch = CompileWatch()
+            with watch:
+                try:
+                    result.runs[COMPILED] = _run(spec, torch.compile(spec.losses, backend=watch.backend),
+                                                 snapshot, compiled=True)
+                except ProbeInputError as exc:  # eager ran: under compile it is the compile's failure
+                    result.runs[COMPILED] = _errored(f"under torch.compile: {exc}")
+            result.compile = watch.summary()
     result.duration_s = time.perf_counter() - start
     return result

@@ -49,11 +49,29 @@ class Flow:
     tolerance: float = 0.0
     alpha_tolerance: float = ALPHA_TOLERANCE[torch.float32]
     error: str = ""                # the backward raised
-    trunk_grads: list = field(default_factory=list, repr=False)  # per trunk call, for the FD probe
+    trunk_grads: list = field(default_factory=list, repr=False)  # per trunk output, for the FD probe
+    # per trunk output (one per trunk call, in call order): (coefficient, residual) where the
+    # head gets a gradient from it; a GRL whose coefficient steps on each call gives each call
+    # its own multiple, and no single one fits them all
+    per_call: list = field(default_factory=list)
 
     @property
     def proportional(self) -> bool:
-        return self.comparable and self.residual <= self.tolerance
+        return self.comparable and (self.residual <= self.tolerance or self.proportional_per_call)
+
+    @property
+    def proportional_per_call(self) -> bool:
+        """Each call's gradient is a multiple of its own, all of one sign, though no one
+        multiple fits them all (the alpha of each call differs)."""
+        return (self.comparable and len(self.per_call) > 1
+                and all(r <= self.tolerance for _, r in self.per_call)
+                and len({c > 0 for c, _ in self.per_call}) == 1)
+
+    @property
+    def calls_differ(self) -> bool:
+        coefficients = [c for c, _ in self.per_call]
+        return (self.proportional_per_call and max(coefficients) - min(coefficients)
+                > self.alpha_tolerance * max(abs(c) for c in coefficients))
 
 
 @dataclass
@@ -65,6 +83,22 @@ class Pass:
     label: Flow | None = None
     fd_alpha: float | None = None  # by finite differences, where the pairing could not say
     fd_note: str = ""
+    # the domain loss's weight in the objective that steps the trunk ('total'): 1 where the
+    # spec gives no 'total' (the sum); negative where the objective subtracts it (GAN-style)
+    weight: float = 1.0
+    weight_note: str = ""
+
+    @property
+    def alpha(self) -> float | None:
+        """How strongly the trunk is trained against the domain classifier: -(the reversal's
+        coefficient x the domain loss's weight in the trunk's objective), element by element."""
+        if not self.domain.proportional:
+            return None
+        return 0.0 - self.domain.coefficient * self.weight
+
+    @property
+    def fd_effective(self) -> float | None:
+        return None if self.fd_alpha is None else self.fd_alpha * self.weight
 
 
 def _trainable(module) -> bool:
@@ -75,9 +109,11 @@ class _Watch:
     """Forward hooks recording the trunk's outputs and the heads' first tensor inputs; `shift`
     (one tensor per trunk call) is added to the trunk's outputs for a finite difference."""
 
-    def __init__(self, spec: Spec, compiled: bool, shift: list | None = None) -> None:
+    def __init__(self, spec: Spec, compiled: bool, shift: list | None = None,
+                 inside: list | None = None) -> None:
         self.trunk: list[torch.Tensor] = []
         self.heads: dict[str, list[torch.Tensor]] = {"domain_head": [], "label_head": []}
+        self.inside_order: list[str] = []  # `inside` modules (name, module), in first-call order
         self.not_tensor = ""
         self.without_grad = 0
         self.shift = shift
@@ -89,27 +125,45 @@ class _Watch:
             if part is not None:
                 self.handles.append(part.module.register_forward_pre_hook(
                     wrap(self._on_head(key)), with_kwargs=True))
+        for name, module in inside or ():
+            self.heads[name] = []
+            self.handles.append(module.register_forward_pre_hook(
+                wrap(self._on_head(name)), with_kwargs=True))
 
     def _on_trunk(self, module, args, output):
-        if not isinstance(output, torch.Tensor):
+        """Every floating-point tensor the trunk returns (a tensor, or a tuple, list or dict of
+        them: features and logits, say) is a trunk output."""
+        from torch.utils._pytree import tree_flatten, tree_unflatten
+
+        leaves, structure = tree_flatten(output)
+        found = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        if not found:
             self.not_tensor = type(output).__name__
             return None
-        replaced = None
-        if not output.requires_grad and output.is_floating_point():
-            if self.frozen_trunk and torch.is_grad_enabled():
-                # a frozen trunk: make its output a leaf whose gradient can still be read
-                replaced = output = output.detach().requires_grad_(True)
-            else:  # no_grad or detach inside a trainable trunk: the mistake itself
-                self.without_grad += 1
-        if self.shift is not None and len(self.trunk) < len(self.shift):
-            replaced = output = output + self.shift[len(self.trunk)].reshape(output.shape).to(output.dtype)
-        self.trunk.append(output)
-        return replaced
+        changed = False
+        for i in found:
+            tensor = leaves[i]
+            if not tensor.requires_grad:
+                if self.frozen_trunk and torch.is_grad_enabled():
+                    # a frozen trunk: make its output a leaf whose gradient can still be read
+                    tensor, changed = tensor.detach().requires_grad_(True), True
+                else:  # no_grad or detach inside a trainable trunk: the mistake itself
+                    self.without_grad += 1
+            if self.shift is not None and len(self.trunk) < len(self.shift):
+                shift = self.shift[len(self.trunk)].reshape(tensor.shape).to(tensor.dtype)
+                tensor, changed = tensor + shift, True
+            leaves[i] = tensor
+            self.trunk.append(tensor)
+        if not changed:
+            return None
+        return leaves[0] if isinstance(output, torch.Tensor) else tree_unflatten(leaves, structure)
 
     def _on_head(self, key: str):
         def record(module, args, kwargs):
             """The head's first tensor input, given to the head as a private alias (`view_as`):
             its gradient is the head's own, before any hook on the shared features."""
+            if key not in self.inside_order:
+                self.inside_order.append(key)
             for i, value in enumerate(args):
                 if isinstance(value, torch.Tensor):
                     alias = value.view_as(value)
@@ -146,8 +200,19 @@ def _grad_marks(model) -> list:
     return [(id(p.grad), p.grad._version if p.grad is not None else -1) for p in model.parameters()]
 
 
-def run_losses(spec: Spec, losses: Callable) -> dict[str, torch.Tensor]:
-    """Call the user's losses and check what comes back; `total` defaults to the sum."""
+LOSS_KEYS = ("domain", "label", "total", "discriminator")
+
+
+class Losses(dict):
+    """The losses by key, and which keys the user's function gave (`given`)."""
+
+    given: frozenset = frozenset()
+
+
+def run_losses(spec: Spec, losses: Callable) -> Losses:
+    """Call the user's losses and check what comes back; `total` (the objective that steps the
+    trunk) defaults to the sum of domain and label, `discriminator` (the one that steps the
+    domain head) to `total`."""
     marks = _grad_marks(spec.model)
     try:
         out = losses(spec.model, spec.batch)
@@ -160,17 +225,20 @@ def run_losses(spec: Spec, losses: Callable) -> dict[str, torch.Tensor]:
                               "the losses only, without calling backward() or stepping")
     if not isinstance(out, Mapping):
         raise ProbeInputError(f"losses(model, batch) returned {type(out).__name__}, expected a dict "
-                              "with 'domain' (and optionally 'label', 'total')")
+                              "with 'domain' (and optionally 'label', 'total', 'discriminator')")
     if "domain" not in out:
-        raise ProbeInputError(f"losses(model, batch) returned keys {sorted(out)}: 'domain' (the "
-                              "domain-classification loss) is required")
-    unknown = sorted(set(out) - {"domain", "label", "total"})
+        raise ProbeInputError(f"losses(model, batch) returned keys {sorted(map(str, out))}: "
+                              "'domain' (the domain-classification loss) is required")
+    unknown = sorted(str(k) for k in set(out) - set(LOSS_KEYS))
     if unknown:
         raise ProbeInputError(f"losses(model, batch) returned unknown keys {unknown}; expected "
-                              "'domain', 'label', 'total'")
-    result = {k: _scalar(v, k) for k, v in out.items()}
+                              f"{', '.join(map(repr, LOSS_KEYS))}")
+    result = Losses({k: _scalar(v, k) for k, v in out.items()})
+    result.given = frozenset(result)
     if "total" not in result:
         result["total"] = sum(result[k] for k in ("domain", "label") if k in result)
+    if "discriminator" not in result:
+        result["discriminator"] = result["total"]
     return result
 
 
@@ -232,14 +300,19 @@ def _shapes(tensors: list[torch.Tensor]) -> str:
 def compare(loss: torch.Tensor, trunk: list[torch.Tensor], heads: list[torch.Tensor],
             head_name: str, without_grad: int = 0) -> Flow:
     """The flow of `loss`'s gradient from one head's input back to the trunk's output."""
-    flow = Flow(trunk_without_grad=without_grad > 0)
     try:
         grads = _grads(loss, trunk + heads)
     except Exception as exc:  # noqa: BLE001 - a backward that raises is the model's own failure
-        flow.error = last_line(exc)
-        return flow
-    g_trunk, g_heads = grads[:len(trunk)], grads[len(trunk):]
-    flow.trunk_grads = [None if g is None else g.detach() for g in g_trunk]
+        return Flow(trunk_without_grad=without_grad > 0, error=last_line(exc))
+    return pair(loss, trunk, grads[:len(trunk)], heads, grads[len(trunk):], head_name, without_grad)
+
+
+def pair(loss: torch.Tensor, trunk: list[torch.Tensor], g_trunk: list, heads: list[torch.Tensor],
+         g_heads: list, head_name: str, without_grad: int = 0) -> Flow:
+    """`g_trunk ~= c * g_head` for the gradients of one loss (`compare` takes them)."""
+    flow = Flow(trunk_without_grad=without_grad > 0)
+    flow.trunk_grads = [torch.zeros_like(t.detach()) if g is None else g.detach()
+                        for t, g in zip(trunk, g_trunk, strict=True)]
     sizes = [t.numel() for t in trunk]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     space = torch.cat([_flat(t) for t in trunk]) if trunk else torch.zeros(0, dtype=torch.float64)
@@ -277,10 +350,21 @@ def compare(loss: torch.Tensor, trunk: list[torch.Tensor], heads: list[torch.Ten
         flow.reason = f"the loss gives the {head_name}'s input no gradient"
         return flow
     flow.comparable = True
-    flow.coefficient = float(gt @ gh) / hh + 0.0
-    scale = max(flow.trunk_norm, abs(flow.coefficient) * math.sqrt(hh))
-    flow.residual = float((gt - flow.coefficient * gh).norm()) / scale if scale else 0.0
+    flow.coefficient, flow.residual = _multiple(gt, gh)
+    if flow.residual > flow.tolerance:
+        for start, size in zip(starts, sizes, strict=True):
+            part = gh[start:start + size]
+            if bool(part.ne(0).any()):
+                flow.per_call.append(_multiple(gt[start:start + size], part))
     return flow
+
+
+def _multiple(gt: torch.Tensor, gh: torch.Tensor) -> tuple[float, float]:
+    """(c, residual): the least-squares `gt ~= c * gh` and |gt - c gh| relative to the larger."""
+    hh = float(gh @ gh)
+    c = float(gt @ gh) / hh + 0.0
+    scale = max(float(gt.norm()), abs(c) * math.sqrt(hh))
+    return c, (float((gt - c * gh).norm()) / scale if scale else 0.0)
 
 
 def _watched(spec: Spec, losses: Callable, reset_rng: Callable[[], None], compiled: bool,
@@ -330,8 +414,8 @@ def finite_difference(spec: Spec, losses: Callable, reset_rng: Callable[[], None
     true gradient, so D = -|g| / alpha and alpha = -|g| / D; without one, D = |g| (alpha -1).
     Central differences from the same random state; None (with the reason) where the loss does
     not move or losses is not deterministic."""
-    grads = flow.trunk_grads
-    norm = math.sqrt(sum(float(g.double().norm()) ** 2 for g in grads if g is not None))
+    grads = flow.trunk_grads  # zeros where a trunk output does not reach the loss
+    norm = math.sqrt(sum(float(g.double().norm()) ** 2 for g in grads))
     if not grads or norm == 0.0 or not math.isfinite(norm):
         return None, "no gradient at the trunk to follow"
     base = _domain_loss(spec, losses, reset_rng, compiled)
@@ -341,8 +425,7 @@ def finite_difference(spec: Spec, losses: Callable, reset_rng: Callable[[], None
     noise = 4 * rounding(base, torch.float32)
     for relative in FD_STEPS:
         h = relative * max(abs(base), 1e-6) / norm
-        shift = [None if g is None else g * (h / norm) for g in grads]
-        shift = [torch.zeros_like(t) if s is None else s for s, t in zip(shift, grads, strict=True)]
+        shift = [g * (h / norm) for g in grads]
         up = _domain_loss(spec, losses, reset_rng, compiled, shift)
         down = _domain_loss(spec, losses, reset_rng, compiled, [-s for s in shift])
         if abs(up - down) > noise:
@@ -352,14 +435,18 @@ def finite_difference(spec: Spec, losses: Callable, reset_rng: Callable[[], None
     return None, "the domain loss does not move along the trunk's gradient"
 
 
-def measure(spec: Spec, losses: Callable, progress: float | None, reset_rng: Callable[[], None],
-            compiled: bool = False) -> Pass:
-    """The watched forwards at `progress` (after `set_progress(progress)` where given)."""
+def set_progress(spec: Spec, progress: float | None) -> None:
     if progress is not None:
         try:
             spec.set_progress(progress)
         except Exception as exc:  # noqa: BLE001
             raise ProbeInputError(f"set_progress({progress:g}) raised {last_line(exc)}") from None
+
+
+def measure(spec: Spec, losses: Callable, progress: float | None, reset_rng: Callable[[], None],
+            compiled: bool = False) -> Pass:
+    """The watched forwards at `progress` (after `set_progress(progress)` where given)."""
+    set_progress(spec, progress)
     values, domain = _watched(spec, losses, reset_rng, compiled, "domain", "domain_head")
     result = Pass(progress, domain)
     if spec.label_head is not None and "label" in values:
@@ -368,8 +455,109 @@ def measure(spec: Spec, losses: Callable, progress: float | None, reset_rng: Cal
     if domain.reached and domain.trunk_norm > 0 and domain.finite and (
             unreversed or (not domain.comparable and domain.reason)):
         result.fd_alpha, result.fd_note = finite_difference(spec, losses, reset_rng, compiled, domain)
+    if "total" in values.given and domain.reached and domain.trunk_norm > 0 and domain.finite:
+        result.weight, result.weight_note = trunk_weight(spec, losses, reset_rng, compiled, domain,
+                                                         result.label)
     domain.trunk_grads = []
+    if result.label is not None:
+        result.label.trunk_grads = []
     return result
+
+
+def trunk_weight(spec: Spec, losses: Callable, reset_rng: Callable[[], None], compiled: bool,
+                 domain: Flow, label: Flow | None) -> tuple[float, str]:
+    """The domain loss's weight in the objective that steps the trunk ('total'), relative to
+    the label loss's where there is one, from their gradients at the trunk's output: `g_total ~=
+    w g_domain + v g_label`, least squares, then w / v. 1 for label + domain through a GRL (or
+    their mean); -lambda where the objective subtracts the domain loss (adversarial training
+    without a GRL: DomainBed's DANN, GAN-style loops)."""
+    reset_rng()
+    watch = _Watch(spec, compiled)
+    try:
+        values = run_losses(spec, losses)
+    finally:
+        watch.close()
+    try:
+        g_total = _grads(values["total"], watch.trunk)
+    except Exception as exc:  # noqa: BLE001 - the model's own failure, reported
+        return 1.0, f"the objective's backward raised {last_line(exc)}"
+    if len(g_total) != len(domain.trunk_grads):
+        return 1.0, "the trunk ran a different number of times for the objective"
+    flat = [torch.cat([_flat(g) if g is not None else torch.zeros(t.numel(), dtype=torch.float64)
+                       for t, g in zip(watch.trunk, g_total, strict=True)])]
+    basis = [torch.cat([_flat(g) for g in domain.trunk_grads])]
+    if label is not None and label.trunk_grads and len(label.trunk_grads) == len(domain.trunk_grads):
+        lab = torch.cat([_flat(g) for g in label.trunk_grads])
+        if bool(lab.ne(0).any()):
+            basis.append(lab)
+    a = torch.stack(basis, dim=1)
+    if not bool(a.isfinite().all()) or not bool(flat[0].isfinite().all()):
+        return 1.0, "non-finite gradients"
+    solution = torch.linalg.lstsq(a, flat[0].unsqueeze(1)).solution.squeeze(1)
+    weight = float(solution[0]) + 0.0
+    if len(basis) > 1 and float(solution[1]) > 0:
+        weight /= float(solution[1])  # relative to the label loss's: (L_y - lambda L_d) / 3 is lambda
+    rest = float((flat[0] - a @ solution).norm()) / max(float(flat[0].norm()), 1e-300)
+    note = (f"trunk objective = {_objective(solution, len(basis) > 1)}"
+            + (f" + other terms ({rest:.0%} of its gradient at the trunk)" if rest > 1e-3 else ""))
+    return weight, note
+
+
+def _objective(solution: torch.Tensor, with_label: bool) -> str:
+    w = float(solution[0])
+    text = f"{'-' if w < 0 else ''}{abs(w):.4g} x domain"
+    if with_label:
+        v = float(solution[1])
+        text = f"{v:.4g} x label {'-' if w < 0 else '+'} {abs(w):.4g} x domain"
+    return text
+
+
+def locate_reversal(spec: Spec, losses: Callable, progress: float | None,
+                    reset_rng: Callable[[], None], compiled: bool = False) -> str:
+    """Where the spec's domain head holds the GRL (3 of 9 public setups: the discriminator's
+    forward reverses first), measure at the module right after the reversal instead: the first
+    module inside the head, in call order, whose input is the trunk's output with the gradient
+    multiplied by something other than 1. Re-points `spec.domain_head`; returns what it did."""
+    head = spec.domain_head
+    inside = [(f"inside:{n}", m) for n, m in head.module.named_modules() if n]
+    if not inside:
+        return ""
+    set_progress(spec, progress)
+    reset_rng()
+    watch = _Watch(spec, compiled, inside=inside)
+    try:
+        values = run_losses(spec, losses)
+    finally:
+        watch.close()
+    names = ["domain_head", *[k for k in watch.inside_order if k.startswith("inside:")]]
+    tensors = [t for k in names for t in watch.heads[k]]
+    if not watch.trunk or not watch.heads["domain_head"]:
+        return ""
+    try:
+        grads = _grads(values["domain"], watch.trunk + tensors)
+    except Exception:  # noqa: BLE001 - the measurement itself reports the backward's failure
+        return ""
+    g_trunk, g_rest, flows = grads[:len(watch.trunk)], grads[len(watch.trunk):], {}
+    at = 0
+    for key in names:
+        n = len(watch.heads[key])
+        flows[key] = pair(values["domain"], watch.trunk, g_trunk, watch.heads[key],
+                          g_rest[at:at + n], key)
+        at += n
+    outer = flows["domain_head"]
+    if not (outer.proportional and abs(outer.coefficient - 1.0) <= outer.alpha_tolerance):
+        return ""  # the reversal (or its absence) is already between the trunk and the head
+    for key in names[1:]:
+        flow = flows[key]
+        if flow.proportional and abs(flow.coefficient - 1.0) > flow.alpha_tolerance:
+            sub = key[len("inside:"):]
+            module = dict(inside)[key]
+            spec.named_domain_head = head
+            spec.domain_head = type(head)(module, f"{head.name}.{sub}")
+            spec.found_in_head = (f"the reversal stands inside the domain head ({head.name}): "
+                                  f"measured at {head.name}.{sub}, the module right after it")
+            return spec.found_in_head
+    return ""
 
 
 @dataclass
@@ -393,6 +581,8 @@ class Step:
     # <g_total, g_domain> / |g_domain|^2 (1 for total = label + domain; < 0 when subtracted)
     weight: float = math.nan
     domain_gradient_norm: float = 0.0
+    # the objective the head is stepped on: 'discriminator' where losses gives one, else 'total'
+    objective: str = "total"
 
     @property
     def agreement(self) -> float:
@@ -428,9 +618,12 @@ def step_domain_head(spec: Spec, losses: Callable, progress: float | None,
     result = Step(trainable=len(params), progress=progress)
     if not params:
         return result
+    objective = "discriminator"  # the head's own objective; 'total' where the spec gives none
     def head_grads(key: str):
         reset_rng()
         values = run_losses(spec, losses)
+        if key == objective and "discriminator" in values.given:
+            result.objective = "discriminator"
         loss = values[key]
         grads = (torch.autograd.grad(loss, params, allow_unused=True) if loss.requires_grad
                  else [None] * len(params))
@@ -438,7 +631,7 @@ def step_domain_head(spec: Spec, losses: Callable, progress: float | None,
                                                   for p, g in zip(params, grads, strict=True)]
 
     try:  # one forward each: a compiled backward allows one backward per graph
-        result.before, grads = head_grads("total")
+        result.before, grads = head_grads(objective)
         again, domain_grads = head_grads("domain")
     except ProbeInputError:
         raise
@@ -488,12 +681,14 @@ def missing_from_optimizer(spec: Spec) -> tuple[list[str], list[str]]:
     """Trainable parameters of the trunk and the heads the optimizer does not hold, and those
     it holds in a group whose learning rate is 0 (qualified names)."""
     held: dict[int, float] = {}
-    for group in spec.optimizer.param_groups:
-        for p in group["params"]:
-            held[id(p)] = float(group.get("lr", math.nan))  # a tensor lr reads as its value
+    for optimizer in spec.optimizers:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                lr = float(group.get("lr", math.nan))  # a tensor lr reads as its value
+                held[id(p)] = max(lr, held.get(id(p), lr))
     missing, frozen = [], []
     seen = set()
-    for part in (spec.trunk, spec.domain_head, spec.label_head):
+    for part in (spec.trunk, spec.named_domain_head or spec.domain_head, spec.label_head):
         if part is None:
             continue
         for name, p in part.module.named_parameters():

@@ -14,8 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-REQUIRED = ("model", "batch", "losses", "trunk", "domain_head")
-OPTIONAL = ("label_head", "optimizer", "set_progress", "progress", "alpha", "name")
+REQUIRED = ("batch", "losses", "trunk", "domain_head")
+# model: optional where trunk and heads are given as modules (real code keeps the encoder,
+# classifier and discriminator as separate objects); optimizer: one or several (a
+# discriminator stepped by an optimizer of its own).
+OPTIONAL = ("model", "label_head", "optimizer", "set_progress", "progress", "alpha", "name")
 # Progress points probed when the spec gives `set_progress` and no `progress`: all after the
 # start, since the usual schedule 2 / (1 + exp(-10 p)) - 1 is exactly 0 at p = 0.
 DEFAULT_PROGRESS = (0.1, 0.25, 0.5, 0.75, 1.0)
@@ -33,6 +36,22 @@ class Part:
     name: str
 
 
+def _container(parts: dict):
+    """What `losses` gets as its model where the spec names none: an `nn.Module` made by the
+    probe holding the trunk and heads as `model.trunk`, `model.domain_head`, `model.label_head`,
+    so all are snapshotted and restored alike (being held changes nothing of the user's)."""
+    import torch
+
+    class ProbedParts(torch.nn.Module):
+        pass
+
+    holder = ProbedParts()
+    for key, module in parts.items():
+        if module is not None:
+            holder.add_module(key, module)
+    return holder
+
+
 @dataclass
 class Spec:
     model: Any
@@ -41,11 +60,20 @@ class Spec:
     trunk: Part
     domain_head: Part
     label_head: Part | None = None
-    optimizer: Any = None
+    optimizers: tuple = ()
     set_progress: Callable[[float], Any] | None = None
     progress: tuple[float, ...] = DEFAULT_PROGRESS
     alpha: Callable[[float], float] | None = None
     name: str = "spec"
+    # where the spec's domain_head holds the GRL, the probe measures at the module right after
+    # the reversal (measure.locate_reversal): the module the user named, and where it was found
+    named_domain_head: Part | None = None
+    found_in_head: str = ""
+
+    @property
+    def optimizer(self):
+        """The first optimizer (None without one)."""
+        return self.optimizers[0] if self.optimizers else None
 
     @property
     def points(self) -> tuple[float | None, ...]:
@@ -120,7 +148,20 @@ def from_dict(raw: Any, name: str = "spec") -> Spec:
     if unknown:
         raise ProbeInputError(f"{name}: unknown spec key {', '.join(map(repr, unknown))} "
                               f"(known: {', '.join(REQUIRED + OPTIONAL)})")
-    model = raw["model"]
+    model = raw.get("model")
+    if model is None:
+        given = {k: raw.get(k) for k in ("trunk", "domain_head", "label_head")}
+        named = [k for k, v in given.items() if isinstance(v, str)]
+        if named:
+            raise ProbeInputError(f"{name}: spec key {named[0]!r} is a name ({given[named[0]]!r}) "
+                                  "but the spec has no 'model' to look it up in: give the module")
+        for key, value in given.items():
+            if value is not None and not isinstance(value, torch.nn.Module):
+                raise ProbeInputError(f"{name}: spec key {key!r} is {type(value).__name__}; "
+                                      "expected an nn.Module")
+        if given["trunk"] is None or given["domain_head"] is None:
+            raise ProbeInputError(f"{name}: spec keys 'trunk' and 'domain_head' are required")
+        model = _container(given)
     if not isinstance(model, torch.nn.Module):
         raise ProbeInputError(f"{name}: spec key 'model' is {type(model).__name__}, expected an "
                               "nn.Module")
@@ -129,9 +170,12 @@ def from_dict(raw: Any, name: str = "spec") -> Spec:
             raise ProbeInputError(f"{name}: spec key {key!r} is {type(raw[key]).__name__}, "
                                   "expected a callable")
     optimizer = raw.get("optimizer")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise ProbeInputError(f"{name}: spec key 'optimizer' is {type(optimizer).__name__}, "
-                              "expected a torch.optim.Optimizer")
+    optimizers = (() if optimizer is None else tuple(optimizer)
+                  if isinstance(optimizer, (list, tuple)) else (optimizer,))
+    for opt in optimizers:
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ProbeInputError(f"{name}: spec key 'optimizer' holds a {type(opt).__name__}, "
+                                  "expected a torch.optim.Optimizer (or a list of them)")
     parts = {key: _part(model, raw.get(key), key, key != "label_head")
              for key in ("trunk", "domain_head", "label_head")}
     named = [(k, p) for k, p in parts.items() if p is not None]
@@ -144,7 +188,7 @@ def from_dict(raw: Any, name: str = "spec") -> Spec:
     return Spec(
         model=model, batch=raw["batch"], losses=raw["losses"],
         trunk=parts["trunk"], domain_head=parts["domain_head"], label_head=parts["label_head"],
-        optimizer=optimizer, set_progress=raw.get("set_progress"),
+        optimizers=optimizers, set_progress=raw.get("set_progress"),
         progress=_progress(raw["progress"]) if raw.get("progress") is not None else DEFAULT_PROGRESS,
         alpha=raw.get("alpha"), name=str(raw.get("name") or name))
 

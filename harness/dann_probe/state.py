@@ -52,7 +52,7 @@ def _clone(value):
 class Snapshot:
     """Everything of the model that a forward, a step or set_progress can change."""
 
-    def __init__(self, model: nn.Module, optimizer=None) -> None:
+    def __init__(self, model: nn.Module, optimizers=()) -> None:
         self.modules = list(model.modules())
         self.attrs = [{k: v for k, v in vars(m).items() if not _is_machinery(k)} for m in self.modules]
         self.attr_values = [{k: _clone(v) for k, v in a.items() if isinstance(v, torch.Tensor)}
@@ -66,7 +66,7 @@ class Snapshot:
         self.rng = RNG()
         # set_progress may anneal the learning rate: the groups' settings are put back too
         self.groups = [(g, {k: v for k, v in g.items() if k != "params"})
-                       for g in (optimizer.param_groups if optimizer is not None else ())]
+                       for opt in optimizers for g in opt.param_groups]
 
     def quiet_dropout(self) -> None:
         """Dropout layers to eval mode: a mask between trunk and head would scale the gradient
@@ -135,10 +135,11 @@ class Snapshot:
 
 
 @contextmanager
-def preserved(model: nn.Module, optimizer=None):
+def preserved(model: nn.Module, optimizers=()):
     """Run a probe: dropout layers in eval mode (so gradients compare element by element), the
-    RNGs reset before each forward (`snapshot.rng.reset()`), everything restored at the end."""
-    snapshot = Snapshot(model, optimizer)
+    RNGs reset before each forward (`snapshot.rng.reset()`), everything restored at the end.
+    `model` holds every module probed (the spec's, or the probe's container of the parts)."""
+    snapshot = Snapshot(model, optimizers)
     try:
         snapshot.quiet_dropout()
         yield snapshot

@@ -56,12 +56,26 @@ def _p(progress: float | None) -> str:
 
 
 def _alphas(m: Measurements) -> list[tuple[float | None, float]]:
-    """alpha at each point where the pairing measured it element by element."""
-    return [(x.progress, 0.0 - x.domain.coefficient) for x in m.passes if x.domain.proportional]
+    """alpha at each point where the pairing measured it element by element: how strongly the
+    trunk is trained against the domain classifier, whether a GRL or the objective reverses."""
+    return [(x.progress, x.alpha) for x in m.passes if x.alpha is not None]
 
 
 def _fd_alphas(m: Measurements) -> list[tuple[float | None, float]]:
-    return [(x.progress, x.fd_alpha) for x in m.passes if x.fd_alpha is not None]
+    return [(x.progress, x.fd_effective) for x in m.passes if x.fd_effective is not None]
+
+
+def _per_call(m: Measurements) -> str:
+    """Where each trunk call reverses with its own alpha: the figures and the likely cause."""
+    differ = [x for x in m.passes if x.domain.calls_differ]
+    if not differ:
+        return ""
+    x = differ[0]
+    calls = ", ".join(f"{-c * x.weight:.4g}" for c, _ in x.domain.per_call)
+    return (f"; alpha differs between the {len(x.domain.per_call)} trunk calls of one step "
+            f"({calls} at {_p(x.progress)}): each call reverses with its own alpha, as a "
+            "coefficient that steps on each call does (a warm-start counter advanced once per GRL "
+            "call: the schedule then runs twice as fast as the steps)")
 
 
 def _fmt(values: Sequence[tuple[float | None, float]]) -> str:
@@ -107,10 +121,18 @@ def reach(m: Measurements) -> Verdict:
 def reversal(m: Measurements) -> Verdict:
     """The gradient at the trunk is -alpha times the gradient at the domain head's input, alpha > 0
     (by finite differences where the element-by-element pairing cannot say)."""
-    rows = [{"progress": x.progress, "alpha": (0.0 - x.domain.coefficient) if x.domain.comparable else None,
+    rows = [{"progress": x.progress, "alpha": x.alpha,
+             "grl_coefficient": (0.0 - x.domain.coefficient) if x.domain.comparable else None,
+             "weight_in_trunk_objective": x.weight,
              "residual": x.domain.residual if x.domain.comparable else None,
-             "alpha_finite_difference": x.fd_alpha} for x in m.passes]
+             "per_call_alpha": [-c * x.weight for c, _ in x.domain.per_call] or None,
+             "alpha_finite_difference": x.fd_effective} for x in m.passes]
     figures = {"measured": rows}
+    if m.spec.found_in_head:
+        figures["measured_at"] = m.spec.domain_head.name
+    found = f" ({m.spec.found_in_head})" if m.spec.found_in_head else ""
+    subtracted = [x for x in m.passes if x.weight < 0]
+    objective = next((x.weight_note for x in m.passes if x.weight_note), "")
     if not any(x.domain.reached and x.domain.trunk_norm > 0 and x.domain.finite for x in m.passes):
         return Verdict("reversal", SKIP, "not measured: no finite gradient of the domain loss "
                        "reaches the trunk (see reach)", figures)
@@ -138,6 +160,25 @@ def reversal(m: Measurements) -> Verdict:
                        "backward is not -alpha * grad, or the domain loss reaches the trunk by a "
                        "second route", figures)
     alphas = _alphas(m)
+    left_out = [x for x in m.passes if abs(x.weight) <= x.domain.alpha_tolerance]
+    if left_out:
+        return Verdict("reversal", FAIL, f"the objective that steps the trunk ('total') leaves the "
+                       f"domain loss out ({objective} at {_p(left_out[0].progress)}): the trunk "
+                       "is never trained against the domain classifier", figures)
+    if all(_unreversed(x) for x in m.passes) and subtracted:
+        if len(subtracted) == len(m.passes):
+            return Verdict("reversal", PASS, f"reversed in the objective, alpha {_span(alphas)}: "
+                           f"{objective} (no GRL: the objective that steps the trunk subtracts the "
+                           f"domain loss){_per_call(m)}{found}", figures)
+        return Verdict("reversal", FAIL, f"the objective subtracts the domain loss at only some "
+                       f"progress points ({', '.join(_p(x.progress) for x in subtracted)}): "
+                       f"{objective}", figures)
+    if subtracted and any(x.domain.proportional and not _unreversed(x) for x in m.passes):
+        grl = next(x for x in m.passes if x.domain.proportional and not _unreversed(x))
+        return Verdict("reversal", FAIL, f"reversed twice: a GRL (alpha {-grl.domain.coefficient:.4g}) "
+                       f"and an objective that subtracts the domain loss ({objective}) cancel out: "
+                       "the trunk is trained to help the domain classifier. Keep one: the GRL with "
+                       f"label + domain, or no GRL with label - lambda x domain{found}", figures)
     if all(_unreversed(x) for x in m.passes):
         fd = _fd_alphas(m)
         if fd and all(a > 0 for _, a in fd):
@@ -160,7 +201,10 @@ def reversal(m: Measurements) -> Verdict:
     if zero:
         return Verdict("reversal", FAIL, f"alpha is 0 at {', '.join(_p(p) for p, _ in zero)}: the "
                        "domain loss does not train the trunk there", figures)
-    return Verdict("reversal", PASS, f"reversed, alpha {_span(alphas)}", figures)
+    weighted = (f"; {objective}" if objective and any(abs(x.weight - 1.0) > x.domain.alpha_tolerance
+                                                      for x in m.passes) else "")
+    return Verdict("reversal", PASS, f"reversed by a GRL, alpha {_span(alphas)}{weighted}"
+                   f"{_per_call(m)}{found}", figures)
 
 
 def _span(values: Sequence[tuple[float | None, float]]) -> str:
@@ -175,7 +219,18 @@ def schedule(m: Measurements) -> Verdict:
                                              default=ALPHA_RELATIVE_TOLERANCE), ""
     if len(alphas) < len(m.passes) and len(_fd_alphas(m)) == len(m.passes):
         alphas, tolerance, how = _fd_alphas(m), FD_ALPHA_TOLERANCE, " (by finite differences)"
+    for x in m.passes:  # each call its own alpha: the step's alphas spread that far
+        if x.domain.calls_differ:
+            calls = [c for c, _ in x.domain.per_call]
+            tolerance = max(tolerance, (max(calls) - min(calls)) / max(abs(c) for c in calls))
+            how = how or " (the mean of each step's calls)"
     figures = {"alpha": {_p(p): a for p, a in alphas}, "tolerance": tolerance}
+    if any(a < 0 for _, a in alphas):
+        return Verdict("schedule", SKIP, "not measured: the trunk is not trained against the "
+                       "domain classifier (see reversal)", figures)
+    if any(abs(x.weight) <= x.domain.alpha_tolerance for x in m.passes):
+        return Verdict("schedule", SKIP, "not measured: the domain loss is not in the trunk's "
+                       "objective (see reversal)", figures)
     if spec.set_progress is None:
         now = f" (alpha now {alphas[0][1]:.4g})" if alphas else ""
         return Verdict("schedule", SKIP, f"no set_progress in the spec: the schedule was not "
@@ -273,10 +328,11 @@ def domain_head_learns(m: Measurements) -> Verdict:
         return Verdict(name, SKIP, "the domain head has no trainable parameters", figures)
     if s.error:
         return Verdict(name, FAIL, f"the backward of the objective raised: {s.error}", figures)
+    figures["objective"] = s.objective
     if s.gradient_norm == 0.0:
-        return Verdict(name, FAIL, "the objective gives the domain head no gradient: the domain "
-                       "loss is not in the objective ('total'), or it is cut off from the head",
-                       figures)
+        return Verdict(name, FAIL, f"the objective that steps the domain head ('{s.objective}') "
+                       "gives it no gradient: the domain loss is not in it, or it is cut off from "
+                       "the head", figures)
     if not math.isfinite(s.gradient_norm):
         return Verdict(name, FAIL, "the objective's gradient on the domain head is not finite",
                        figures)
@@ -284,9 +340,13 @@ def domain_head_learns(m: Measurements) -> Verdict:
         return Verdict(name, FAIL, "the domain loss gives the domain head's parameters no "
                        "gradient: the head's output does not reach the domain loss", figures)
     if s.weight <= 0:
-        return Verdict(name, FAIL, f"the objective trains the domain head against its own task: the "
-                       f"domain loss enters it with weight {s.weight:.4g} (subtracted, where a GRL "
-                       "should reverse only the trunk's gradient)", figures)
+        hint = ("" if s.objective == "discriminator" else
+                "; if your domain head is stepped on an objective of its own (GAN-style, with its "
+                "own optimizer), return that objective from losses as 'discriminator'")
+        return Verdict(name, FAIL, f"the objective that steps the domain head ('{s.objective}') "
+                       f"trains it against its own task: the domain loss enters it with weight "
+                       f"{s.weight:.4g} (subtracted or reversed, where only the trunk's gradient "
+                       f"should be){hint}", figures)
     moved = (f"domain loss {s.after:.6g} a step down the objective's gradient, {s.opposite:.6g} a "
              f"step up ({_p(s.progress)}, step {s.step:.2g})")
     if s.jitter > rounding(s.before, torch.float32):
@@ -310,20 +370,22 @@ def domain_head_learns(m: Measurements) -> Verdict:
 def optimizer(m: Measurements) -> Verdict:
     """Every trainable parameter of the trunk and the heads is in the optimizer, lr > 0."""
     spec = m.spec
-    if spec.optimizer is None:
+    if not spec.optimizers:
         return Verdict("optimizer", SKIP, "no optimizer in the spec")
     missing, frozen = missing_from_optimizer(spec)
     figures = {"missing": missing, "lr_zero": frozen}
     if missing:
         parts = sorted({name.rsplit(".", 1)[0] for name in missing})
-        return Verdict("optimizer", FAIL, f"{len(missing)} trainable parameters are not in the "
-                       f"optimizer, never stepped: {', '.join(missing[:4])}"
+        return Verdict("optimizer", FAIL, f"{len(missing)} trainable parameters are not in "
+                       f"{'any' if len(spec.optimizers) > 1 else 'the'} optimizer, never stepped: "
+                       f"{', '.join(missing[:4])}"
                        f"{' ...' if len(missing) > 4 else ''} (in {', '.join(parts[:3])})", figures)
     if frozen:
         return Verdict("optimizer", FAIL, f"{len(frozen)} parameters are in a group with lr 0: "
                        f"{', '.join(frozen[:4])}{' ...' if len(frozen) > 4 else ''}", figures)
-    return Verdict("optimizer", PASS, "holds every trainable parameter of the trunk and heads",
-                   figures)
+    several = f" (across {len(spec.optimizers)} optimizers)" if len(spec.optimizers) > 1 else ""
+    return Verdict("optimizer", PASS, f"holds every trainable parameter of the trunk and heads"
+                   f"{several}", figures)
 
 
 CHECKS: tuple[tuple[str, Callable[[Measurements], Verdict]], ...] = (

@@ -19,13 +19,19 @@ KIND = "grl-probe"
 
 
 def build(name: str, env: dict, duration_s: float, runs: dict[str, list[dict]],
-          differences: list[str], ok: bool) -> dict:
+          differences: list[str], ok: bool, compile: dict | None = None,
+          notes: list[str] | None = None) -> dict:
+    """`compile`: what torch.compile did in the compiled run (graphs, recompiles, fallbacks to
+    eager, and its one line); `notes`: what the probe did beyond the spec's words (where it
+    found the reversal inside the domain head)."""
     return {
         "schema": SCHEMA, "kind": KIND, "spec": name,
         "torch": env.get("torch", "?"), "python": env.get("python", "?"),
         "device": env.get("device", "?"), "created": env.get("created", "?"),
         "duration_s": round(duration_s, 2),
         "ok": ok, "runs": runs, "differences": differences,
+        **({"compile": compile} if compile else {}),
+        **({"notes": notes} if notes else {}),
     }
 
 
@@ -35,7 +41,16 @@ def _table(doc: dict, marks: dict[str, str], escape=lambda s: s) -> tuple[list[s
     checks = [v["check"] for v in doc["runs"][modes[0]]] if modes else []
     rows = [[c, *(f"{marks[by_mode[m][c]['status']]}: {escape(by_mode[m][c]['summary'])}"
                   for m in modes)] for c in checks]
-    return ["check", *modes], rows
+    label = (doc.get("compile") or {}).get("label", "compiled")
+    return ["check", *(label if m == "compiled" else m for m in modes)], rows
+
+
+def _said(doc: dict) -> list[str]:
+    """The lines under the table: where the probe measured, and what torch.compile did."""
+    lines = list(doc.get("notes") or ())
+    if doc.get("compile"):
+        lines.append(f"torch.compile: {doc['compile']['line']}")
+    return lines
 
 
 def _header(doc: dict) -> str:
@@ -60,6 +75,7 @@ def render_terminal(doc: dict) -> str:
     headers, rows = _table(doc, TERM)
     lines = [f"reversal probe of {doc['spec']}: {_header(doc)}",
              tabulate(rows, headers=headers, tablefmt="simple", maxcolwidths=[None] + [90] * (len(headers) - 1))]
+    lines += _said(doc)
     lines += [f"differs under torch.compile: {d}" for d in doc["differences"]]
     lines.append(_verdict(doc))
     return "\n".join(lines)
@@ -69,6 +85,8 @@ def render_markdown(doc: dict) -> str:
     headers, rows = _table(doc, MARK, escape=lambda s: s.replace("|", "\\|"))
     lines = [f"# Reversal probe: `{doc['spec']}`", "", _header(doc), "",
              tabulate(rows, headers=headers, tablefmt="github"), ""]
+    if _said(doc):
+        lines += [f"- {line}" for line in _said(doc)] + [""]
     if doc["differences"]:
         lines += ["Differences under `torch.compile`:", ""]
         lines += [f"- {d}" for d in doc["differences"]] + [""]

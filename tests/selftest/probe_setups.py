@@ -316,10 +316,10 @@ def correct_frozen_trunk():
     return spec
 
 
-# --- correct, but not verifiable as specified: NOT VERIFIED, never a pass -------------------------
-
 class GRLInsideHead(DANN):
-    """pytorch-revgrad's README layout: the reversal is the domain head's first layer."""
+    """pytorch-revgrad's README layout: the reversal is the domain head's first layer (3 of 9
+    public setups reverse inside the module they call the discriminator). The probe finds the
+    module right after it and measures there."""
 
     def __init__(self):
         super().__init__()
@@ -331,6 +331,34 @@ class GRLInsideHead(DANN):
 
 def grl_inside_domain_head():
     return spec_of(GRLInsideHead())
+
+
+# --- correct, but not verifiable as specified: NOT VERIFIED, never a pass -------------------------
+
+class BareHead(nn.Module):
+    """A domain head that reverses in its own forward and holds no submodule to measure at."""
+
+    def __init__(self, grl):
+        super().__init__()
+        torch.manual_seed(2)
+        self.grl_fn = grl
+        self.weight = nn.Parameter(torch.randn(1, 8) * 0.3)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(self.grl_fn(x), self.weight)
+
+
+class GRLInsideBareHead(DANN):
+    def __init__(self):
+        super().__init__()
+        self.domain_head = BareHead(lambda x: Reverse.apply(x, self.grl.alpha))
+
+    def domain(self, fs, ft):
+        return self.domain_head(torch.cat([fs, ft]))
+
+
+def grl_inside_bare_head():
+    return spec_of(GRLInsideBareHead())
 
 
 def losses_not_deterministic():
@@ -345,16 +373,16 @@ def losses_not_deterministic():
 
 
 # setup -> the checks it leaves unverified (skip, ok False)
-UNVERIFIED = {grl_inside_domain_head: {"reversal"}, losses_not_deterministic: {"domain_head_learns"}}
+UNVERIFIED = {grl_inside_bare_head: {"reversal"}, losses_not_deterministic: {"domain_head_learns"}}
 
 WIRED = {f.__name__: f for f in (correct_frozen_trunk, correct, correct_with_schedule_formula,
                                  correct_function_returns_input, correct_fungtion_shaped,
-                                 correct_no_options)}
+                                 correct_no_options, grl_inside_domain_head)}
 # setup -> the checks it must fail (every other check passes or skips)
 MISWIRED = {
     alpha_not_passed: {"schedule"},
-    negative_schedule: {"reversal", "schedule"},
-    subtracted_domain_loss: {"reversal", "domain_head_learns"},
+    negative_schedule: {"reversal"},  # schedule: not measured, reversal names the sign
+    subtracted_domain_loss: {"domain_head_learns"},  # the trunk IS reversed: by the objective
     reversal_after_domain_head: {"domain_head_learns"},  # reversal: skip, "inside or after the head"
     module_backward_never_called: {"reversal"},
     features_detached: {"reach"},
@@ -363,6 +391,218 @@ MISWIRED = {
     critic_not_in_optimizer: {"optimizer"},
     warm_start_never_steps: {"reach", "schedule"},
     hook_on_shared_features: {"label_path"},
-    domain_loss_not_in_total: {"domain_head_learns"},
+    domain_loss_not_in_total: {"reversal", "domain_head_learns"},
     schedule_formula_differs: {"schedule"},
+}
+
+
+# --- the shapes real DA code has (issue: nine public setups read) --------------------------------
+# Encoder, classifier and discriminator as separate objects (no model), a discriminator stepped
+# by an optimizer of its own, adversarial training without a GRL (DomainBed's DANN), a GRL
+# whose coefficient counts its own calls, and odd but legal layouts the probe must survive.
+
+class Parts:
+    """featurizer, classifier, discriminator: three top-level modules, as 6 of 9 setups keep them."""
+
+    def __init__(self, grl: nn.Module | None = None) -> None:
+        torch.manual_seed(0)
+        self.featurizer = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        self.classifier = nn.Linear(8, 3)
+        self.discriminator = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+        self.grl = grl
+
+
+def gan_style(sign: float = -1.0, disc_sign: float = 1.0, lam: float = 0.5) -> dict:
+    """DomainBed's AbstractDANN.update, in its shape: no GRL; the discriminator steps on its own
+    loss with its own optimizer; the featurizer's objective is classifier_loss - lambda * disc_loss."""
+    p = Parts()
+    gen_opt = torch.optim.Adam([*p.featurizer.parameters(), *p.classifier.parameters()], lr=1e-3)
+    disc_opt = torch.optim.Adam(p.discriminator.parameters(), lr=1e-3)
+
+    def losses(model, b):
+        xs, xt, ys, dom = b
+        z = p.featurizer(torch.cat([xs, xt]))
+        disc_loss = F.binary_cross_entropy_with_logits(p.discriminator(z), dom)
+        classifier_loss = F.cross_entropy(p.classifier(z[:len(xs)]), ys)
+        return {"domain": disc_loss, "label": classifier_loss,
+                "total": classifier_loss + sign * lam * disc_loss,
+                "discriminator": disc_sign * disc_loss}
+
+    return {"batch": batch(), "losses": losses, "trunk": p.featurizer,
+            "domain_head": p.discriminator, "label_head": p.classifier,
+            "optimizer": [gen_opt, disc_opt]}
+
+
+def correct_gan_style():
+    return gan_style()
+
+
+def gan_style_sign_wrong():
+    """The featurizer's objective adds the discriminator's loss: it helps the discriminator."""
+    return gan_style(sign=1.0)
+
+
+def gan_style_discriminator_reversed():
+    """The discriminator is stepped on the negated loss: trained against its own task."""
+    return gan_style(disc_sign=-1.0)
+
+
+def separate_parts(grl=None, discriminator_objective=None, critic_opt=True, subtract=False):
+    """A GRL setup from three objects and two optimizers (Dassl steps its critic with optim_c)."""
+    p = Parts(grl if grl is not None else ReferenceGRL(1.0))
+    optimizers = [torch.optim.SGD([*p.featurizer.parameters(), *p.classifier.parameters()], lr=0.01)]
+    if critic_opt:
+        optimizers.append(torch.optim.SGD(p.discriminator.parameters(), lr=0.01))
+
+    def losses(model, b):
+        xs, xt, ys, dom = b
+        fs, ft = p.featurizer(xs), p.featurizer(xt)
+        domain = F.binary_cross_entropy_with_logits(
+            p.discriminator(p.grl(torch.cat([fs, ft]))), dom)
+        label = F.cross_entropy(p.classifier(fs), ys)
+        out = {"domain": domain, "label": label}
+        if subtract:
+            out["total"] = label - domain
+        if discriminator_objective is not None:
+            out["discriminator"] = discriminator_objective * domain
+        return out
+
+    return {"batch": batch(), "losses": losses, "trunk": p.featurizer,
+            "domain_head": p.discriminator, "label_head": p.classifier, "optimizer": optimizers,
+            "set_progress": lambda q: p.grl.set_alpha(dann_schedule(q))}
+
+
+def correct_separate_parts_two_optimizers():
+    return separate_parts()
+
+
+def critic_in_no_optimizer():
+    return separate_parts(critic_opt=False)
+
+
+def grl_head_stepped_on_reversed_objective():
+    """A GRL setup whose discriminator is stepped on the reversed (negated) domain loss."""
+    return separate_parts(discriminator_objective=-1.0)
+
+
+def grl_and_subtracted():
+    """A GRL and an objective that subtracts the domain loss: the two reversals cancel."""
+    return separate_parts(subtract=True)
+
+
+class CountingGRL(ReferenceGRL):
+    """tllib's WarmStartGradientReverseLayer / DeepDA's curr_iter, in their shape: alpha is a
+    Python number computed from a counter the layer advances on every call."""
+
+    def __init__(self, max_iters: int = 20) -> None:
+        super().__init__(0.0)
+        self.iter_num, self.max_iters = 0, max_iters
+
+    def forward(self, x):
+        alpha = dann_schedule(min(self.iter_num / self.max_iters, 1.0))
+        self.iter_num += 1
+        return Reverse.apply(x, alpha)
+
+
+def self_counting_per_domain():
+    """The counting layer applied once per domain: the two calls of one step differ."""
+    grl = CountingGRL()
+    p = Parts(grl)
+    opt = torch.optim.SGD([*p.featurizer.parameters(), *p.classifier.parameters(),
+                           *p.discriminator.parameters()], lr=0.01)
+
+    def losses(model, b):
+        xs, xt, ys, dom = b
+        fs, ft = p.featurizer(xs), p.featurizer(xt)
+        ds, dt = p.discriminator(grl(fs)), p.discriminator(grl(ft))
+        return {"label": F.cross_entropy(p.classifier(fs), ys),
+                "domain": F.binary_cross_entropy_with_logits(torch.cat([ds, dt]), dom)}
+
+    def set_progress(q):
+        grl.iter_num = round(q * grl.max_iters)
+
+    return {"batch": batch(), "losses": losses, "trunk": p.featurizer, "domain_head": p.discriminator,
+            "label_head": p.classifier, "optimizer": opt, "set_progress": set_progress,
+            "progress": (0.1, 0.3, 0.6)}
+
+
+# Odd but legal layouts: the probe measures them or says it could not, never a traceback.
+
+def trunk_calls_not_all_reaching_the_domain_loss():
+    """The encoder runs on the mixed batch for the discriminator and on the source batch for the
+    classifier: one trunk call does not feed the domain loss (and no GRL is between: the
+    finite differences run; they once passed a None gradient to zeros_like)."""
+    p = Parts(nn.Identity())
+    opt = torch.optim.SGD([q for m in (p.featurizer, p.classifier, p.discriminator)
+                           for q in m.parameters()], lr=0.01)
+
+    def losses(model, b):
+        xs, xt, ys, dom = b
+        d = p.discriminator(p.grl(p.featurizer(torch.cat([xs, xt]))))
+        return {"domain": F.binary_cross_entropy_with_logits(d, dom),
+                "label": F.cross_entropy(p.classifier(p.featurizer(xs)), ys)}
+
+    return {"batch": batch(), "losses": losses, "trunk": p.featurizer, "domain_head": p.discriminator,
+            "label_head": p.classifier, "optimizer": opt}
+
+
+def head_without_parameters():
+    p = Parts(ReferenceGRL(0.7))
+    head = nn.Sequential(nn.Tanh())
+
+    def losses(model, b):
+        xs, xt, ys, dom = b
+        d = head(p.grl(p.featurizer(torch.cat([xs, xt])))).sum(1, keepdim=True)
+        return {"domain": F.binary_cross_entropy_with_logits(d, dom)}
+
+    return {"batch": batch(), "losses": losses, "trunk": p.featurizer, "domain_head": head}
+
+
+def batch_of_a_dict_of_lists():
+    p = Parts(ReferenceGRL(0.7))
+    xs, xt, ys, dom = batch()
+
+    def losses(model, b):
+        z = p.featurizer(torch.cat(b["x"]))
+        return {"domain": F.binary_cross_entropy_with_logits(p.discriminator(p.grl(z)), b["d"][0]),
+                "label": F.cross_entropy(p.classifier(z[:BATCH]), b["y"][0])}
+
+    return {"batch": {"x": [xs, xt], "y": [ys], "d": [dom]}, "losses": losses,
+            "trunk": p.featurizer, "domain_head": p.discriminator, "label_head": p.classifier}
+
+
+class TupleTrunk(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Linear(4, 8)
+
+    def forward(self, x):
+        h = torch.tanh(self.body(x))
+        return h, h.sum(1)  # features and a side output, as some backbones return
+
+
+def trunk_returning_a_tuple():
+    trunk, p = TupleTrunk(), Parts(ReferenceGRL(0.7))
+
+    def losses(model, b):
+        xs, xt, ys, dom = b
+        z, _ = trunk(torch.cat([xs, xt]))
+        return {"domain": F.binary_cross_entropy_with_logits(p.discriminator(p.grl(z)), dom),
+                "label": F.cross_entropy(p.classifier(z[:BATCH]), ys)}
+
+    return {"batch": batch(), "losses": losses, "trunk": trunk, "domain_head": p.discriminator,
+            "label_head": p.classifier}
+
+
+SHAPES_WIRED = {f.__name__: f for f in (correct_gan_style, correct_separate_parts_two_optimizers,
+                                         head_without_parameters, batch_of_a_dict_of_lists,
+                                         trunk_returning_a_tuple)}
+SHAPES_MISWIRED = {
+    gan_style_sign_wrong: {"reversal"},
+    gan_style_discriminator_reversed: {"domain_head_learns"},
+    critic_in_no_optimizer: {"optimizer"},
+    grl_head_stepped_on_reversed_objective: {"domain_head_learns"},
+    grl_and_subtracted: {"reversal", "domain_head_learns"},  # its head steps on 'total' too
+    trunk_calls_not_all_reaching_the_domain_loss: {"reversal"},
 }

@@ -60,8 +60,18 @@ def test_a_setup_the_probe_cannot_measure_is_not_verified_never_a_pass(setup):
     assert unverified == setups.UNVERIFIED[setup] and "NOT VERIFIED" in str(result)
 
 
-def test_a_reversal_inside_the_named_head_is_found_and_explained():
-    summary = probe(setups.grl_inside_domain_head()).checks["reversal"].summary
+def test_a_reversal_inside_the_named_head_is_found_and_measured_there():
+    result = probe(setups.grl_inside_domain_head())
+    assert result.ok, result
+    summary = result.checks["reversal"].summary
+    assert "reversed by a GRL, alpha" in summary, summary
+    assert "measured at domain_head.1, the module right after it" in summary
+    assert result.notes == ["the reversal stands inside the domain head (domain_head): measured "
+                            "at domain_head.1, the module right after it"]
+
+
+def test_a_reversal_inside_a_head_with_no_module_after_it_is_explained():
+    summary = probe(setups.grl_inside_bare_head()).checks["reversal"].summary
     assert "inside the domain head or after it" in summary and "module right after the GRL" in summary
 
 
@@ -236,7 +246,7 @@ def test_cli_exit_status_and_files(tmp_path, capsys, monkeypatch):
     assert {"torch", "python", "device", "created"} <= set(doc)
     assert [v["check"] for v in doc["runs"]["eager"]] == CHECK_IDS
     md = (tmp_path / "probe" / "probe-tests.selftest.probe_setups-correct.md").read_text()
-    assert "| reversal" in md and "reversed, alpha" in md
+    assert "| reversal" in md and "reversed by a GRL, alpha" in md
     assert cli.main(["probe", ref + "features_detached"]) == 1
     out = capsys.readouterr().out
     assert "NOT OK: reach" in out and "detached" in out
@@ -271,3 +281,88 @@ def test_the_committed_examples_match_a_fresh_run(tmp_path):
 
     fresh, committed = rows(tmp_path / "README.md"), rows(root / "reports/probe/README.md")
     assert len(committed) == 8 and fresh == committed
+
+
+# --- the shapes real DA code has ------------------------------------------------------------
+
+@pytest.mark.parametrize("setup", list(setups.SHAPES_WIRED.values()), ids=list(setups.SHAPES_WIRED))
+def test_real_code_shapes_wired_right_pass(setup):
+    result = probe(setup(), name=setup.__name__)
+    assert result.ok, result
+
+
+@pytest.mark.parametrize("setup", list(setups.SHAPES_MISWIRED), ids=lambda f: f.__name__)
+def test_real_code_shapes_miswired_fail_the_check_that_names_it(setup):
+    result = probe(setup(), name=setup.__name__)
+    assert failing(result) == setups.SHAPES_MISWIRED[setup], result
+
+
+def test_gan_style_verdicts_name_the_mechanism():
+    said = probe(setups.correct_gan_style()).checks
+    assert said["reversal"].summary.startswith("reversed in the objective, alpha 0.5: trunk "
+                                               "objective = 1 x label - 0.5 x domain"), said["reversal"]
+    assert "(across 2 optimizers)" in said["optimizer"].summary
+    assert "'discriminator'" not in said["domain_head_learns"].summary
+    wrong = probe(setups.gan_style_sign_wrong()).checks["reversal"].summary
+    assert "not reversed" in wrong, wrong
+    flipped = probe(setups.gan_style_discriminator_reversed()).checks["domain_head_learns"].summary
+    assert "('discriminator') trains it against its own task" in flipped
+    twice = probe(setups.grl_and_subtracted()).checks["reversal"].summary
+    assert twice.startswith("reversed twice: a GRL (alpha"), twice
+
+
+def test_a_coefficient_that_steps_on_each_call_is_reported_per_call_not_failed():
+    result = probe(setups.self_counting_per_domain())
+    assert result.ok, result
+    summary = result.checks["reversal"].summary
+    assert "alpha differs between the 2 trunk calls of one step" in summary, summary
+    assert "a coefficient that steps on each call" in summary
+    calls = result.checks["reversal"].figures["measured"][0]["per_call_alpha"]
+    assert len(calls) == 2 and calls[0] != calls[1]
+
+
+def test_several_top_level_objects_and_optimizers_are_left_as_found():
+    spec = setups.correct_separate_parts_two_optimizers()
+    modules = [spec["trunk"], spec["domain_head"], spec["label_head"]]
+    for m in modules:
+        for q in m.parameters():
+            q.grad = torch.ones_like(q)
+    before = [{k: v.detach().clone() for k, v in m.state_dict(keep_vars=True).items()} for m in modules]
+    grads = [[q.grad.clone() for q in m.parameters()] for m in modules]
+    states = [repr(o.state_dict()) for o in spec["optimizer"]]
+    probe(spec)
+    for m, state, grad in zip(modules, before, grads, strict=True):
+        assert all(torch.equal(v, state[k]) for k, v in m.state_dict(keep_vars=True).items())
+        assert all(torch.equal(q.grad, g) for q, g in zip(m.parameters(), grad, strict=True))
+    assert [repr(o.state_dict()) for o in spec["optimizer"]] == states
+
+
+def test_an_exception_inside_the_probe_is_a_named_error_never_a_traceback(monkeypatch, capsys):
+    from grl_conformance.dann_probe import measure
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(measure, "step_domain_head", broken)
+    result = probe(setups.correct())
+    assert {v.status for v in result.checks.values()} == {"error"}
+    assert "the probe could not measure (this says nothing about your wiring): " \
+           "ZeroDivisionError: planted at test_probe.py:" in result.checks["reach"].summary
+    monkeypatch.setattr(measure, "locate_reversal", broken)
+    monkeypatch.setattr(measure, "measure", broken)
+    assert cli.main(["probe", "tests.selftest.probe_setups:correct"]) == 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err and "could not measure" in out.out
+
+
+def test_under_compile_recompiles_and_fallbacks_are_counted():
+    """The self-counting coefficient is a Python number that changes on every call: dynamo
+    recompiles for each value and, past the recompile limit, runs eager without a word."""
+    result = probe(setups.self_counting_per_domain(), compile=True)
+    said = result.compile
+    assert said["recompiles"] >= 8 and said["fell_back_to_eager"], said
+    assert "recompiles, frames fell back to eager after the recompile limit" in said["line"]
+    assert "Python number that changes between calls" in said["line"]
+    assert "torch.compile: compiled:" in str(result)
+    steady = probe(setups.correct(), compile=True).compile
+    assert steady["graphs"] >= 1 and not steady["fell_back_to_eager"], steady
