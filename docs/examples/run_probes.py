@@ -25,6 +25,21 @@ EXAMPLES = [
      "dalib `WarmStartGradientReverseLayer(auto_step=False)`, `step()` never called"),
     ("probe_fungtion_shaped:make_spec", "fungtion/DANN-shaped `forward(x, alpha)`"),
     ("probe_fungtion_shaped:make_spec_alpha_not_passed", "the same, the loop's alpha not passed"),
+    ("probe_domainbed_shaped:make_spec",
+     "DomainBed-shaped DANN: no GRL, `gen_loss = classifier_loss - lambda * disc_loss`, "
+     "gradient penalty, `[gen_opt, disc_opt]`"),
+    ("probe_domainbed_shaped:make_spec_sign_flipped",
+     "the same, `+ lambda * disc_loss`: the featurizer helps the discriminator"),
+    ("probe_domainbed_shaped:make_spec_one_optimizer_missing_disc",
+     "the same, only `gen_opt` given: the discriminator never stepped"),
+    ("probe_dassl_shaped:make_spec",
+     "Dassl-shaped DANN trainer: critic outside the model with `optim_c`, `ReverseGrad` per "
+     "domain, lmda from the trainer's step counter"),
+    ("probe_dassl_shaped:make_spec_critic_optimizer_forgotten",
+     "the same, only the model's `optim` given: the critic never stepped"),
+    ("probe_cdan_shaped:make_spec_cdan",
+     "CDAN-shaped: the GRL after the multilinear map (softmax x features) in front of the "
+     "discriminator"),
 ]
 
 
@@ -34,6 +49,15 @@ def run(ref: str, compile: bool, out: Path) -> dict:
                           text=True, timeout=900)
     said = [line for line in done.stderr.splitlines() if line.startswith("grl-harness probe: ")]
     return {"spec": ref, "exit": done.returncode, "error": said[-1] if said else ""}
+
+
+def _said(verdicts: list[dict]) -> str:
+    """`every check passes`, `fails reach, schedule`, `could not run reach (error)`."""
+    failing = [v["check"] for v in verdicts if v["status"] == "fail"]
+    errored = [v["check"] for v in verdicts if v["status"] == "error"]
+    parts = ([f"fails {', '.join(failing)}"] if failing else []) + (
+        [f"could not run {', '.join(errored)} (error)"] if errored else [])
+    return "; ".join(parts) or "every check passes"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,19 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ref}: exit {result['exit']} {result['error']}", flush=True)
         stem = "probe-" + ref.replace(":", "-")
         found = (args.out / f"{stem}.json").exists() and result["exit"] != 2
+        compiled = "-"
         if found:
             doc = json.loads((args.out / f"{stem}.json").read_text())
-            failing = sorted({v["check"] for run_ in doc["runs"].values() for v in run_
-                              if v["status"] in ("fail", "error")})
-            said = ("every check passes" if not failing else "fails " + ", ".join(failing))
-            said = f"[{said}]({stem}.md)"
+            said = f"[{_said(doc['runs']['eager'])}]({stem}.md)"
+            if "compiled" in doc["runs"]:
+                compiled = (_said(doc["runs"]["compiled"]) + "; "
+                            + doc.get("compile", {}).get("line", ""))
         else:
             said = result["error"].replace("grl-harness probe: ", "")
-        rows.append(f"| `{ref}` | {what} | {result['exit']} | {said} |")
+        rows.append(f"| `{ref}` | {what} | {result['exit']} | {said} | {compiled} |")
     index = ["# The reversal probe on published DANN setups", "",
              "Written by `make probe-examples` (`docs/examples/run_probes.py`); what each finding "
-             "means: [docs/probe.md](../../docs/probe.md#on-published-code).", "",
-             "| spec (docs/examples/) | setup | exit | result |", "| --- | --- | --- | --- |", *rows, ""]
+             "means: [docs/probe.md](../../docs/probe.md#on-published-code). The exit status is the "
+             "whole probe's (eager and `--compile`).", "",
+             "| spec (docs/examples/) | setup | exit | eager | under torch.compile |",
+             "| --- | --- | --- | --- | --- |", *rows, ""]
     (args.out / "README.md").write_text("\n".join(index), encoding="utf-8")
     return 0
 

@@ -97,6 +97,20 @@ def _run(spec: Spec, losses, snapshot, compiled: bool) -> list:
                         f"{describe_failure(exc)}")
 
 
+def _compile_errors(eager: list, compiled: list) -> list:
+    """A backward that raises only under torch.compile (AOTAutograd has no double backward, say)
+    is torch.compile's failure, not the wiring's: that verdict becomes an `error` saying so."""
+    from dataclasses import replace
+
+    from grl_conformance.core.outcome import ERROR, FAIL
+
+    said = {v.check: v for v in eager}
+    return [replace(v, status=ERROR, summary=f"torch.compile could not run it (eager: "
+                    f"{said[v.check].status}): {v.summary}")
+            if v.status == FAIL and "raised" in v.summary and said[v.check].status != FAIL else v
+            for v in compiled]
+
+
 def describe_failure(exc: BaseException) -> str:
     """`Type: message at file:line`, the innermost frame: one line for an unexpected failure."""
     import os
@@ -159,5 +173,6 @@ def probe(spec, *, compile: bool = False, name: str | None = None) -> ProbeResul
                 except ProbeInputError as exc:  # eager ran: under compile it is the compile's failure
                     result.runs[COMPILED] = _errored(f"under torch.compile: {exc}")
             result.compile = watch.summary()
+            result.runs[COMPILED] = _compile_errors(result.runs[EAGER], result.runs[COMPILED])
     result.duration_s = time.perf_counter() - start
     return result

@@ -188,10 +188,13 @@ def reversal(m: Measurements) -> Verdict:
                            "Name as domain_head the module right after the GRL (a reversal after "
                            "the head trains it against its task: see domain_head_learns)", figures,
                            unverified=True)
+        adds = (f"; and the objective that steps the trunk adds the domain loss ({objective}): "
+                "subtract it (GAN-style, no GRL) or reverse it with a GRL before the domain head"
+                if objective else "")
         return Verdict("reversal", FAIL, "not reversed: the domain loss reaches the trunk with its "
                        "gradient unchanged (alpha -1): no GRL between the trunk and the domain "
                        "head (built but not applied, or a backward() autograd never calls)"
-                       + (" (finite differences agree)" if fd else ""), figures)
+                       + (" (finite differences agree)" if fd else "") + adds, figures)
     negative = [(p, a) for p, a in alphas if a < 0]
     if negative:
         return Verdict("reversal", FAIL, f"wrong sign: alpha {_fmt(negative[:3])}: the reversal "

@@ -59,15 +59,21 @@ def _header(doc: dict) -> str:
 
 
 def _verdict(doc: dict) -> str:
-    failing = sorted({v["check"] for run in doc["runs"].values() for v in run
-                      if v["status"] in ("fail", "error")})
+    failing = sorted({v["check"] for run in doc["runs"].values() for v in run if v["status"] == "fail"})
+    errored = sorted({f"{v['check']} ({mode})" for mode, run in doc["runs"].items() for v in run
+                      if v["status"] == "error"})
     unverified = sorted({v["check"] for run in doc["runs"].values() for v in run
                          if v.get("unverified")})
     if doc["ok"]:
         return "OK: every check passed, or skipped because the spec did not ask for it"
+    could_not = (f"could not run: {', '.join(errored)} (an error of the probe or torch.compile, "
+                 "not a wiring verdict)") if errored else ""
     if failing:
-        return f"NOT OK: {', '.join(failing)}" + (
-            f"; not verified: {', '.join(unverified)}" if unverified else "")
+        return f"NOT OK: {', '.join(failing)}" + "".join(
+            f"; {text}" for text in (could_not, f"not verified: {', '.join(unverified)}"
+                                     if unverified else "") if text)
+    if errored:
+        return f"NOT OK: {could_not}"
     return f"NOT VERIFIED: {', '.join(unverified)} could not be measured (the summary says why)"
 
 
