@@ -52,8 +52,8 @@ report: setup plot
 # Every generated block of README.md from the committed reports (self-tests keep each equal to
 # them): the advice and latency tables, the torch history's figures and the upgrade example,
 # whose diff is also committed as text. No matrix run: seconds.
-UPGRADE_OLD ?= 2.13.0
-UPGRADE_NEW ?= 2.14.1
+UPGRADE_OLD ?= 2.14.1
+UPGRADE_NEW ?= 2.15.0
 UPGRADE_DIFF = reports/diff-$(UPGRADE_OLD)-to-$(UPGRADE_NEW)-cpu.txt
 readme: setup
 	$(PY) -m grl_conformance.cli advise reports/compat-$(DEFAULT_TORCH)-cpu.json --readme README.md --latency reports/latency-$(DEFAULT_TORCH)-cpu.json
@@ -71,9 +71,12 @@ probe-examples: setup
 # make gate TORCH=2.15.0   pytest's status: 0 ok, 1 a regression, 6 NOT HELD (a column the
 # harness could not judge there). make itself can only exit 0 or 2, so the last line prints
 # pytest's status and $(GATE_DIR)/exit-status holds it; make exits 0 exactly when it is 0.
+# GATE_BASELINE=FILE holds the candidate to another torch's expectations (release day: the new
+# torch against the last one's, `make gate TORCH=2.15.0 GATE_BASELINE=reports/baselines/torch-2.14.json`).
 GATE_DIR = reports/gate-$(TORCH)
+GATE_BASELINE ?=
 gate: setup
-	@base=$$($(PY) -c "from grl_conformance.results.compare import pick_baseline; import torch; \
+	@base="$(GATE_BASELINE)"; [ -n "$$base" ] || base=$$($(PY) -c "from grl_conformance.results.compare import pick_baseline; import torch; \
 	p = pick_baseline('reports/baselines', torch.__version__); print(p or '')"); \
 	if [ -z "$$base" ]; then echo "no expectations file in reports/baselines for torch $(TORCH) or older:" \
 	  "create one on the current torch with: pytest harness/conformance --grl-update-baseline" >&2; exit 2; fi; \

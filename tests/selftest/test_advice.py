@@ -12,8 +12,8 @@ from grl_conformance.results import compare as gate
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = "reports/compat-2.13.0-cpu.json"
 SWEEP = "reports/latency-2.13.0-cpu.json"
-UPGRADE = ("reports/history/compat-2.13.0-cpu.json", "reports/history/compat-2.14.1-cpu.json")
-UPGRADE_DIFF = "reports/diff-2.13.0-to-2.14.1-cpu.txt"
+UPGRADE = ("reports/history/compat-2.14.1-cpu.json", "reports/history/compat-2.15.0-cpu.json")
+UPGRADE_DIFF = "reports/diff-2.14.1-to-2.15.0-cpu.txt"
 
 
 def test_readme_table_equals_the_committed_report():
