@@ -367,16 +367,22 @@ def _multiple(gt: torch.Tensor, gh: torch.Tensor) -> tuple[float, float]:
     return c, (float((gt - c * gh).norm()) / scale if scale else 0.0)
 
 
+def _forward(spec: Spec, losses: Callable, reset_rng: Callable[[], None], compiled: bool,
+             **watching) -> tuple[Losses, _Watch]:
+    """One watched forward of the user's losses from the same random state."""
+    reset_rng()
+    watch = _Watch(spec, compiled, **watching)
+    try:
+        return run_losses(spec, losses), watch
+    finally:
+        watch.close()
+
+
 def _watched(spec: Spec, losses: Callable, reset_rng: Callable[[], None], compiled: bool,
              key: str, head: str) -> tuple[dict[str, torch.Tensor], Flow | None]:
     """One forward from the same random state, then `key`'s flow from `head` to the trunk.
     One forward per loss: a compiled backward with donated buffers allows one backward only."""
-    reset_rng()
-    watch = _Watch(spec, compiled)
-    try:
-        values = run_losses(spec, losses)
-    finally:
-        watch.close()
+    values, watch = _forward(spec, losses, reset_rng, compiled)
     if watch.not_tensor:
         raise ProbeInputError(f"the trunk ({spec.trunk.name}) returned a {watch.not_tensor}; the probe "
                               "needs the feature tensor: name the submodule that outputs it")
@@ -394,12 +400,8 @@ def _watched(spec: Spec, losses: Callable, reset_rng: Callable[[], None], compil
 
 def _domain_loss(spec: Spec, losses: Callable, reset_rng: Callable[[], None], compiled: bool,
                  shift: list | None = None) -> float:
-    reset_rng()
-    watch = _Watch(spec, compiled, shift)
-    try:  # with grad enabled, as in training: a model may register hooks in its forward
-        return float(run_losses(spec, losses)["domain"].detach())
-    finally:
-        watch.close()
+    # with grad enabled, as in training: a model may register hooks in its forward
+    return float(_forward(spec, losses, reset_rng, compiled, shift=shift)[0]["domain"].detach())
 
 
 FD_STEPS = (1e-2, 1e-1, 1.0)  # the shift's norm relative to (loss / |g_trunk|), until it moves
@@ -471,12 +473,7 @@ def trunk_weight(spec: Spec, losses: Callable, reset_rng: Callable[[], None], co
     w g_domain + v g_label`, least squares, then w / v. 1 for label + domain through a GRL (or
     their mean); -lambda where the objective subtracts the domain loss (adversarial training
     without a GRL: DomainBed's DANN, GAN-style loops)."""
-    reset_rng()
-    watch = _Watch(spec, compiled)
-    try:
-        values = run_losses(spec, losses)
-    finally:
-        watch.close()
+    values, watch = _forward(spec, losses, reset_rng, compiled)
     try:
         g_total = _grads(values["total"], watch.trunk)
     except Exception as exc:  # noqa: BLE001 - the model's own failure, reported
@@ -523,12 +520,7 @@ def locate_reversal(spec: Spec, losses: Callable, progress: float | None,
     if not inside:
         return ""
     set_progress(spec, progress)
-    reset_rng()
-    watch = _Watch(spec, compiled, inside=inside)
-    try:
-        values = run_losses(spec, losses)
-    finally:
-        watch.close()
+    values, watch = _forward(spec, losses, reset_rng, compiled, inside=inside)
     names = ["domain_head", *[k for k in watch.inside_order if k.startswith("inside:")]]
     tensors = [t for k in names for t in watch.heads[k]]
     if not watch.trunk or not watch.heads["domain_head"]:
