@@ -232,10 +232,8 @@ def harness_version() -> str:
 
     try:
         return metadata.version("grl-conformance")
-    except metadata.PackageNotFoundError:
-        from grl_conformance import __version__
-
-        return __version__
+    except metadata.PackageNotFoundError:  # run from a source tree nobody installed
+        return "unknown (not installed)"
 
 
 # --- baseline files ---------------------------------------------------------------------
