@@ -330,7 +330,7 @@ def run_probe(args: argparse.Namespace) -> int:
         print(f"grl-harness probe: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - never a traceback: the probe's own limit, named
-        from grl_conformance.dann_probe import describe_failure
+        from grl_conformance.core.outcome import describe_failure
 
         print(f"grl-harness probe: the probe could not measure (this says nothing about your "
               f"wiring): {describe_failure(exc)}", file=sys.stderr)

@@ -159,8 +159,10 @@ def _backward_in_child(conn) -> None:
         ok = x.grad is not None and x.grad.tolist() == [2.0, 2.0]
         conn.send((ok, did if ok else f"after {did}, a forked child's backward gave {x.grad}"))
     except Exception as exc:  # noqa: BLE001 - the very thing this proves
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        conn.send((False, f"after {did}, a forked child's backward raised {text[:200]}"))
+        from grl_conformance.core.outcome import one_line
+
+        text = one_line(f"{type(exc).__name__}: {exc}", limit=200)
+        conn.send((False, f"after {did}, a forked child's backward raised {text}"))
     finally:
         conn.close()
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from grl_conformance.dann_probe.spec import ProbeInputError, Spec, from_dict, load
 
-__all__ = ["ProbeInputError", "ProbeResult", "Spec", "describe_failure", "from_dict", "load", "probe"]
+__all__ = ["ProbeInputError", "ProbeResult", "Spec", "from_dict", "load", "probe"]
 
 EAGER, COMPILED = "eager", "compiled"
 
@@ -82,6 +82,7 @@ class ProbeResult:
 def _run(spec: Spec, losses, snapshot, compiled: bool) -> list:
     """Every check's verdict in one mode; an exception that is not the spec's fault becomes an
     `error` verdict for each check saying the probe could not measure (never a traceback)."""
+    from grl_conformance.core.outcome import describe_failure
     from grl_conformance.dann_probe import measure, verdicts
 
     try:
@@ -109,18 +110,6 @@ def _compile_errors(eager: list, compiled: list) -> list:
                     f"{said[v.check].status}): {v.summary}")
             if v.status == FAIL and "raised" in v.summary and said[v.check].status != FAIL else v
             for v in compiled]
-
-
-def describe_failure(exc: BaseException) -> str:
-    """`Type: message at file:line`, the innermost frame: one line for an unexpected failure."""
-    import os
-    import traceback
-
-    from grl_conformance.dann_probe.spec import last_line
-
-    frames = traceback.extract_tb(exc.__traceback__)
-    at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    return f"{last_line(exc)}{at}"
 
 
 def _errored(message: str) -> list:

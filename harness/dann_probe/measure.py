@@ -60,6 +60,11 @@ class Flow:
         return self.comparable and (self.residual <= self.tolerance or self.proportional_per_call)
 
     @property
+    def unreversed(self) -> bool:
+        """The gradient arrives unchanged: a multiple of 1 (no reversal stands between)."""
+        return self.proportional and abs(self.coefficient - 1.0) <= self.alpha_tolerance
+
+    @property
     def proportional_per_call(self) -> bool:
         """Each call's gradient is a multiple of its own, all of one sign, though no one
         multiple fits them all (the alpha of each call differs)."""
@@ -311,13 +316,11 @@ def pair(loss: torch.Tensor, trunk: list[torch.Tensor], g_trunk: list, heads: li
          g_heads: list, head_name: str, without_grad: int = 0) -> Flow:
     """`g_trunk ~= c * g_head` for the gradients of one loss (`compare` takes them)."""
     flow = Flow(trunk_without_grad=without_grad > 0)
-    flow.trunk_grads = [torch.zeros_like(t.detach()) if g is None else g.detach()
-                        for t, g in zip(trunk, g_trunk, strict=True)]
+    flow.trunk_grads = _dense(trunk, g_trunk)
     sizes = [t.numel() for t in trunk]
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     space = torch.cat([_flat(t) for t in trunk]) if trunk else torch.zeros(0, dtype=torch.float64)
-    gt = torch.cat([_flat(g) if g is not None else torch.zeros(t.numel(), dtype=torch.float64)
-                    for t, g in zip(trunk, g_trunk, strict=True)]) if trunk else space
+    gt = torch.cat([_flat(g) for g in flow.trunk_grads]) if trunk else space
     gh = torch.zeros_like(space)
     flow.reached = any(g is not None for g in g_trunk)
     flow.finite = bool(gt.isfinite().all()) and bool(loss.detach().isfinite())
@@ -357,6 +360,12 @@ def pair(loss: torch.Tensor, trunk: list[torch.Tensor], g_trunk: list, heads: li
             if bool(part.ne(0).any()):
                 flow.per_call.append(_multiple(gt[start:start + size], part))
     return flow
+
+
+def _dense(tensors: list[torch.Tensor], grads: list) -> list[torch.Tensor]:
+    """Each gradient detached, zeros where the loss does not depend on that tensor (None)."""
+    return [torch.zeros_like(t.detach()) if g is None else g.detach()
+            for t, g in zip(tensors, grads, strict=True)]
 
 
 def _multiple(gt: torch.Tensor, gh: torch.Tensor) -> tuple[float, float]:
@@ -453,9 +462,8 @@ def measure(spec: Spec, losses: Callable, progress: float | None, reset_rng: Cal
     result = Pass(progress, domain)
     if spec.label_head is not None and "label" in values:
         result.label = _watched(spec, losses, reset_rng, compiled, "label", "label_head")[1]
-    unreversed = domain.proportional and abs(domain.coefficient - 1.0) <= domain.alpha_tolerance
     if domain.reached and domain.trunk_norm > 0 and domain.finite and (
-            unreversed or (not domain.comparable and domain.reason)):
+            domain.unreversed or (not domain.comparable and domain.reason)):
         result.fd_alpha, result.fd_note = finite_difference(spec, losses, reset_rng, compiled, domain)
     if "total" in values.given and domain.reached and domain.trunk_norm > 0 and domain.finite:
         result.weight, result.weight_note = trunk_weight(spec, losses, reset_rng, compiled, domain,
@@ -480,21 +488,20 @@ def trunk_weight(spec: Spec, losses: Callable, reset_rng: Callable[[], None], co
         return 1.0, f"the objective's backward raised {last_line(exc)}"
     if len(g_total) != len(domain.trunk_grads):
         return 1.0, "the trunk ran a different number of times for the objective"
-    flat = [torch.cat([_flat(g) if g is not None else torch.zeros(t.numel(), dtype=torch.float64)
-                       for t, g in zip(watch.trunk, g_total, strict=True)])]
+    total = torch.cat([_flat(g) for g in _dense(watch.trunk, g_total)])
     basis = [torch.cat([_flat(g) for g in domain.trunk_grads])]
     if label is not None and label.trunk_grads and len(label.trunk_grads) == len(domain.trunk_grads):
         lab = torch.cat([_flat(g) for g in label.trunk_grads])
         if bool(lab.ne(0).any()):
             basis.append(lab)
     a = torch.stack(basis, dim=1)
-    if not bool(a.isfinite().all()) or not bool(flat[0].isfinite().all()):
+    if not bool(a.isfinite().all()) or not bool(total.isfinite().all()):
         return 1.0, "non-finite gradients"
-    solution = torch.linalg.lstsq(a, flat[0].unsqueeze(1)).solution.squeeze(1)
+    solution = torch.linalg.lstsq(a, total.unsqueeze(1)).solution.squeeze(1)
     weight = float(solution[0]) + 0.0
     if len(basis) > 1 and float(solution[1]) > 0:
         weight /= float(solution[1])  # relative to the label loss's: (L_y - lambda L_d) / 3 is lambda
-    rest = float((flat[0] - a @ solution).norm()) / max(float(flat[0].norm()), 1e-300)
+    rest = float((total - a @ solution).norm()) / max(float(total.norm()), 1e-300)
     note = (f"trunk objective = {_objective(solution, len(basis) > 1)}"
             + (f" + other terms ({rest:.0%} of its gradient at the trunk)" if rest > 1e-3 else ""))
     return weight, note
@@ -536,18 +543,13 @@ def locate_reversal(spec: Spec, losses: Callable, progress: float | None,
         flows[key] = pair(values["domain"], watch.trunk, g_trunk, watch.heads[key],
                           g_rest[at:at + n], key)
         at += n
-    outer = flows["domain_head"]
-    if not (outer.proportional and abs(outer.coefficient - 1.0) <= outer.alpha_tolerance):
+    if not flows["domain_head"].unreversed:
         return ""  # the reversal (or its absence) is already between the trunk and the head
     for key in names[1:]:
         flow = flows[key]
-        if flow.proportional and abs(flow.coefficient - 1.0) > flow.alpha_tolerance:
-            sub = key[len("inside:"):]
-            module = dict(inside)[key]
+        if flow.proportional and not flow.unreversed:
             spec.named_domain_head = head
-            spec.domain_head = type(head)(module, f"{head.name}.{sub}")
-            spec.found_in_head = (f"the reversal stands inside the domain head ({head.name}): "
-                                  f"measured at {head.name}.{sub}, the module right after it")
+            spec.domain_head = type(head)(dict(inside)[key], f"{head.name}.{key[len('inside:'):]}")
             return spec.found_in_head
     return ""
 

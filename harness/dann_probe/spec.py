@@ -66,14 +66,16 @@ class Spec:
     alpha: Callable[[float], float] | None = None
     name: str = "spec"
     # where the spec's domain_head holds the GRL, the probe measures at the module right after
-    # the reversal (measure.locate_reversal): the module the user named, and where it was found
+    # the reversal (measure.locate_reversal): this is the module the user named
     named_domain_head: Part | None = None
-    found_in_head: str = ""
 
     @property
-    def optimizer(self):
-        """The first optimizer (None without one)."""
-        return self.optimizers[0] if self.optimizers else None
+    def found_in_head(self) -> str:
+        """Where the probe measures, in words, when it is not the head the user named."""
+        if self.named_domain_head is None:
+            return ""
+        return (f"the reversal stands inside the domain head ({self.named_domain_head.name}): "
+                f"measured at {self.domain_head.name}, the module right after it")
 
     @property
     def points(self) -> tuple[float | None, ...]:

@@ -82,10 +82,6 @@ def _fmt(values: Sequence[tuple[float | None, float]]) -> str:
     return ", ".join(f"{a:.4g} at {_p(p)}" for p, a in values)
 
 
-def _unreversed(x: Pass) -> bool:
-    return x.domain.proportional and abs(x.domain.coefficient - 1.0) <= x.domain.alpha_tolerance
-
-
 def reach(m: Measurements) -> Verdict:
     """The domain loss's gradient reaches the trunk's output (not missing, not zero everywhere)."""
     figures = {"trunk_grad_norm": {_p(x.progress): x.domain.trunk_norm for x in m.passes}}
@@ -165,7 +161,7 @@ def reversal(m: Measurements) -> Verdict:
         return Verdict("reversal", FAIL, f"the objective that steps the trunk ('total') leaves the "
                        f"domain loss out ({objective} at {_p(left_out[0].progress)}): the trunk "
                        "is never trained against the domain classifier", figures)
-    if all(_unreversed(x) for x in m.passes) and subtracted:
+    if all(x.domain.unreversed for x in m.passes) and subtracted:
         if len(subtracted) == len(m.passes):
             return Verdict("reversal", PASS, f"reversed in the objective, alpha {_span(alphas)}: "
                            f"{objective} (no GRL: the objective that steps the trunk subtracts the "
@@ -173,13 +169,13 @@ def reversal(m: Measurements) -> Verdict:
         return Verdict("reversal", FAIL, f"the objective subtracts the domain loss at only some "
                        f"progress points ({', '.join(_p(x.progress) for x in subtracted)}): "
                        f"{objective}", figures)
-    if subtracted and any(x.domain.proportional and not _unreversed(x) for x in m.passes):
-        grl = next(x for x in m.passes if x.domain.proportional and not _unreversed(x))
+    if subtracted and any(x.domain.proportional and not x.domain.unreversed for x in m.passes):
+        grl = next(x for x in m.passes if x.domain.proportional and not x.domain.unreversed)
         return Verdict("reversal", FAIL, f"reversed twice: a GRL (alpha {-grl.domain.coefficient:.4g}) "
                        f"and an objective that subtracts the domain loss ({objective}) cancel out: "
                        "the trunk is trained to help the domain classifier. Keep one: the GRL with "
                        f"label + domain, or no GRL with label - lambda x domain{found}", figures)
-    if all(_unreversed(x) for x in m.passes):
+    if all(x.domain.unreversed for x in m.passes):
         fd = _fd_alphas(m)
         if fd and all(a > 0 for _, a in fd):
             return Verdict("reversal", SKIP, f"not between the trunk and the domain head's input, yet "

@@ -98,10 +98,12 @@ def _probe_vector_isa() -> None:
         pass
 
 
-def _first_compile(level: str) -> str:
-    """Compile and run the warm-up function; returns what was done, in words."""
-    from grl_conformance.core.procs import WARMUPS
+def _first_compile() -> str:
+    """Compile and run the warm-up function at the level the server was started with (the
+    harness sets WARMUP_VAR); returns what was done, in words."""
+    from grl_conformance.core.procs import WARMUP_VAR, WARMUPS
 
+    level = os.environ.get(WARMUP_VAR, "full")
     if level not in WARMUPS or level == "none":
         return WARMUPS["none"]
     try:
@@ -142,6 +144,6 @@ pin_environment()
 _move_header_dir()
 _import_the_rest()
 _probe_vector_isa()
-DID = _first_compile(os.environ.get("GRL_WARMUP", "full"))
+DID = _first_compile()
 gc.collect()
 gc.freeze()

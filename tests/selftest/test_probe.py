@@ -351,7 +351,7 @@ def test_an_exception_inside_the_probe_is_a_named_error_never_a_traceback(monkey
     result = probe(setups.correct())
     assert {v.status for v in result.checks.values()} == {"error"}
     assert "the probe could not measure (this says nothing about your wiring): " \
-           "ZeroDivisionError: planted at test_probe.py:" in result.checks["reach"].summary
+           "ZeroDivisionError: planted (at test_probe.py:" in result.checks["reach"].summary
     monkeypatch.setattr(measure, "locate_reversal", broken)
     monkeypatch.setattr(measure, "measure", broken)
     assert cli.main(["probe", "tests.selftest.probe_setups:correct"]) == 1
