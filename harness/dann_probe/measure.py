@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grl_conformance.core.tolerances import tolerance
 from grl_conformance.dann_probe.spec import ProbeInputError, Spec, last_line
 
-# How far `g_trunk` may be from `c * g_head`, relative to |g_trunk|, for the least precise
-# gradient dtype involved: a GRL multiplies once, so a correct one is within a few ulps.
-RESIDUAL_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 4e-3,
-                      torch.bfloat16: 3e-2}
-# How precisely a measured alpha can be held to a formula or called flat, by the same dtype.
-ALPHA_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 2e-3,
-                   torch.bfloat16: 1e-2}
-# A finite-difference alpha is good to about this, relative (central differences in float32).
-FD_ALPHA_TOLERANCE = 5e-2
+# How far `g_trunk` may be from `c * g_head` (relative to |g_trunk|), how precisely a measured
+# alpha is held to a formula, and what a finite-difference alpha is good to: the harness's one
+# tolerance table (core/tolerances.py), per dtype where it depends on the gradients' precision.
+RESIDUAL = tolerance("probe_residual")
+ALPHA = tolerance("probe_alpha")
+FD_ALPHA = tolerance("probe_fd_alpha")
+OTHER_TERMS = tolerance("probe_other_terms")
+LOSS_ROUNDING = tolerance("probe_loss_rounding")
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Flow:
     coefficient: float = math.nan  # g_trunk ~= coefficient * g_head
     residual: float = math.nan     # |g_trunk - c g_head| / |g_trunk|
     tolerance: float = 0.0
-    alpha_tolerance: float = ALPHA_TOLERANCE[torch.float32]
+    alpha_tolerance: float = ALPHA.rtol_for(torch.float32)
     error: str = ""                # the backward raised
     trunk_grads: list = field(default_factory=list, repr=False)  # per trunk output, for the FD probe
     # per trunk output (one per trunk call, in call order): (coefficient, residual) where the
@@ -327,8 +327,8 @@ def pair(loss: torch.Tensor, trunk: list[torch.Tensor], g_trunk: list, heads: li
     flow.trunk_norm = float(gt.norm())
     flow.head_detached = all(g is None for g in g_heads)
     dtypes = [t.dtype for t in trunk + heads if t.is_floating_point()]
-    flow.tolerance = max((RESIDUAL_TOLERANCE.get(d, 1e-5) for d in dtypes), default=1e-5)
-    flow.alpha_tolerance = max((ALPHA_TOLERANCE.get(d, 1e-4) for d in dtypes), default=1e-4)
+    flow.tolerance = RESIDUAL.loosest(dtypes)
+    flow.alpha_tolerance = ALPHA.loosest(dtypes)
     unplaced = []
     for head, g in zip(heads, g_heads, strict=True):
         segments = _place(space, starts, sizes, gt, head)
@@ -501,9 +501,11 @@ def trunk_weight(spec: Spec, losses: Callable, reset_rng: Callable[[], None], co
     weight = float(solution[0]) + 0.0
     if len(basis) > 1 and float(solution[1]) > 0:
         weight /= float(solution[1])  # relative to the label loss's: (L_y - lambda L_d) / 3 is lambda
-    rest = float((total - a @ solution).norm()) / max(float(total.norm()), 1e-300)
+    rest = float((total - a @ solution).norm())
+    share = rest / float(total.norm()) if rest else 0.0
     note = (f"trunk objective = {_objective(solution, len(basis) > 1)}"
-            + (f" + other terms ({rest:.0%} of its gradient at the trunk)" if rest > 1e-3 else ""))
+            + ("" if OTHER_TERMS.holds(rest, float(total.norm())) else
+               f" + other terms ({share:.0%} of its gradient at the trunk)"))
     return weight, note
 
 
@@ -668,7 +670,7 @@ def step_domain_head(spec: Spec, losses: Callable, progress: float | None,
 
 def rounding(loss: float, dtype: torch.dtype) -> float:
     """What rounding alone may move a loss by between two identical forwards."""
-    return 64 * torch.finfo(dtype).eps * max(abs(loss), 1e-12)
+    return LOSS_ROUNDING.bound(loss, dtype)
 
 
 def missing_from_optimizer(spec: Spec) -> tuple[list[str], list[str]]:

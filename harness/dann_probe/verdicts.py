@@ -14,18 +14,14 @@ import torch
 
 from grl_conformance.core.outcome import FAIL, PASS, SKIP
 from grl_conformance.dann_probe.measure import (
-    FD_ALPHA_TOLERANCE,
+    ALPHA,
+    FD_ALPHA,
     Pass,
     Step,
     missing_from_optimizer,
     rounding,
 )
 from grl_conformance.dann_probe.spec import Spec
-
-# How close measured alphas must be to call a schedule flat, or to the user's own formula,
-# where no gradient says better (measure.ALPHA_TOLERANCE holds it per dtype).
-ALPHA_RELATIVE_TOLERANCE = 1e-4
-
 
 
 @dataclass
@@ -138,7 +134,7 @@ def reversal(m: Measurements) -> Verdict:
         fd = _fd_alphas(m)
         if len(fd) == len(m.passes) and all(a > 0 for _, a in fd):
             return Verdict("reversal", PASS, f"reversed, alpha {_span(fd)} by finite differences "
-                           f"(+-{FD_ALPHA_TOLERANCE:.0%}; not element by element: "
+                           f"(+-{FD_ALPHA.rtol:.0%}; not element by element: "
                            f"{x.domain.reason})", figures)
         if fd and all(a < 0 for _, a in fd):
             return Verdict("reversal", FAIL, f"not reversed: by finite differences the domain loss's "
@@ -215,9 +211,9 @@ def schedule(m: Measurements) -> Verdict:
     """With set_progress, the measured alpha follows the user's schedule."""
     spec = m.spec
     alphas, tolerance, how = _alphas(m), max((x.domain.alpha_tolerance for x in m.passes),
-                                             default=ALPHA_RELATIVE_TOLERANCE), ""
+                                             default=ALPHA.rtol_for()), ""
     if len(alphas) < len(m.passes) and len(_fd_alphas(m)) == len(m.passes):
-        alphas, tolerance, how = _fd_alphas(m), FD_ALPHA_TOLERANCE, " (by finite differences)"
+        alphas, tolerance, how = _fd_alphas(m), FD_ALPHA.rtol, " (by finite differences)"
     for x in m.passes:  # each call its own alpha: the step's alphas spread that far
         if x.domain.calls_differ:
             calls = [c for c, _ in x.domain.per_call]
@@ -259,7 +255,7 @@ def schedule(m: Measurements) -> Verdict:
                        "reaches the GRL", figures)
     if max(values) - min(values) <= tolerance * top:
         coarse = ("; or the points probed lie closer together than the gradients' precision "
-                  "can tell: probe earlier ones" if tolerance > ALPHA_RELATIVE_TOLERANCE else "")
+                  "can tell: probe earlier ones" if tolerance > ALPHA.rtol_for() else "")
         return Verdict("schedule", FAIL, f"alpha does not move: {values[0]:.4g} at every progress "
                        f"point ({', '.join(_p(p) for p, _ in alphas)}), within {tolerance:.0e}"
                        f"{how}: the schedule's value never reaches the GRL (computed but not "
