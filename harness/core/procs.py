@@ -1,9 +1,10 @@
 """Child processes: one forkserver per session, one life cycle, and proof that none survive.
 
 Every process that runs implementation code (a row's cell server, a distributed rank) is forked
-from one server process that imported torch once (`PRELOAD`): a fork costs about 20 ms where a
-fresh interpreter importing torch costs about 3 s on 2 cores. GRL_DIST_START_METHOD=spawn gives
-distributed ranks a fresh interpreter instead (the row servers always fork from the server).
+from one server process that imported torch once (`PRELOAD`, which the isolation stage gives):
+a fork costs about 20 ms where a fresh interpreter importing torch costs about 3 s on 2 cores.
+GRL_DIST_START_METHOD=spawn gives distributed ranks a fresh interpreter instead (the row
+servers always fork from the server).
 
 Both kinds live one life, written once here:
 - `enter_child` is the child's first act: its own session and process group, a subreaper, dead
@@ -20,23 +21,17 @@ import os
 import signal
 import time
 
-# Imported once by the server, in this order; every child starts with them loaded. The first
-# pins what the matrix needs before torch is imported, imports the rest itself, warms up and
-# freezes the lot for the garbage collector (isolation/preload.py); a self-test checks that
-# every name imports (a stale one would only make each row slower, silently).
-PRELOAD = ["grl_conformance.isolation.preload",
-           "torch", "torch.distributed", "torch.nn.parallel", "torch.distributed.fsdp",
-           "torch.distributed.device_mesh", "torch._dynamo", "torch._inductor.compile_fx",
-           # what inductor imports lazily on its first compile: halves each row's first compile
-           "torch._inductor.codegen.cpp", "torch._inductor.codecache", "torch._inductor.graph",
-           "torch._inductor.lowering", "torch._inductor.scheduler", "torch._inductor.cpp_builder",
-           "torch._inductor.codegen.cpp_wrapper_cpu", "torch._inductor.select_algorithm",
-           "torch._inductor.fx_passes.joint_graph", "torch._inductor.fx_passes.post_grad",
-           "torch.export", "torch.distributed.tensor", "hypothesis",
-           "grl_conformance.core.registry", "grl_conformance.core.runner",
-           "grl_conformance.checks.eager", "grl_conformance.checks.compile",
-           "grl_conformance.checks.transforms", "grl_conformance.checks.train",
-           "grl_conformance.checks.distributed_worker"]
+# What the server imports before it forks anything, in order. Core names none of these modules:
+# the isolation stage owns the list (isolation/server.py) and hands it over before the server
+# starts (`use_preload`); names a self-test plants here (tests/selftest/plant_*.py) follow it.
+PRELOAD: list[str] = []
+
+
+def use_preload(names) -> None:
+    """Put `names` first in PRELOAD, each once. Read when the server starts: a server already
+    running keeps what it imported."""
+    PRELOAD[:0] = [n for n in names if n not in PRELOAD]
+
 
 _STOP_AT_EXIT: list = []
 
@@ -129,7 +124,8 @@ def _start_proven(ctx) -> None:
 def prove_backward(ctx, timeout_s: float = 60.0) -> tuple[bool, str]:
     """(True, what the server's warm-up did) when a child forked from it runs a backward."""
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_backward_in_child, args=(child,), name="grl-warmup-proof",
+    first = PRELOAD[0] if PRELOAD else ""  # the module that says what the warm-up did (DID)
+    proc = ctx.Process(target=_backward_in_child, args=(child, first), name="grl-warmup-proof",
                        daemon=True)
     proc.start()
     child.close()
@@ -147,10 +143,10 @@ def prove_backward(ctx, timeout_s: float = 60.0) -> tuple[bool, str]:
         proc.join(timeout=5)
 
 
-def _backward_in_child(conn) -> None:
+def _backward_in_child(conn, first: str) -> None:
     import sys
 
-    did = getattr(sys.modules.get(PRELOAD[0]), "DID", "unknown (the preload did not run)")
+    did = getattr(sys.modules.get(first), "DID", "unknown (the preload did not run)")
     try:
         import torch
 

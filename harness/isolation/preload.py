@@ -1,4 +1,4 @@
-"""Imported first by the session's forkserver (core/procs.py, PRELOAD): what the matrix
+"""Imported first by the session's forkserver (isolation/server.py, PRELOAD): what the matrix
 needs pinned, and work every row's child would otherwise repeat, done once before the fork so
 the children inherit it. Only the server process is changed: the user's pytest process never.
 
@@ -28,7 +28,7 @@ the children inherit it. Only the server process is changed: the user's pytest p
   function passes through an autograd.Function, as most rows do: dynamo's first trace of one
   costs a child another 0.4 s on its first inductor compile otherwise (0.66-0.92 s against
   0.24-0.46 s for naive_function, pytorch_revgrad and the reference control, torch 2.13).
-- the server holds some 440,000 objects once the rest of PRELOAD (core/procs.py) is imported,
+- the server holds some 440,000 objects once the rest of PRELOAD (isolation/server.py) is imported,
   and every full garbage collection in every child walked them all: 1.5-2.3 s of a row's eager
   and compile cells went to the collector (0.3-0.45 s after the freeze; torch 2.13, 2 cores). So
   this module imports the rest of PRELOAD itself, warms up, collects once, and freezes what is
@@ -79,7 +79,7 @@ def _move_header_dir() -> None:
 def _import_the_rest() -> None:
     """PRELOAD after this module, now, so the freeze below covers it (multiprocessing's own
     imports of those names then find them loaded)."""
-    from grl_conformance.core.procs import PRELOAD
+    from grl_conformance.isolation.server import PRELOAD
 
     for name in PRELOAD:
         if name != __name__:

@@ -3,7 +3,8 @@
 The harness runs other people's code, so no implementation runs in the pytest process and no
 two implementations share a process. A `Sandbox` (one per pytest process: the controller, or
 each xdist worker) keeps a child per row, forked from the session's forkserver
-(harness/core/procs.py) that already imported torch, and sends it one cell at a time:
+(harness/core/procs.py, started with isolation/server.py's PRELOAD) that already imported
+torch, and sends it one cell at a time:
 
 - a cell that takes longer than the timeout (`--grl-timeout`, GRL_TIMEOUT) gets its Python
   stack dumped (faulthandler on SIGUSR1), then the child's process group is killed; the cell is
@@ -41,7 +42,6 @@ from grl_conformance.core.procs import (
     descendants,
     dump_stacks,
     end_children,
-    ensure_forkserver,
     enter_child,
     exit_reason,
     frames_outside_torch,
@@ -51,6 +51,7 @@ from grl_conformance.core.procs import (
     new_mark,
     signal_pid,
 )
+from grl_conformance.isolation import server
 
 TAIL_BYTES = 256 * 1024  # of each row's output, kept for the footnotes (and --grl-keep-logs)
 DEFAULT_TIMEOUT_S = 300.0  # a cold inductor compile on 2 busy cores takes well under a minute
@@ -78,6 +79,7 @@ class Sandbox:
         self.rows: dict[str, RowChild] = {}
         self.started: list[int] = []  # pids of every child started (self-tests check they end)
         self._serial = 0
+        server.register()  # a distributed cell forks its ranks from the rows' preloaded server
 
     def run(self, impl, check) -> Outcome:
         """Run one cell of `impl` (a registry entry with a `ref`) through `check`."""
@@ -124,7 +126,7 @@ class RowChild:
     """One implementation's child: cells go in one at a time, outcomes come back."""
 
     def __init__(self, ref: str, label: str) -> None:
-        ctx = ensure_forkserver()
+        ctx = server.context()
         self.ref, self.label, self.mark = ref, label, new_mark("row")
         self.conn, child_conn = ctx.Pipe()
         read_fd, write_fd = os.pipe()

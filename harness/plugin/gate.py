@@ -25,7 +25,6 @@ import pytest
 from grl_conformance.core import registry
 from grl_conformance.results import compare as gate
 
-CELL_KEY = "grl_cell"
 BASELINE_DIR = Path("reports") / "baselines"
 # The exit status of a run whose gate could not hold every column (a regression, 1, wins), and
 # of a refused --grl-update-baseline: pytest's own statuses stop at 5.
@@ -33,40 +32,34 @@ NOT_HELD_EXIT = 6
 
 
 class Gate:
-    """Per-process: the baseline cells; as a plugin, it judges each finished cell
-    (`pytest_grl_cell_finished`, plugin/hooks.py) and turns known failures into xfail."""
+    """Per-process: the baseline cells, and the gate's part of a cell's verdict (plugin/verdict.py,
+    `final`): a regression fails the cell's test, a failure already listed is xfail. As a plugin
+    it answers `pytest_grl_cell_baseline` (hookspec.py) for every row."""
 
     def __init__(self, path: Path, doc: dict) -> None:
         self.path, self.doc = path, doc
         self.cells = gate.index(doc["cells"])
         self.label = f"{path.name} ({gate.doc_label(doc, 'baseline')})"
 
-    def pytest_grl_cell_finished(self, config: pytest.Config, cell: dict) -> None:
-        key = (cell["impl"], cell["check"])
-        base = self.cells.get(key)
+    @pytest.hookimpl(trylast=True)
+    def pytest_grl_cell_baseline(self, config: pytest.Config, impl) -> Gate:
+        return self
+
+    def regression(self, cell: dict) -> str | None:
+        """Why the cell's test fails: a baseline `pass` that no longer passes, or a new `fail`."""
+        base = self.cells.get((cell["impl"], cell["check"]))
         if gate.classify(base, cell) == gate.REGRESSION:
-            pytest.fail(f"REGRESSION vs {self.label}: {cell['impl']} / {cell['check']} was "
-                        f"{base['status'] if base else 'absent'}, now {cell['status']}: "
-                        f"{cell['detail']}", pytrace=False)
+            return (f"REGRESSION vs {self.label}: {cell['impl']} / {cell['check']} was "
+                    f"{base['status'] if base else 'absent'}, now {cell['status']}: "
+                    f"{cell['detail']}")
+        return None
 
     def known(self, cell: dict) -> str | None:
+        """Why a failing cell's test is xfail: the baseline lists the same failure."""
         base = self.cells.get((cell["impl"], cell["check"]))
         if gate.classify(base, cell) == gate.KNOWN:
             return (f"known {cell['status']} listed in {self.label}: {cell['detail']}")
         return None
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call):
-        """A passing cell test whose cell is a failure the baseline already lists becomes xfail."""
-        rep = yield
-        if rep.when == "call" and rep.passed:
-            for key, value in item.user_properties:
-                if key == CELL_KEY:
-                    reason = self.known(json.loads(value)["cell"])
-                    if reason:
-                        rep.outcome = "skipped"
-                        rep.wasxfail = reason
-        return rep
 
 
 GATE = pytest.StashKey[Gate]()
@@ -118,7 +111,9 @@ class GateSession:
         self.held: gate.Held | None = None
 
     def _matrix(self):
-        return self.config.pluginmanager.get_plugin("grl-matrix-session")
+        """The controller's matrix (plugin/matrix.py): its cells and its report document."""
+        session = self.config.pluginmanager.get_plugin("grl-matrix-session")
+        return session.matrix if session is not None else None
 
     def _compare(self) -> gate.Comparison | None:
         g = self.config.stash.get(GATE, None)

@@ -53,9 +53,9 @@ def _aliasing_is_an_error(conn):
 FORKSERVER = """
 import sys
 sys.path.insert(0, {root!r})
-from grl_conformance.core.procs import ensure_forkserver
+from grl_conformance.isolation import server
 from tests.selftest.test_environment import _aliasing_is_an_error
-ctx = ensure_forkserver()
+ctx = server.context()
 a, b = ctx.Pipe()
 p = ctx.Process(target=_aliasing_is_an_error, args=(b,))
 p.start(); print(a.recv()); p.join()

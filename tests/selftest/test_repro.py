@@ -10,7 +10,7 @@ from pathlib import Path
 
 from grl_conformance import checks as catalogue
 from grl_conformance.core.registry import resolve
-from grl_conformance.plugin.pytest_plugin import repro_command
+from grl_conformance.plugin.verdict import repro_command
 from grl_conformance.results import report
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -138,7 +138,7 @@ def test_under_xdist_a_rows_cells_stay_on_one_worker(tmp_path):
     """One child per row for the session, not one per worker: the scheduling keeps a row's
     cells together (xdist 3.8's `loadgroup` tags did not survive pytest 9.2, and every worker
     started every row)."""
-    from grl_conformance.plugin.pytest_plugin import cell_key_from_nodeid
+    from grl_conformance.plugin.cell import cell_key_from_nodeid
 
     record = tmp_path / "workers.txt"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
@@ -187,8 +187,10 @@ def test_the_proof_is_what_catches_the_planted_break():
     luck, is what kept the break away from the rows."""
     code = "\n".join([
         "from grl_conformance.core import procs",
+        "from grl_conformance.isolation import server",
         "real = procs.prove_backward",
         "procs.PRELOAD.append('tests.selftest.plant_fork_break')",
+        "server.register()",
         "procs.prove_backward = lambda ctx: (True, 'not proved')",
         "ctx = procs.ensure_forkserver()",
         "print('LEVEL', procs.WARMUP['level'])",
