@@ -18,11 +18,14 @@ TypeError for it, so the cell reads `error` instead of silently passing.
 
 `@check("id", runs_backward=False)` marks the few checks that never run a backward pass; every
 other check must fail a GRL that never reverses (tests/selftest/test_never_reverses.py).
-Checks live in one module per area (`AREAS`): the area is the module's name. Each area module
-names its default concern (`CONCERN`, the advice table's column); a check answering another
-passes `concern=`. The record itself (`Check`) lives in core/check.py. Helpers shared
-between areas live in `_common.py` (not an area). Adding a check is adding one decorated
-function to the right module and its entry in docs/checks.md.
+Checks live in one module (or package) per area (`AREAS`): the area is the first name after
+`grl_conformance.checks.` (`eager` for `checks.eager.memory`); columns come in definition
+order (an area package imports its modules in column order). Each area
+module names its default concern (`CONCERN`, the advice table's column); a check answering
+another passes `concern=`. The record itself (`Check`) lives in core/check.py. The check kit
+shared between areas is the package `kit/` (not an area: models, inputs, forms, the judge
+family). Adding a check is adding one decorated function to the right module, a mutant it
+catches and its entry in docs/checks.md.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def check(check_id: str, *, concern: str | None = None, runs_backward: bool = Tr
         raise ValueError(f"check id {check_id!r} must not contain '-' or spaces")
 
     def register(fn: Callable) -> Callable:
-        area = fn.__module__.rsplit(".", 1)[-1]
+        area = _area_of(fn.__module__)
         if check_id in _CHECKS and _CHECKS[check_id].fn.__wrapped__ is not fn:
             raise ValueError(f"check {check_id!r} registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
@@ -65,6 +68,13 @@ def check(check_id: str, *, concern: str | None = None, runs_backward: bool = Tr
         return fn
 
     return register
+
+
+def _area_of(module: str) -> str:
+    """`eager` for `grl_conformance.checks.eager` and `grl_conformance.checks.eager.memory`;
+    a module outside the catalogue (a self-test's) is its own last name."""
+    inside = module.removeprefix(__name__ + ".")
+    return inside.split(".", 1)[0] if inside != module else module.rsplit(".", 1)[-1]
 
 
 def _returns_a_pass(check_id: str, fn: Callable) -> Callable:

@@ -34,31 +34,37 @@ import torch
 from torch import nn
 
 from grl_conformance.checks import check
-from grl_conformance.checks._common import (
-    ALPHA,
-    ALPHA_AFTER,
-    TOLERANCE,
-    checkpoint_check,
+from grl_conformance.checks.eager.contexts import checkpoint_check
+from grl_conformance.checks.kit.hooks import grad_under_hooks, offload_hooks
+from grl_conformance.checks.kit.inputs import ALPHA, ALPHA_AFTER, OFFLOAD_ALPHA, sample_inputs
+from grl_conformance.checks.kit.judge import (
     close,
-    first_line,
-    fresh_dynamo,
-    impl_model,
     judge_alpha_after,
     judge_step,
-    linear_grl_linear,
+    judge_under_hooks,
     max_diff,
     raised,
+)
+from grl_conformance.checks.kit.models import (
+    impl_model,
+    linear_grl_linear,
     reference_model,
     reference_step,
-    sample_inputs,
-    squash,
     step,
-    tol,
     unreversed_step,
 )
 from grl_conformance.core import compat
-from grl_conformance.core.outcome import Errored, Failed, NotApplicable, Skipped, passed
+from grl_conformance.core.outcome import (
+    Errored,
+    Failed,
+    NotApplicable,
+    Skipped,
+    describe_exception,
+    one_line,
+    passed,
+)
 from grl_conformance.core.reference import ReferenceGRL
+from grl_conformance.core.tolerances import tolerance
 
 CONCERN = "compile"  # the advice table's column for this area's checks (core/check.py)
 
@@ -81,7 +87,7 @@ def _breaks(counters) -> str:
     if not reasons:
         return "no graph breaks"
     return f"{sum(reasons.values())} graph breaks: " + "; ".join(
-        " ".join(str(r).split())[:160] for r in list(reasons)[:3])
+        one_line(r, 160) for r in list(reasons)[:3])
 
 
 def _explain(model, x) -> str:
@@ -94,7 +100,7 @@ def _explain(model, x) -> str:
         return f"without fullgraph: {report.graph_count} graphs, {report.graph_break_count} breaks" + (
             f" ({reasons})" if reasons else "")
     except Exception as exc:  # noqa: BLE001 - explain is only for the detail
-        return f"explain failed: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+        return f"explain failed: {type(exc).__name__}: {one_line(exc, 120)}"
     finally:
         torch._dynamo.reset()
 
@@ -104,10 +110,11 @@ def _compile_error(exc: BaseException, model, x) -> Errored:
     from torch._dynamo import exc as dynamo_exc
 
     message = " ".join(str(exc).split()).lower()
-    head = f"{type(exc).__name__}: {first_line(exc)}"
+    head = describe_exception(exc)
     cause = exc.__cause__
-    if cause is not None and first_line(cause) and first_line(cause) not in head:
-        head += f" (caused by {type(cause).__name__}: {first_line(cause, 140)})"
+    said = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else ""
+    if said and said not in head:
+        head += f" (caused by {describe_exception(cause)})"
     if isinstance(exc, getattr(dynamo_exc, "FailOnRecompileLimitHit", ())) or (
             "recompile" in message and "limit" in message):
         return Errored(f"recompile limit hit ({head})", summary="recompile limit")
@@ -130,7 +137,7 @@ def _eager_step(model, x, upstream, where: str = ""):
         return step(model, model, x, upstream)
     except Exception as exc:  # noqa: BLE001
         raise Errored(f"{where + ': ' if where else ''}the eager model itself raises "
-                      f"{type(exc).__name__}: {first_line(exc)}", summary="eager error") from None
+                      f"{describe_exception(exc)}", summary="eager error") from None
 
 
 def _fullgraph(impl, backend: str, *, bitwise: bool):
@@ -140,7 +147,7 @@ def _fullgraph(impl, backend: str, *, bitwise: bool):
     inputs = [sample_inputs(), sample_inputs(seed=2)]
     truth = [reference_step(x, upstream) for x, upstream in inputs]
     eager = [_eager_step(model, x, upstream) for x, upstream in inputs]
-    with fresh_dynamo() as counters:
+    with compat.fresh_dynamo() as counters:
         counter = _counter(backend)
         compiled = torch.compile(model, backend=counter, fullgraph=True)
         try:
@@ -155,13 +162,14 @@ def _fullgraph(impl, backend: str, *, bitwise: bool):
             judge_step(g, t, where=f"step {i + 1}", what=f"the compiled ({backend}) run", own_eager=e,
                        unreversed=unreversed_step(*inputs[i]), bitwise_eager=bitwise)
         followed = judge_alpha_after(
-            "the compiled model", lambda: step(compiled, model, *inputs[0]), model[1], ALPHA,
-            reference_step(*inputs[0], alpha=ALPHA_AFTER), truth[0], "the compiled graph")
+            lambda: step(compiled, model, *inputs[0]), reference_step(*inputs[0], alpha=ALPHA_AFTER),
+            truth[0], where="the compiled model", layer=model[1], made_with=ALPHA,
+            verb="the compiled graph")
         later = _graphs(counter, counters) - frames
     recompiles = frames - 1
     summary = f"{frames} graphs" if frames > 1 else ""
     return passed(f"fullgraph {backend}: {frames} graph(s) for 2 steps ({ops} ops captured), {breaks}; "
-                  f"output and all gradients equal a correct GRL's ({TOLERANCE}) and "
+                  f"output and all gradients equal a correct GRL's ({tolerance('graph').text()}) and "
                   f"{'bitwise ' if bitwise else ''}its own eager run's"
                   + (f"; {recompiles} recompile(s) for a second input of the same shape" if recompiles else "")
                   + f"; {followed} ({later} more graph(s))",
@@ -201,12 +209,12 @@ def _compiled_func(impl, name: str, build, truth_of):
     try:
         eager = fn(x)
     except Exception as exc:  # noqa: BLE001 - not this column's question: the eager one's
-        raise Errored(f"torch.func.{name} itself raises in eager {type(exc).__name__}: "
-                      f"{first_line(exc)} (func.{name}'s cell)", summary="eager error") from None
+        raise Errored(f"torch.func.{name} itself raises in eager {describe_exception(exc)} "
+                      f"(func.{name}'s cell)", summary="eager error") from None
     backends = ["eager", "aot_eager"] + (["inductor"] if _inductor_compiles() else [])
     notes = []
     for backend in backends:
-        with fresh_dynamo():
+        with compat.fresh_dynamo():
             counter = CompileCounterWithBackend(backend)
             try:
                 compiled = torch.compile(fn, backend=counter, fullgraph=True)
@@ -214,18 +222,19 @@ def _compiled_func(impl, name: str, build, truth_of):
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
                 err = _compile_error(exc, layer, x)
                 raise Errored(f"{backend}: {err.detail}", summary=err.summary) from None
-            if torch.allclose(got, want, **tol("one_op")):
+            if close(got, want, "one_op"):
                 followed = judge_alpha_after(
-                    f"compiled ({backend}) torch.func.{name}", lambda f=compiled: f(x), layer, alpha,
-                    truth_of(ALPHA_AFTER, c)[0], want, "the compiled graph")
+                    lambda f=compiled: f(x), truth_of(ALPHA_AFTER, c)[0], want,
+                    where=f"compiled ({backend}) torch.func.{name}", layer=layer, made_with=alpha,
+                    verb="the compiled graph")
         if counter.frame_count == 0:
             raise Failed(f"{backend}: dynamo compiled nothing", summary="not compiled")
-        right_eager = torch.allclose(eager, want, **tol("one_op"))
-        if torch.allclose(got, unreversed, **tol("one_op")):
+        right_eager = close(eager, want, "one_op")
+        if close(got, unreversed, "one_op"):
             raise Failed(f"compiled ({backend}) torch.func.{name} returns the unreversed result, "
                          f"not -alpha times it: the reversal lost (its eager torch.func.{name} "
                          f"{'is right' if right_eager else 'is wrong too'})", summary="reversal lost")
-        if not torch.allclose(got, want, **tol("one_op")):
+        if not close(got, want, "one_op"):
             diff = (got - want).abs().max().item()
             raise Failed(f"compiled ({backend}) torch.func.{name} differs from the right result "
                          f"(max |diff| {diff:.3g}, alpha {alpha})", summary="wrong result")
@@ -304,15 +313,15 @@ def compile_compiled_autograd(impl):
         cases.append(("inductor forward, backward compiled on inductor", "inductor", "inductor"))
     notes, most = [], 0
     for label, forward, backward in cases:
-        with fresh_dynamo(), compat.no_aot_autograd_cache():
+        with compat.fresh_dynamo(), compat.no_aot_autograd_cache():
             try:
                 got, graphs = grads(impl.api.layer(alpha=1.0), forward, backward)
             except Exception as exc:  # noqa: BLE001 - the reason is the finding
                 err = _compile_error(exc, impl_model(impl), x0)
                 raise Errored(f"{label}: {err.detail}", summary=err.summary) from None
         for i, (g, w, a) in enumerate(zip(got, want, alphas, strict=True)):
-            if g is None or not torch.allclose(g, w, **tol("reduction")):
-                lost = g is not None and torch.allclose(g, -w / a, **tol("reduction"))
+            if not close(g, w, "reduction"):
+                lost = close(g, -w / a, "reduction")
                 raise Failed(f"{label}, step {i} (alpha {a}): the input "
                              f"gradient is not a correct GRL's"
                              + ("; it is the unreversed gradient: reversal lost" if lost else ""),
@@ -334,13 +343,6 @@ def compile_offload(impl):
     `save_on_cpu` the input gradient must be the reference GRL's under the same hooks, exactly;
     under a compressing hook, up to bfloat16's rounding of alpha (once compiled, torch's
     partitioner, not the GRL, decides whether alpha is saved through autograd)."""
-    from grl_conformance.checks._common import (
-        OFFLOAD_ALPHA,
-        grad_under_hooks,
-        judge_under_hooks,
-        offload_hooks,
-    )
-
     alpha = OFFLOAD_ALPHA
     hooks = offload_hooks()
     truth = {label: grad_under_hooks(reference_model(alpha).double(), make)[0]
@@ -348,13 +350,13 @@ def compile_offload(impl):
     backends = ["aot_eager"] + (["inductor"] if _inductor_compiles() else [])
     notes, rounded, most = [], [], 0
     for backend in backends:
-        with fresh_dynamo():  # what the compiled reference packs: the bytes a GRL adds to it
+        with compat.fresh_dynamo():  # what the compiled reference packs: the bytes a GRL adds to it
             reference = torch.compile(reference_model(alpha).double(), backend=backend, fullgraph=True)
             ref_bytes = {label: grad_under_hooks(reference, make)[1] for label, _, make in hooks}
         if not any(ref_bytes.values()):
             raise Skipped(f"{backend}: the compiled reference model packed nothing under "
                           "saved-tensor hooks (the hooks are not applied under compile here)")
-        with fresh_dynamo():
+        with compat.fresh_dynamo():
             model = impl_model(impl, alpha).double()
             try:
                 compiled = torch.compile(model, backend=backend, fullgraph=True)
@@ -366,8 +368,8 @@ def compile_offload(impl):
             extra = max(0, got_bytes - ref_bytes[label])
             most = max(most, extra)
             where = f"{backend} under {label}"
-            note = judge_under_hooks(where, got, truth[label], alpha, extra, lossy,
-                                     rounding_ok=True)
+            note = judge_under_hooks(got, truth[label], alpha, where=where, packed=extra,
+                                     lossy=lossy, rounding_ok=True)
             if note:
                 rounded.append(note)
             notes.append(f"{where} packs {extra} B")
@@ -394,7 +396,7 @@ def compile_alpha_schedule(impl):
     x, upstream = sample_inputs()
     reference = reference_model(float(alphas[0]))
     graphs_at = []
-    with fresh_dynamo() as counters:
+    with compat.fresh_dynamo() as counters:
         counter = _counter("aot_eager")
         compiled = torch.compile(model, backend=counter)
         for i, alpha in enumerate(alphas):
@@ -402,7 +404,7 @@ def compile_alpha_schedule(impl):
             try:
                 layer.set_alpha(alpha)
             except Exception as exc:  # noqa: BLE001 - users write NumPy floats
-                raise Errored(f"{where}: set_alpha raised {type(exc).__name__}: {first_line(exc)}",
+                raise Errored(f"{where}: set_alpha raised {describe_exception(exc)}",
                               summary="set_alpha error") from None
             eager = _eager_step(model, x, upstream, where)
             reference[1].set_alpha(float(alpha))
@@ -430,7 +432,7 @@ def compile_alpha_schedule(impl):
     if n_breaks:
         summary += f", {n_breaks} break{'s' if n_breaks != 1 else ''}"
     return passed(f"{len(alphas)} DANN alphas (4 float, 4 np.float64, 4 np.float32; aot_eager): "
-                  f"gradients equal a correct GRL's ({TOLERANCE}) and bitwise its own eager run's at "
+                  f"gradients equal a correct GRL's ({tolerance('graph').text()}) and bitwise its own eager run's at "
                   f"every step; {recompiles} recompile(s)"
                   + (f" at steps {where}" if where else "") + f" (graphs after each step {graphs_at}); {breaks}",
                   summary=summary)
@@ -444,7 +446,7 @@ def compile_dynamic_shapes(impl):
     """Varying batch sizes must cost at most one recompile (automatic dynamic) with correct gradients."""
     model = impl_model(impl)
     frames_at = []
-    with fresh_dynamo() as counters:
+    with compat.fresh_dynamo() as counters:
         counter = _counter("aot_eager")
         compiled = torch.compile(model, backend=counter, fullgraph=True)
         for batch in DYNAMIC_BATCHES:
@@ -465,7 +467,7 @@ def compile_dynamic_shapes(impl):
     summary = f"{recompiles} recompile{'s' if recompiles != 1 else ''}"
     if recompiles > 1:
         raise Failed(detail + "; more than one: the GRL specializes on the batch size", summary=summary)
-    return passed(detail + f"; gradients equal a correct GRL's ({TOLERANCE}) and bitwise its own "
+    return passed(detail + f"; gradients equal a correct GRL's ({tolerance('graph').text()}) and bitwise its own "
                   "eager run's", summary=summary)
 
 
@@ -510,9 +512,9 @@ def _inductor_kernels(layer: nn.Module):
     try:
         module(xe).backward(upstream)
     except Exception as exc:  # noqa: BLE001
-        raise Errored(f"the eager sin -> GRL -> cos graph itself raises {type(exc).__name__}: "
-                      f"{first_line(exc)}", summary="eager error") from None
-    with fresh_dynamo():
+        raise Errored(f"the eager sin -> GRL -> cos graph itself raises {describe_exception(exc)}",
+                      summary="eager error") from None
+    with compat.fresh_dynamo():
         metrics.reset()
         compiled = torch.compile(module, backend="inductor", fullgraph=True)
         xc = x.clone().requires_grad_(True)
@@ -541,7 +543,7 @@ def _inductor_probe() -> tuple[int | None, str]:
     except Exception as exc:  # noqa: BLE001 - sorted below
         if not _lacks_a_compiler(exc):
             raise  # anything else is no fact about the machine: the cell (and control) errors
-        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        return None, f"{type(exc).__name__}: {one_line(exc, 160)}"
 
 
 # What inductor raises when the machine has no working C++ compiler (its exception classes, then
@@ -600,7 +602,7 @@ def compile_fusion(impl):
         else:
             parity = "its own eager run is wrong too, differently"
         raise Failed(f"sin -> GRL -> cos: the inductor-compiled input gradient differs from a "
-                     f"correct GRL's ({max_diff(grad, truth)}, {TOLERANCE}); {parity}",
+                     f"correct GRL's ({max_diff(grad, truth)}, {tolerance('graph').text()}); {parity}",
                      summary="wrong gradient")
     if eager is None or not close(grad, eager):
         raise Failed(f"sin -> GRL -> cos: the inductor-compiled input gradient is right but differs "
@@ -621,7 +623,7 @@ def compile_fusion(impl):
 @check("checkpoint.compiled")
 def checkpoint_compiled(impl):
     """Non-reentrant checkpointing of the GRL's branch under torch.compile (aot_eager) keeps the reversal."""
-    return checkpoint_check(impl, reentrant=False, compile_ctx=fresh_dynamo)
+    return checkpoint_check(impl, reentrant=False, compile_ctx=compat.fresh_dynamo)
 
 
 # --- the op registration torch.compile relies on -----------------------------------------------
@@ -710,7 +712,7 @@ def opcheck(impl):
                 else:
                     failures += 1
                     items.append(f"{short} FAILED")
-                    problems.append(f"{util}: {type(value).__name__}: {squash(value, 110)}")
+                    problems.append(f"{util}: {type(value).__name__}: {one_line(value, 110)}")
             per_variant["x requires grad" if requires_grad else "no grad"] = ", ".join(items)
         if len(set(per_variant.values())) == 1:
             parts.append(f"{op} (inputs with and without requires_grad): {per_variant['no grad']}")

@@ -8,59 +8,27 @@ Every replayed gradient is judged against the truth: the same network with the h
 reference GRL (`grl_conformance.core.reference`), run eagerly, never the implementation's own eager run (a
 GRL that never reverses would match itself).
 
-The judging (`grad_mismatch`, `alpha_verdict`, `skip_verdict`) is pure and unit-tested on CPU
-(tests/selftest/test_cuda_logic.py); only the capture code needs a GPU.
+The judging is the kit's (`kit.judge.grads_mismatch`, `judge_replayed_alpha`; tolerance
+"reduction", "inductor" once inductor fused the step) and `skip_verdict` here, all pure and
+unit-tested on CPU (tests/selftest/test_cuda_logic.py); only the capture code needs a GPU.
 """
 from __future__ import annotations
 
 from grl_conformance.checks import check
-from grl_conformance.checks._common import TOLERANCES, linear_grl_linear
-from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
+from grl_conformance.checks.kit.judge import grads_mismatch, judge_replayed_alpha
+from grl_conformance.checks.kit.models import linear_grl_linear
+from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, one_line, passed
+from grl_conformance.core.tolerances import tolerance
 
 CONCERN = "CUDA graphs"  # the advice table's column for this area's checks (core/check.py)
 
-RTOL, ATOL = TOLERANCES["reduction"][:2]  # the captured kernels should be the eager ones
-COMPILED_RTOL, COMPILED_ATOL = TOLERANCES["inductor"][:2]  # inductor may fuse and reorder
+CAPTURED = "reduction"  # the tolerance of a replay: the captured kernels should be the eager ones
+COMPILED = "inductor"  # under reduce-overhead inductor may fuse and reorder
 ALPHA_CAPTURED, ALPHA_AFTER = 0.5, 2.0  # powers of two: exact in any float dtype
 BATCH, IN, HIDDEN, OUT = 8, 16, 32, 4
 
 
-# --- judging (pure; CPU-testable) ------------------------------------------------------------
-
-def grad_mismatch(got: dict, want: dict, rtol: float = RTOL, atol: float = ATOL) -> str | None:
-    """None when every gradient in `want` is close in `got`; else where and how far it is off."""
-    import torch
-
-    for name, w in want.items():
-        g = got.get(name)
-        if g is None:
-            return f"no gradient for {name}"
-        if g.shape != w.shape or g.dtype != w.dtype:
-            return f"{name}: gradient {tuple(g.shape)} {g.dtype}, expected {tuple(w.shape)} {w.dtype}"
-        if not torch.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True):
-            err = ((g - w).abs() / (w.abs() + atol / rtol)).max().item()
-            return f"{name}: max rel err {err:.3g} (rtol {rtol:g})"
-    return None
-
-
-def alpha_verdict(replayed: dict, want_after: dict, want_captured: dict,
-                  a_captured: float = ALPHA_CAPTURED, a_after: float = ALPHA_AFTER) -> str:
-    """After set_alpha(a_after) on a graph captured at a_captured, replay must follow a_after.
-
-    Returns the passing detail; raises Failed for a frozen alpha (silent no-op) or a gradient
-    that matches neither alpha.
-    """
-    off = grad_mismatch(replayed, want_after)
-    if off is None:
-        return (f"captured at alpha {a_captured:g}, set_alpha({a_after:g}) afterwards: the replayed "
-                "gradient follows the new alpha (alpha is read from device memory at replay)")
-    if grad_mismatch(replayed, want_captured) is None:
-        raise Failed(f"captured at alpha {a_captured:g}, then set_alpha({a_after:g}): the replayed "
-                     f"gradient still uses {a_captured:g} (alpha frozen into the graph at capture; "
-                     "set_alpha is a silent no-op)", summary="alpha frozen")
-    raise Failed(f"after set_alpha({a_after:g}) the replayed gradient matches neither alpha "
-                 f"{a_after:g} ({off}) nor the captured {a_captured:g}", summary="wrong grad")
-
+# --- the skip verdict (pure; CPU-testable) --------------------------------------------------------
 
 def skip_verdict(skips: int, reasons: list[str]) -> None:
     """reduce-overhead that silently skips CUDA graphs is `fail` (see docs/distributed.md)."""
@@ -135,7 +103,7 @@ def _capture(net, static_x, static_y):
             static_loss = _loss(net(static_x), static_y)
             static_loss.backward()
     except Exception as exc:  # noqa: BLE001 - a capture failure is the finding
-        raise Errored(f"capture failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+        raise Errored(f"capture failed: {type(exc).__name__}: {one_line(exc, 200)}",
                       summary="capture failed") from None
     return graph
 
@@ -153,11 +121,11 @@ def cuda_graph(impl) -> Outcome:
         static_y.copy_(y)
         graph.replay()
         torch.cuda.synchronize()
-        off = grad_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y))
+        off = grads_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y), CAPTURED)
         if off:
             raise Failed(f"replay {i}: {off} against a correct GRL", summary="wrong grad on replay")
     return passed(f"{len(batches)} replays with new inputs match a correct GRL's gradients "
-                  f"(rtol {RTOL:g})")
+                  f"({tolerance(CAPTURED).text()})")
 
 
 @check("cuda.graphed_callables")
@@ -170,14 +138,14 @@ def cuda_graphed_callables(impl) -> Outcome:
         graphed = torch.cuda.make_graphed_callables(net, (batches[0][0].clone(),))
     except Exception as exc:  # noqa: BLE001
         raise Errored(f"make_graphed_callables failed: {type(exc).__name__}: "
-                      f"{' '.join(str(exc).split())[:200]}", summary="capture failed") from None
+                      f"{one_line(exc, 200)}", summary="capture failed") from None
     for i, (x, y) in enumerate(batches):
         net.zero_grad(set_to_none=True)
         _loss(graphed(x), y).backward()
-        off = grad_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y))
+        off = grads_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y), CAPTURED)
         if off:
             raise Failed(f"call {i}: {off} against a correct GRL", summary="wrong grad")
-    return passed(f"{len(batches)} graphed calls match a correct GRL's gradients (rtol {RTOL:g})")
+    return passed(f"{len(batches)} graphed calls match a correct GRL's gradients ({tolerance(CAPTURED).text()})")
 
 
 @check("cuda.reduce_overhead")
@@ -188,9 +156,9 @@ def cuda_reduce_overhead(impl) -> Outcome:
     torch = _need_cuda()
     from torch._inductor import cudagraph_utils
 
-    from grl_conformance.checks._common import fresh_dynamo
+    from grl_conformance.core import compat
 
-    with fresh_dynamo() as counters:  # clean state in and out, no silent fallback to eager
+    with compat.fresh_dynamo() as counters:  # clean state in and out, no silent fallback to eager
         net, layer = _model(impl, 1.0)
         compiled = torch.compile(net, mode="reduce-overhead")
         batches = _batches()
@@ -204,8 +172,7 @@ def cuda_reduce_overhead(impl) -> Outcome:
                     net.zero_grad(set_to_none=True)
                     _loss(compiled(x), y).backward()
                     got = _grads(net)
-                    off = grad_mismatch(got, _reference_grads(alpha, x, y), COMPILED_RTOL,
-                                        COMPILED_ATOL)
+                    off = grads_mismatch(got, _reference_grads(alpha, x, y), COMPILED)
                     if off:
                         raise Failed(f"alpha {alpha:g}, step {steps}: {off} against a correct GRL",
                                      summary="wrong grad")
@@ -216,8 +183,8 @@ def cuda_reduce_overhead(impl) -> Outcome:
         graphs = int(counters["stats"]["unique_graphs"])
     if not graphs:
         raise Errored("torch.compile compiled no graph: the model ran eagerly", summary="not compiled")
-    return passed(f"{steps} steps over 3 alphas match a correct GRL's gradients (rtol "
-                  f"{COMPILED_RTOL:g}); no cudagraph skip; {graphs} dynamo graph(s) compiled")
+    return passed(f"{steps} steps over 3 alphas match a correct GRL's gradients "
+                  f"({tolerance(COMPILED).text()}); no cudagraph skip; {graphs} dynamo graph(s) compiled")
 
 
 @check("cuda.alpha_after_capture")
@@ -231,5 +198,6 @@ def cuda_alpha_after_capture(impl) -> Outcome:
     layer.set_alpha(ALPHA_AFTER)
     graph.replay()
     torch.cuda.synchronize()
-    return passed(alpha_verdict(_grads(net), _reference_grads(ALPHA_AFTER, x, y),
-                                _reference_grads(ALPHA_CAPTURED, x, y)))
+    return passed(judge_replayed_alpha(_grads(net), _reference_grads(ALPHA_AFTER, x, y),
+                                       _reference_grads(ALPHA_CAPTURED, x, y),
+                                       captured=ALPHA_CAPTURED, after=ALPHA_AFTER))

@@ -3,7 +3,8 @@
 Each cell starts world size 2 with `torch.multiprocessing` (`file://` init in a temporary
 directory; start method forkserver by default, which forks each rank from one fresh server
 process that imported torch once, or spawn with GRL_DIST_START_METHOD=spawn); the ranks run
-`grl_conformance.checks.distributed_worker.run_rank` and rank 0 writes a verdict.
+`grl_conformance.checks.distributed_worker.run_rank` and rank 0 writes its verdict, an `Outcome`
+(`Outcome.to_dict`), which the cell ends with.
 The parent only launches, waits with a deadline, and cleans up: every rank runs in its own
 process group (setsid), which is killed on timeout, failure and success alike, and the cell
 verifies that no process of those groups survives.
@@ -21,7 +22,7 @@ from multiprocessing.connection import wait
 
 from grl_conformance.checks import check
 from grl_conformance.core import compat
-from grl_conformance.core.outcome import Errored, Failed, Outcome, Skipped, passed
+from grl_conformance.core.outcome import Errored, Outcome, Skipped
 from grl_conformance.core.procs import dump_stacks, end_children, new_mark, read_text, start_method
 
 CONCERN = "distributed"  # the advice table's column for this area's checks (core/check.py)
@@ -39,8 +40,9 @@ LAST_SPAWN: dict = {"pids": [], "survivors": []}
 DONE_POLL_S = 0.2  # how often the launcher looks for ranks that finished their work
 
 
-def launch(check_id: str, impl) -> dict:
-    """Run the ranks; return rank 0's verdict or raise Errored (timeout, crash, traceback)."""
+def launch(check_id: str, impl) -> Outcome:
+    """Run the ranks; return rank 0's verdict (an `Outcome` of any status) or raise Errored
+    (timeout, crash, traceback)."""
     import json
 
     if not impl.ref:
@@ -124,7 +126,7 @@ def launch(check_id: str, impl) -> dict:
         verdict = read_text(os.path.join(tmp, "verdict.json"))
         if not verdict:
             raise Errored("ranks exited cleanly but rank 0 wrote no verdict")
-        return json.loads(verdict)
+        return Outcome.from_dict(json.loads(verdict))
 
 
 def _last_line_of_torch_error(path: str) -> str:
@@ -137,14 +139,6 @@ def _last_line_of_torch_error(path: str) -> str:
         return str(text).strip().splitlines()[-1] if str(text).strip() else ""
     except Exception:  # noqa: BLE001 - unreadable: the rank's own .err file speaks instead
         return ""
-
-
-def _outcome(verdict: dict) -> Outcome:
-    if verdict["status"] == "fail":
-        raise Failed(verdict["detail"], summary=verdict.get("summary", ""))
-    if verdict["status"] != "pass":
-        raise Errored(verdict["detail"])
-    return passed(verdict["detail"], summary=verdict.get("summary", ""))
 
 
 def _fsdp_available() -> None:
@@ -163,20 +157,20 @@ def _fsdp_available() -> None:
 @check("ddp.eager", own_processes=True)
 def ddp_eager(impl) -> Outcome:
     """Under DDP every rank must train with the alpha it was given and match one process."""
-    return _outcome(launch("ddp.eager", impl))
+    return launch("ddp.eager", impl).ended()
 
 
 @check("ddp.compiled", own_processes=True)
 def ddp_compiled(impl) -> Outcome:
     """torch.compile around a DDP module (DDPOptimizer splits the graph) must keep the reversal."""
-    return _outcome(launch("ddp.compiled", impl))
+    return launch("ddp.compiled", impl).ended()
 
 
 @check("fsdp", own_processes=True)
 def fsdp(impl) -> Outcome:
     """FSDP2 (fully_shard) shards the GRL's neighbours; the reversed gradient must survive it."""
     _fsdp_available()
-    return _outcome(launch("fsdp", impl))
+    return launch("fsdp", impl).ended()
 
 
 # --- contexts real training adds: tensor parallelism (harness/checks/dtensor_rank.py) ---------------
@@ -192,4 +186,4 @@ def _dtensor_available() -> None:
 def dtensor(impl) -> Outcome:
     """On DTensor activations (Shard and Replicate on a 2-rank mesh) the GRL is the identity and reverses."""
     _dtensor_available()
-    return _outcome(launch("dtensor", impl))
+    return launch("dtensor", impl).ended()

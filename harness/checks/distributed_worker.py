@@ -18,8 +18,11 @@ single-process reference over the same global batch, computed with a trusted in-
 Only verification gathers results between ranks (`all_gather_object`); training uses DDP and
 FSDP2 themselves, no hand-written communication.
 
+Rank 0's verdict is an `Outcome` (core/outcome.py) like every other cell's: `verdict` returns
+`passed(...)` or raises `Failed`; it crosses the process boundary as `Outcome.to_dict` JSON.
+
 Kept lean on purpose: a rank imports torch, this module, the check kit (its DANN, batch and
-loss, the tolerances), the reference GRL, the process helpers, the registry and the
+loss, the judge), the reference GRL, the process helpers, the registry and the
 implementation, nothing else from the harness.
 """
 from __future__ import annotations
@@ -36,11 +39,14 @@ import torch.distributed as dist
 from torch import nn
 
 from grl_conformance.checks import dtensor_rank
-from grl_conformance.checks._common import TOLERANCES, Dann, batch, dann_loss
+from grl_conformance.checks.kit.inputs import batch
+from grl_conformance.checks.kit.judge import first_bitwise_difference, grads_mismatch
+from grl_conformance.checks.kit.models import Dann, dann_loss
 from grl_conformance.core import compat
-from grl_conformance.core.outcome import describe_failure
+from grl_conformance.core.outcome import CheckSignal, Failed, Outcome, describe_failure, passed
 from grl_conformance.core.procs import enter_child, frames_outside_torch
 from grl_conformance.core.reference import ReferenceGRL
+from grl_conformance.core.tolerances import tolerance
 
 MODES = {"ddp.eager": "ddp", "ddp.compiled": "ddp_compiled", "fsdp": "fsdp",
          "dtensor": "dtensor"}  # dtensor: harness/checks/dtensor_rank.py runs the rank
@@ -60,7 +66,7 @@ def dann_alpha(p: float) -> float:
 SCHEDULE = ((dann_alpha(0.05), "all"), (dann_alpha(0.15), "all"), (0.0, "all"),
             (dann_alpha(0.30), "all"), (dann_alpha(0.60), "rank0"))
 DONE = "done"  # rank<r>.done: the rank's work and verdict are written; only teardown is left
-RTOL, ATOL = TOLERANCES["reduction"][:2]  # only the reduction order differs from the reference
+WITHIN = "reduction"  # the tolerance: only the reduction order differs from the reference
 
 
 def global_batch(step: int, device) -> tuple[torch.Tensor, ...]:
@@ -182,67 +188,49 @@ def _train_steps(check_id, impl, rank, device, backend, opts, counters) -> list:
     return recorded
 
 
-def _max_rel(a: dict, b: dict) -> tuple[float, str]:
-    worst, where = 0.0, ""
-    for n in b:
-        d = ((a[n] - b[n]).abs() / (b[n].abs() + ATOL / RTOL)).max().item()
-        if d > worst:
-            worst, where = d, n
-    return worst, where
-
-
-def _close(a: dict, b: dict) -> bool:
-    return all(torch.allclose(a[n], b[n], rtol=RTOL, atol=ATOL) for n in b)
-
-
-def judge(check_id: str, per_rank: list[list[dict]], reference: list[dict], note: str) -> dict:
-    """Rank 0's verdict: `{"status", "detail", "summary"}` (pure, unit-testable)."""
+def verdict(check_id: str, per_rank: list[list[dict]], reference: list[dict], note: str) -> Outcome:
+    """Rank 0's verdict (pure, unit-testable): `passed(...)`, or `Failed` raised."""
     fsdp = MODES[check_id] == "fsdp"
     last = len(SCHEDULE) - 1
     for step in range(len(SCHEDULE)):
         for r in range(1, len(per_rank)):
-            for n, g in per_rank[0][step].items():
-                if not torch.equal(g, per_rank[r][step][n]):
-                    diff = (g - per_rank[r][step][n]).abs().max().item()
-                    return {"status": "fail", "summary": "ranks disagree",
-                            "detail": f"step {step}: rank {r}'s gradient of {n} differs from rank 0's "
-                                      f"(max abs diff {diff:.3g}); replicas diverge"}
+            off = first_bitwise_difference(per_rank[0][step], per_rank[r][step])
+            if off is not None:
+                raise Failed(f"step {step}: rank {r}'s gradient of {off[0]} differs from rank 0's "
+                             f"(max abs diff {off[1]:.3g}); replicas diverge", summary="ranks disagree")
         got, want = per_rank[0][step], reference[step]
         if step < last:
-            if not _close(got, want["synced"]):
-                err, where = _max_rel(got, want["synced"])
-                return {"status": "fail", "summary": f"wrong grad step {step}",
-                        "detail": f"step {step} (every rank called set_alpha({SCHEDULE[step][0]:.4g})): "
-                                  f"gradient of {where} differs from the single-process reference "
-                                  f"over the global batch (max rel err {err:.3g}, rtol {RTOL:g})"}
+            off = grads_mismatch(got, want["synced"], WITHIN)
+            if off is not None:
+                raise Failed(f"step {step} (every rank called set_alpha({SCHEDULE[step][0]:.4g})): "
+                             "the gradients differ from the single-process reference over the "
+                             f"global batch ({off})", summary=f"wrong grad step {step}")
     got, want = per_rank[0][last], reference[last]
     a_new, a_old = SCHEDULE[last][0], SCHEDULE[last - 1][0]
-    if _close(got, want["synced"]):
+    off = grads_mismatch(got, want["synced"], WITHIN)
+    if off is None:
         probe, summary = (f"a rank-0-only set_alpha({a_new:.4g}) reached every rank (alpha is state "
                           "the wrapper synchronises)"), "alpha synced"
-    elif _close(got, want["per_rank"]):
+    elif grads_mismatch(got, want["per_rank"], WITHIN) is None:
         probe, summary = (f"a rank-0-only set_alpha({a_new:.4g}) stayed on rank 0; the other ranks "
                           f"kept {a_old:.4g} (alpha is rank-local: call set_alpha on every rank)"), \
             "alpha per rank"
     else:
-        err, where = _max_rel(got, want["synced"])
-        return {"status": "fail", "summary": "wrong grad (rank-0 step)",
-                "detail": f"rank-0-only set_alpha({a_new:.4g}) step: gradient of {where} matches "
-                          f"neither every rank using {a_new:.4g} nor ranks keeping their own alpha "
-                          f"(max rel err {err:.3g})"}
+        raise Failed(f"rank-0-only set_alpha({a_new:.4g}) step: the gradients match neither every "
+                     f"rank using {a_new:.4g} nor ranks keeping their own alpha ({off})",
+                     summary="wrong grad (rank-0 step)")
     across = ("identical on every rank" if not fsdp else "full_tensor() of the sharded gradients")
     extra = sorted(set(per_rank[0][0]) - set(reference[0]["synced"]))
     if extra:  # the GRL's own parameters: not in the reference model, reported, not judged
         note = f"; the GRL has trainable parameters {', '.join(extra)}" + note
-    return {"status": "pass", "summary": summary,
-            "detail": f"{len(SCHEDULE) - 1} steps with set_alpha on every rank (DANN schedule, "
-                      f"0 included) match the single-process reference (float32, rtol {RTOL:g}, atol {ATOL:g}), "
-                      f"{across}; {probe}{note}"}
+    return passed(f"{len(SCHEDULE) - 1} steps with set_alpha on every rank (DANN schedule, 0 included) "
+                  f"match the single-process reference (float32, {tolerance(WITHIN).text()}), "
+                  f"{across}; {probe}{note}", summary=summary)
 
 
 def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: str,
-             opts: dict, local_rank: int | None = None, finished=None) -> dict | None:
-    """One rank's whole job. Returns rank 0's verdict (None on other ranks).
+             opts: dict, local_rank: int | None = None, finished=None) -> Outcome | None:
+    """One rank's whole job. Returns rank 0's verdict, an `Outcome` (None on other ranks).
 
     finished: called with that result before the process group is torn down, so a launcher
     can stop waiting for the rank there: torch's own teardown (`destroy_process_group`) can hang
@@ -258,15 +246,18 @@ def run_rank(check_id: str, impl_ref: str, rank: int, world: int, init_method: s
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timedelta(seconds=max(opts["timeout_s"], 1.0)))
     try:
-        verdict = _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts)
+        try:
+            outcome = _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts)
+        except CheckSignal as signal:  # rank 0's verdict of fail (or error), raised as in a check
+            outcome = Outcome.of(signal)
         if finished is not None:
-            finished(verdict)
-        return verdict
+            finished(outcome)
+        return outcome
     finally:
         dist.destroy_process_group()
 
 
-def _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts) -> dict | None:
+def _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts) -> Outcome | None:
     if MODES[check_id] == "dtensor":
         return dtensor_rank.run(impl_ref, rank, world, device,
                                 note + f" [{backend} on {device.type}, world size {world}]")
@@ -279,7 +270,7 @@ def _rank_work(check_id, impl_ref, rank, world, device, backend, note, opts) -> 
     where = f" [{backend} on {device.type}, world size {world}" + (
         f", compiled with backend {opts['compile_backend']} "
         "around the DDP module" if check_id == "ddp.compiled" else "") + "]"
-    return judge(check_id, gathered, reference, note + where)
+    return verdict(check_id, gathered, reference, note + where)
 
 
 def where_stuck(dump: str, frames: int = 3) -> str:
@@ -296,10 +287,10 @@ def spawn_entry(rank: int, check_id: str, impl_ref: str, world: int, init_method
     stacks = open(os.path.join(out_dir, f"rank{rank}.stack"), "w")  # noqa: SIM115 - lives with the rank
     enter_child(opts["mark"], stacks, opts.get("owner"))
 
-    def finished(verdict: dict | None) -> None:
-        if verdict is not None:
+    def finished(outcome: Outcome | None) -> None:
+        if outcome is not None:
             with open(os.path.join(out_dir, "verdict.json"), "w") as fh:
-                json.dump(verdict, fh)
+                json.dump(outcome.to_dict(), fh)
         open(os.path.join(out_dir, f"rank{rank}.{DONE}"), "w").close()  # noqa: SIM115
 
     try:
@@ -324,15 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run under torchrun (RANK, WORLD_SIZE, MASTER_ADDR unset); inside the "
                      "harness the check spawns its own ranks")
     sys.path.insert(0, os.getcwd())
-    verdict = run_rank(args.check_id, args.impl_ref, int(os.environ["RANK"]),
+    outcome = run_rank(args.check_id, args.impl_ref, int(os.environ["RANK"]),
                        int(os.environ["WORLD_SIZE"]), "env://", options(),
                        int(os.environ.get("LOCAL_RANK", 0)))
-    if verdict is not None:
-        print(json.dumps(verdict))
+    if outcome is not None:
+        print(json.dumps(outcome.to_dict()))
         if args.out:
             with open(args.out, "w") as fh:
-                json.dump(verdict, fh)
-        return 0 if verdict["status"] == "pass" else 1
+                json.dump(outcome.to_dict(), fh)
+        return 0 if outcome.status == "pass" else 1
     return 0
 
 

@@ -6,14 +6,17 @@ the placements Shard(0), Shard(1) and Replicate, both forms of the GRL (layer wi
 and fn) get a DTensor distributed from a global tensor; the output must be a DTensor whose
 full tensor is the input, and the input's gradient (full tensor) must be exactly
 `-alpha * upstream` computed in one process on the global tensors (alphas are powers of two:
-exact). Every rank runs the same calls (the collectives of `full_tensor` match); rank 0 judges.
+exact). Every rank runs the same calls (the collectives of `full_tensor` match); rank 0 judges:
+`run` returns its `Outcome` (`passed`) or raises `Failed`/`Errored` as a check does.
 """
 from __future__ import annotations
 
 import torch
 
-from grl_conformance.checks._common import forms, randn
-from grl_conformance.core.outcome import describe_failure
+from grl_conformance.checks.kit.forms import forms
+from grl_conformance.checks.kit.inputs import randn
+from grl_conformance.checks.kit.judge import identical, is_reversal
+from grl_conformance.core.outcome import Errored, Failed, Outcome, describe_failure, passed
 
 ALPHAS = (0.5, 0.25)
 
@@ -24,7 +27,7 @@ def _placements():
     return (("Shard(0)", Shard(0)), ("Shard(1)", Shard(1)), ("Replicate", Replicate()))
 
 
-def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
+def run(impl_ref: str, rank: int, world: int, device, note: str) -> Outcome | None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -64,30 +67,26 @@ def run(impl_ref: str, rank: int, world: int, device, note: str) -> dict | None:
         if "sharding strategy" in message:
             hint = (" (a custom op needs a DTensor sharding rule: "
                     "torch.distributed.tensor.experimental.register_sharding)")
-        return {"status": "error", "summary": "no sharding rule" if hint else "raises",
-                "detail": f"{where}: {message}{hint}"}
+        # no summary: the launcher never passed one on for an error (the cells stay as they were)
+        raise Errored(f"{where}: {message}{hint}") from None
     if rank != 0:
         return None
     kept = set()
     for where, out, x, c, grad, alpha, placed in results:
         if out is None:
-            return {"status": "fail", "summary": "not a DTensor",
-                    "detail": f"{where}: a DTensor input came back as a plain {placed}"}
-        if out.shape != x.shape or not torch.equal(out, x):
-            return {"status": "fail", "summary": "wrong output",
-                    "detail": f"{where}: the output's full tensor is not the input (shape "
-                              f"{tuple(out.shape)}, output placements {placed})"}
+            raise Failed(f"{where}: a DTensor input came back as a plain {placed}",
+                         summary="not a DTensor")
+        if not identical(out, x):
+            raise Failed(f"{where}: the output's full tensor is not the input (shape "
+                         f"{tuple(out.shape)}, output placements {placed})", summary="wrong output")
         if grad is None:
-            return {"status": "fail", "summary": "no gradient",
-                    "detail": f"{where}: no gradient reached the DTensor input"}
-        if not torch.equal(grad, -alpha * c):
-            how = " (not reversed)" if torch.equal(grad, c) else ""
-            return {"status": "fail", "summary": "wrong gradient",
-                    "detail": f"{where}: the input gradient's full tensor is not -alpha * upstream "
-                              f"of the single-process computation{how}"}
+            raise Failed(f"{where}: no gradient reached the DTensor input", summary="no gradient")
+        if not is_reversal(grad, c, alpha):
+            how = " (not reversed)" if identical(grad, c) else ""
+            raise Failed(f"{where}: the input gradient's full tensor is not -alpha * upstream of "
+                         f"the single-process computation{how}", summary="wrong gradient")
         kept.add(placed)
-    return {"status": "pass", "summary": "",
-            "detail": f"DTensor on a {world}-rank mesh, placements Shard(0)/Shard(1)/Replicate, layer "
-                      f"and fn, alpha {'/'.join(map(str, ALPHAS))}: output full tensor equals the "
-                      "input, input gradient equals -alpha * upstream of one process (exact); output "
-                      f"placements {', '.join(sorted(kept))}{note}"}
+    return passed(f"DTensor on a {world}-rank mesh, placements Shard(0)/Shard(1)/Replicate, layer "
+                  f"and fn, alpha {'/'.join(map(str, ALPHAS))}: output full tensor equals the "
+                  "input, input gradient equals -alpha * upstream of one process (exact); output "
+                  f"placements {', '.join(sorted(kept))}{note}")

@@ -15,16 +15,9 @@ import time
 import torch
 
 from grl_conformance.checks import check, dann
-from grl_conformance.checks._common import (
-    CONTEXT_ALPHA,
-    Dann,
-    at,
-    batch,
-    compare_grads,
-    dann_loss,
-    dtype_name,
-    grads_of,
-)
+from grl_conformance.checks.kit.inputs import CONTEXT_ALPHA, batch
+from grl_conformance.checks.kit.judge import at, dtype_name, judge_grads, weights_moved
+from grl_conformance.checks.kit.models import Dann, dann_loss, grads_of
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, passed
 from grl_conformance.core.reference import ReferenceGRL
@@ -119,8 +112,8 @@ def amp_grad_scaler(impl):
     layer.set_alpha(CONTEXT_ALPHA)
     with at(where):
         got = _scaler_run(layer, device, dtype)
-    compare_grads(got[0]["grads"], want[0]["grads"], f"{where}, step 0 (finite)", bitwise=True)
-    if torch.equal(got[0]["before"], got[0]["after"]):
+    judge_grads(got[0]["grads"], want[0]["grads"], where=f"{where}, step 0 (finite)", bitwise=True)
+    if not weights_moved(got[0]["before"], got[0]["after"]):
         raise Failed(f"{where}, step 0: the trunk did not step although every gradient was finite",
                      summary="step skipped")
     g = got[1]["grads"]["trunk.weight"]
@@ -129,7 +122,7 @@ def amp_grad_scaler(impl):
                      "trunk's gradient is finite: the GRL swallowed the inf, so the trunk's "
                      "optimizer steps on a gradient the scaler would have discarded",
                      summary="overflow swallowed")
-    if not torch.equal(got[1]["before"], got[1]["after"]):
+    if weights_moved(got[1]["before"], got[1]["after"]):
         raise Failed(f"{where}, step 1: the trunk stepped on an overflowed step", summary="bad step")
     s0, s1 = got[1]["scale"]
     if not s1 < s0:

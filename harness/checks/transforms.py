@@ -15,32 +15,32 @@ import torch
 from torch import nn
 
 from grl_conformance.checks import check
-from grl_conformance.checks._common import (
+from grl_conformance.checks.kit.inputs import (
     ALPHA,
     ALPHA_AFTER,
     CONTEXT_ALPHA,
-    TOLERANCE,
-    Dann,
     batch,
-    impl_model,
+    sample_inputs,
+)
+from grl_conformance.checks.kit.judge import (
+    close,
+    identical,
+    is_reversal,
     judge_alpha_after,
     judge_step,
     raised,
-    reference_model,
-    sample_inputs,
-    squash,
-    tol,
-    tolerance_text,
-    unreversed_model,
 )
+from grl_conformance.checks.kit.models import Dann, impl_model, reference_model, unreversed_model
 from grl_conformance.core.outcome import (
     NOT_INSTALLED,
     Errored,
     Failed,
     Skipped,
     describe_exception,
+    one_line,
     passed,
 )
+from grl_conformance.core.tolerances import tolerance
 
 CONCERN = "deploy"  # the advice table's column for this area's checks (core/check.py)
 
@@ -54,7 +54,7 @@ def _io_step(fn, x, upstream):
     return out.detach(), x.grad, []
 
 
-def _judge_program(name: str, program, model, x, upstream, verb: str | None) -> str:
+def _run_program(name: str, program, model, x, upstream, verb: str | None) -> str:
     """Output and input gradient must equal a correct GRL's (the same model with the reference
     GRL, eager) and the implementation's own eager run's; the detail says whether the reversal
     was lost and how the program relates to that eager run. Then, unless `verb` is None (a
@@ -69,8 +69,9 @@ def _judge_program(name: str, program, model, x, upstream, verb: str | None) -> 
                unreversed=_io_step(unreversed_model(), x, upstream))
     if verb is None:
         return ""
-    return judge_alpha_after(name, lambda: _io_step(program, x, upstream), model[1], ALPHA,
-                             _io_step(reference_model(ALPHA_AFTER), x, upstream), truth, verb)
+    return judge_alpha_after(lambda: _io_step(program, x, upstream),
+                             _io_step(reference_model(ALPHA_AFTER), x, upstream), truth,
+                             where=name, layer=model[1], made_with=ALPHA, verb=verb)
 
 
 def _call_targets(graph_module) -> str:
@@ -89,7 +90,7 @@ def export(impl):
         raise raised("torch.export.export", exc, "export error") from None
     try:
         module = program.module()
-        followed = _judge_program("exported program", module, model, x, upstream, "torch.export")
+        followed = _run_program("exported program", module, model, x, upstream, "torch.export")
     except Failed as failed:
         raise Failed(f"{failed.detail}; exported graph calls: {_call_targets(program.graph_module)}",
                      summary=failed.summary) from None
@@ -97,11 +98,11 @@ def export(impl):
         raise raised("running the exported program", exc, "run error") from None
     return passed(f"torch.export.export (default strict setting) of Linear -> GRL -> Linear: the "
                   f"exported program's output and input gradient equal a correct GRL's and its own "
-                  f"eager run's ({TOLERANCE}); {followed}; graph calls: "
+                  f"eager run's ({tolerance('graph').text()}); {followed}; graph calls: "
                   f"{_call_targets(program.graph_module)}")
 
 
-def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
+def _torchscript_column(verb: str, kind: str, build, model, x, upstream):
     """A TorchScript module (scripted or traced) must give a correct GRL's output and input
     gradient; whether torch.jit.save/load round-trips is reported (and the reloaded module judged)."""
     try:
@@ -109,7 +110,7 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
     except Exception as exc:  # noqa: BLE001
         raise raised(f"torch.jit.{verb}", exc, f"{verb} error") from None
     try:
-        followed = _judge_program(f"{kind} module", module, model, x, upstream, f"torch.jit.{verb}")
+        followed = _run_program(f"{kind} module", module, model, x, upstream, f"torch.jit.{verb}")
     except (Failed, Errored):
         raise
     except Exception as exc:  # noqa: BLE001
@@ -120,11 +121,11 @@ def _judge_torchscript(verb: str, kind: str, build, model, x, upstream):
         buffer.seek(0)
         loaded = torch.jit.load(buffer)
     except Exception as exc:  # noqa: BLE001 - not saving is a property, reported
-        return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
+        return passed(f"{kind} output and input gradient equal a correct GRL's ({tolerance('graph').text()}); "
                       f"{followed}; torch.jit.save/load does not round-trip ({type(exc).__name__}: "
-                      f"{squash(exc, 160)})", summary="no save")
-    _judge_program(f"saved and reloaded {kind} module", loaded, model, x, upstream, None)
-    return passed(f"{kind} output and input gradient equal a correct GRL's ({TOLERANCE}); "
+                      f"{one_line(exc, 160)})", summary="no save")
+    _run_program(f"saved and reloaded {kind} module", loaded, model, x, upstream, None)
+    return passed(f"{kind} output and input gradient equal a correct GRL's ({tolerance('graph').text()}); "
                   f"{followed}; torch.jit.save/load round-trips with the reversal intact",
                   summary="saves")
 
@@ -134,7 +135,7 @@ def jit_script(impl):
     """TorchScript must keep the reversal; whether the scripted module saves and loads is reported."""
     model = impl_model(impl)
     x, upstream = sample_inputs()
-    return _judge_torchscript("script", "scripted", lambda: torch.jit.script(model), model, x, upstream)
+    return _torchscript_column("script", "scripted", lambda: torch.jit.script(model), model, x, upstream)
 
 
 @check("jit.trace", control="composite")
@@ -148,10 +149,10 @@ def jit_trace(impl):
             warnings.simplefilter("ignore")  # TracerWarnings about Python values
             return torch.jit.trace(model, (x,), check_trace=False)
 
-    return _judge_torchscript("trace", "traced", trace, model, x, upstream)
+    return _torchscript_column("trace", "traced", trace, model, x, upstream)
 
 
-def _fx_judge(impl, leaf: bool, how: str):
+def _fx_column(impl, leaf: bool, how: str):
     import torch.fx
 
     model = impl_model(impl)
@@ -168,7 +169,7 @@ def _fx_judge(impl, leaf: bool, how: str):
     except Exception as exc:  # noqa: BLE001
         raise raised(f"torch.fx symbolic tracing ({how})", exc, "trace error") from None
     try:
-        followed = _judge_program(f"FX GraphModule ({how})", module, model, x, upstream,
+        followed = _run_program(f"FX GraphModule ({how})", module, model, x, upstream,
                                   "torch.fx tracing")
     except (Failed, Errored) as failed:
         raise type(failed)(f"{failed.detail}; traced graph calls: {_fx_targets(module)}",
@@ -176,7 +177,7 @@ def _fx_judge(impl, leaf: bool, how: str):
     except Exception as exc:  # noqa: BLE001
         raise raised(f"running the FX GraphModule ({how})", exc, "run error") from None
     return passed(f"torch.fx symbolic trace of Linear -> GRL -> Linear ({how}): the GraphModule's "
-                  f"output and input gradient equal a correct GRL's ({TOLERANCE}); {followed}; "
+                  f"output and input gradient equal a correct GRL's ({tolerance('graph').text()}); {followed}; "
                   f"graph calls: {_fx_targets(module)}")
 
 
@@ -187,7 +188,7 @@ def _fx_targets(module) -> str:
             target = node.target if isinstance(node.target, str) else getattr(
                 node.target, "__name__", str(node.target))
             names.append(f"{node.op}:{target}")
-    return squash(", ".join(names), 240)
+    return one_line(", ".join(names), 240)
 
 
 @check("fx.trace", control="composite")  # FX records only a Function's forward
@@ -195,19 +196,15 @@ def fx_trace(impl):
     """torch.fx.symbolic_trace through the GRL (torchvision's feature extractors do it): the
     GraphModule must keep the reversal. The detail says whether the GRL as a leaf module does."""
     try:
-        return _fx_judge(impl, leaf=False, how="traced through the GRL")
+        return _fx_column(impl, leaf=False, how="traced through the GRL")
     except (Failed, Errored) as broken:
         try:
-            _fx_judge(impl, leaf=True, how="the GRL as a leaf module")
+            _fx_column(impl, leaf=True, how="the GRL as a leaf module")
             hint = ("; as a leaf module (Tracer.is_leaf_module, leaf_modules= in torchvision's "
                     "create_feature_extractor) the GraphModule keeps the reversal")
         except (Failed, Errored) as leaf:
             hint = f"; as a leaf module too: {leaf.detail}"
-        raise type(broken)(squash(broken.detail + hint, 600), summary=broken.summary) from None
-
-
-def _close(a, b) -> bool:
-    return a.shape == b.shape and torch.allclose(a, b, **tol("func"))
+        raise type(broken)(one_line(broken.detail + hint, 600), summary=broken.summary) from None
 
 
 @check("func.vmap", concern="torch.func", control="composite")  # the reference defines no vmap rule
@@ -222,16 +219,16 @@ def func_vmap(impl):
         ys = vmapped(xs)
     except Exception as exc:  # noqa: BLE001
         raise raised("torch.func.vmap(layer)", exc, "vmap error") from None
-    if not (isinstance(ys, torch.Tensor) and torch.equal(ys.detach(), xs.detach())):
+    if not (isinstance(ys, torch.Tensor) and identical(ys.detach(), xs.detach())):
         raise Failed("vmapped forward is not the identity", summary="wrong output")
     try:
         ys.backward(upstream)
     except Exception as exc:  # noqa: BLE001
         raise raised("backward through the vmapped GRL", exc, "backward error") from None
-    if xs.grad is not None and _close(xs.grad, upstream):
+    if close(xs.grad, upstream, "func"):
         raise Failed("backward through the vmapped GRL is NOT reversed: the input gradient equals "
                      "the upstream gradient", summary="reversal lost")
-    if xs.grad is None or not _close(xs.grad, -ALPHA * upstream):
+    if not is_reversal(xs.grad, upstream, ALPHA, "func"):
         got = "None" if xs.grad is None else f"{(xs.grad + ALPHA * upstream).abs().max().item():.3g} max |diff|"
         raise Failed(f"backward through vmap: input gradient is not -alpha * upstream ({got})",
                      summary="wrong gradient")
@@ -241,8 +238,9 @@ def func_vmap(impl):
         vmapped(x).backward(upstream)
         return x.grad
 
-    followed = judge_alpha_after("backward through the vmapped GRL", rerun, layer, ALPHA,
-                                 -ALPHA_AFTER * upstream, -ALPHA * upstream, "torch.func.vmap")
+    followed = judge_alpha_after(rerun, -ALPHA_AFTER * upstream, -ALPHA * upstream,
+                                 where="backward through the vmapped GRL", layer=layer,
+                                 made_with=ALPHA, verb="torch.func.vmap")
     return passed("vmap over a batch of 4: forward is the identity, backward through it is "
                   f"-alpha * upstream; {followed}")
 
@@ -258,13 +256,14 @@ def func_grad(impl):
         grad = transformed(x)
     except Exception as exc:  # noqa: BLE001
         raise raised("torch.func.grad", exc, "grad error") from None
-    if not _close(grad, -ALPHA * weights):
-        if _close(grad, weights):
+    if not is_reversal(grad, weights, ALPHA, "func"):
+        if close(grad, weights, "func"):
             raise Failed("torch.func.grad is not reversed (gradient equals the upstream weights)",
                          summary="reversal lost")
         raise Failed(f"torch.func.grad gives {grad.tolist()}, expected -alpha * w", summary="wrong gradient")
-    followed = judge_alpha_after("torch.func.grad", lambda: transformed(x), layer, ALPHA,
-                                 -ALPHA_AFTER * weights, -ALPHA * weights, "torch.func.grad")
+    followed = judge_alpha_after(lambda: transformed(x), -ALPHA_AFTER * weights, -ALPHA * weights,
+                                 where="torch.func.grad", layer=layer, made_with=ALPHA,
+                                 verb="torch.func.grad")
     return passed(f"torch.func.grad(sum(w * grl(x))) == -alpha * w; {followed}")
 
 
@@ -278,18 +277,19 @@ def func_jvp(impl):
         primal, out_tangent = torch.func.jvp(layer, (x,), (tangent,))
     except Exception as exc:  # noqa: BLE001
         raise raised("torch.func.jvp", exc, "jvp error") from None
-    if not torch.equal(primal, x):
+    if not identical(primal, x):
         raise Failed("jvp primal output is not the input", summary="wrong output")
-    if _close(out_tangent, -ALPHA * tangent):
+    if is_reversal(out_tangent, tangent, ALPHA, "func"):
         followed = judge_alpha_after(
-            "torch.func.jvp", lambda: torch.func.jvp(layer, (x,), (tangent,))[1], layer, ALPHA,
-            -ALPHA_AFTER * tangent, -ALPHA * tangent, "torch.func.jvp")
+            lambda: torch.func.jvp(layer, (x,), (tangent,))[1], -ALPHA_AFTER * tangent,
+            -ALPHA * tangent, where="torch.func.jvp", layer=layer, made_with=ALPHA,
+            verb="torch.func.jvp")
         return passed("jvp tangent == -alpha * t: forward and reverse mode agree (jacfwd == jacrev); "
                       + followed)
     if not out_tangent.abs().max().item():
         raise Failed("jvp tangent is zero: forward mode drops the derivative (jacfwd != jacrev)",
                      summary="zero tangent")
-    if _close(out_tangent, tangent):
+    if close(out_tangent, tangent, "func"):
         raise Failed("jvp tangent equals t: forward mode is not reversed (jacfwd != jacrev)",
                      summary="identity tangent")
     raise Failed(f"jvp tangent is not -alpha * t (max |diff| "
@@ -376,10 +376,10 @@ def _legacy(model, x, want) -> str:
         with _quiet():
             torch.onnx.export(model, (x,), buf, dynamo=False)
         got = _run_onnx(buf.getvalue(), x)
-        same = got.shape == want.shape and torch.allclose(got, want, **tol("reduction"))
+        same = close(got, want, "reduction")
         return "legacy exporter (dynamo=False): " + ("same result" if same else "output DIFFERS from eager")
     except Exception as exc:  # noqa: BLE001 - information only
-        first = " ".join(str(exc).split())[:140]
+        first = one_line(exc, 140)
         return f"legacy exporter (dynamo=False) raises {type(exc).__name__}: {first}"
 
 
@@ -395,7 +395,7 @@ def onnx_export(impl):
         task, dom = model(x)
         truth = Dann(nn.Identity()).eval()
         want_task, want_dom = truth(x)  # the identity's truth: the same model without a GRL
-    if not (torch.equal(task, want_task) and torch.equal(dom, want_dom)):
+    if not (identical(task, want_task) and identical(dom, want_dom)):
         raise Errored("the eager forward is not the identity here (forward.identity's business)")
 
     class DomainOut(nn.Module):  # one output: the domain head's, which goes through the GRL
@@ -419,7 +419,7 @@ def onnx_export(impl):
         step = ("torch.export" if "step 1/3" in text else "ONNX conversion" if "step 3/3" in text
                 else "export")
         cause = exc.__cause__ or exc.__context__
-        why = f"{type(cause).__name__}: {' '.join(str(cause).split())[:160]}" if cause else text[:160]
+        why = f"{type(cause).__name__}: {one_line(cause, 160)}" if cause else text[:160]
         hint = (" (a custom op needs a custom_translation_table entry: declare it as the layer's "
                 "onnx_translation_table)" if "step 3/3" in text else "")
         raise Errored(f"torch.onnx.export(dynamo=True) failed at {step}: {why}{hint}; {legacy}",
@@ -429,12 +429,12 @@ def onnx_export(impl):
     except Exception as exc:  # noqa: BLE001
         raise Errored(f"onnxruntime could not run the exported model: {describe_exception(exc)}; {legacy}",
                       summary="ort error") from None
-    if got.shape != want_dom.shape or not torch.allclose(got, want_dom, **tol("reduction")):
+    if not close(got, want_dom, "reduction"):
         diff = (got - want_dom).abs().max().item() if got.shape == want_dom.shape else "shape"
         raise Failed(f"the exported graph run in onnxruntime differs from eager (max |diff| {diff}); "
                      f"ONNX ops: {_onnx_ops(data)}; {legacy}", summary="wrong output")
     via = " with the layer's onnx_translation_table" if table else ""
     return passed(f"torch.onnx.export(dynamo=True){via} of the DANN's domain branch runs in onnxruntime "
-                  f"and equals eager ({tolerance_text('reduction')}); ONNX ops: {_onnx_ops(data)}; "
+                  f"and equals eager ({tolerance('reduction').text()}); ONNX ops: {_onnx_ops(data)}; "
                   f"{legacy}",
                   summary="translated" if table else "")

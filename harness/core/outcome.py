@@ -13,7 +13,7 @@ STATUSES = (PASS, FAIL, ERROR, SKIP, NA, XFAIL)
 NOT_INSTALLED = "not installed"
 # The summary of a skip given to every row of a column whose control failed (core/controls.py).
 NOT_JUDGED = "not judged"
-# Summaries of a fail that is right only to a lower precision (checks._common.name_the_error):
+# Summaries of a fail that is right only to a lower precision (checks.kit.judge.name_the_error):
 # the reversal is there, a float64 user loses digits; the advice table tells it from a wrong one.
 PRECISION_LOSS = ("alpha rounded to", "grad rounded to")
 
@@ -36,6 +36,30 @@ class Outcome:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
+
+    def to_dict(self) -> dict:
+        """The record as plain JSON types (a distributed rank's verdict crosses a process
+        boundary this way)."""
+        return {"status": self.status, "detail": self.detail, "duration_s": self.duration_s,
+                "summary": self.summary, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Outcome:
+        return cls(data["status"], data.get("detail", ""), data.get("duration_s", 0.0),
+                   data.get("summary", ""), tuple(data.get("warnings", ())))
+
+    @classmethod
+    def of(cls, signal: CheckSignal) -> Outcome:
+        """The record a raised signal ends a check with."""
+        return cls(signal.status, signal.detail, summary=signal.summary)
+
+    def ended(self) -> Outcome:
+        """This record as a check ends with it: returned when it passed, raised as its signal
+        (`Failed`, `Errored`, ...) otherwise."""
+        if self.status == PASS:
+            return self
+        signal = {s.status: s for s in (Failed, Errored, Skipped, NotApplicable)}.get(self.status, Errored)
+        raise signal(self.detail, summary=self.summary)
 
 
 class CheckSignal(Exception):

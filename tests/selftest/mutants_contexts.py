@@ -1,6 +1,6 @@
-"""Mutants for the context columns (AMP, checkpointing, serialization and ONNX in their area
-modules; DTensor in harness/checks/dtensor_rank.py):
-amp.*, checkpoint.*, serialize.*, dtensor, onnx.export.
+"""Mutants for the context columns: those of harness/checks/eager/contexts.py (amp.autocast,
+checkpoint.*, serialize.*, grad_mode.nested), and the contexts other areas hold (amp.grad_scaler in train.py,
+onnx.export in transforms.py, dtensor in dtensor_rank.py), which share these GRLs.
 
 Each is right in plain eager (the eager checks it lists under `passes` stay green) and wrong
 only in the context its column builds. Classes are module-level: torch.save pickles them and
@@ -247,6 +247,29 @@ class _ShortcutUnderModesLayer(FloatAlphaLayer):
         return super().forward(x)
 
 
+# --- grad_mode.nested --------------------------------------------------------------------------
+
+class _StickyEval(FloatAlphaLayer):
+    """Notes the first call made with autograd off ("we are evaluating") and stops reversing
+    from then on: after the first evaluation loop, training loses its reversal."""
+
+    evaluating = False
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            self.evaluating = True
+        return x.view_as(x) if self.evaluating else super().forward(x)
+
+
+class _GraphUnderNoGrad(FloatAlphaLayer):
+    """Forces grad mode on inside forward (so that its reversal "always works"): under no_grad it
+    still builds a graph, which an evaluation loop keeps alive for every batch."""
+
+    def forward(self, x):
+        with torch.enable_grad():
+            return super().forward(x)
+
+
 MUTANTS = [
     mutant("sac_shortcut", _ShortcutUnderModesLayer,
            trips={"checkpoint.selective": "fail"},
@@ -286,4 +309,10 @@ MUTANTS = [
     mutant("ctx_op_bad_sharding", _OpBadSharding, trips={"dtensor": "fail"}, kind="library",
            why="its sharding rule declares a replicated output for a sharded input",
            passes=("backward.reversal",)),
+    mutant("ctx_sticky_eval", _StickyEval, trips={"grad_mode.nested": "fail"},
+           why="the first call under no_grad switches the reversal off for good",
+           passes=("backward.reversal", "alpha.update")),
+    mutant("ctx_graph_under_no_grad", _GraphUnderNoGrad, trips={"grad_mode.nested": "fail"},
+           why="enable_grad inside forward: a graph is built under no_grad",
+           passes=("forward.identity", "backward.reversal", "alpha.update")),
 ]

@@ -1,6 +1,7 @@
 """Deliberately broken GRLs ("mutants") and what each must trip.
 
-Each area keeps its mutants in `tests/selftest/mutants_<area>.py` as a list `MUTANTS`.
+Each check module keeps its mutants in `tests/selftest/mutants_<module>.py` (mutants_reversal.py for
+harness/checks/eager/reversal.py, mutants_compile.py for compile.py, ...) as a list `MUTANTS`.
 `test_mutants.py` runs every (mutant, check) pair listed in `trips` and asserts the status;
 it also asserts that every check in the catalogue is tripped by at least one mutant.
 """

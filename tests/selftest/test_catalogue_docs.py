@@ -44,3 +44,18 @@ def test_no_citation_of_a_file_outside_the_repository():
                  for p in (root / folder).rglob("*") if p.suffix in (".py", ".md")
                  and p.name != Path(__file__).name and "DESIGN" + ".md" in p.read_text()]
     assert not offenders, offenders
+
+
+QUESTION = re.compile(r"^Question: (.+)$", re.MULTILINE)
+
+
+def test_each_columns_text_is_written_once():
+    """docs/checks.md is the one source of a column's question: another page links to it instead
+    of copying it (docs/contexts.md once repeated eight of them word for word)."""
+    root = DOC.parents[1]
+    questions = [q[:60] for q in QUESTION.findall(DOC.read_text()) if len(q) >= 60]
+    assert len(questions) >= 20
+    pages = [p for p in (*(root / "docs").rglob("*.md"), root / "README.md") if p != DOC]
+    copied = sorted({f"{p.relative_to(root)}: {q}" for p in pages for q in questions
+                     if q in p.read_text()})
+    assert not copied, "column text copied from docs/checks.md (link to it instead):\n" + "\n".join(copied)

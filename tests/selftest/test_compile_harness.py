@@ -6,6 +6,7 @@ import torch
 
 from grl_conformance import checks as catalogue
 from grl_conformance.checks import compile as compile_checks
+from grl_conformance.core import compat
 from grl_conformance.core.registry import resolve
 from grl_conformance.core.runner import run_check
 from tests.selftest.mutants_transforms import _CustomOpLayer
@@ -19,7 +20,7 @@ def test_dynamo_config_is_restored_after_a_cell():
 
 
 def test_fresh_dynamo_sets_the_no_fallback_flag():
-    with compile_checks.fresh_dynamo():
+    with compat.fresh_dynamo():
         assert torch._dynamo.config.fail_on_recompile_limit_hit is True
 
 

@@ -6,6 +6,7 @@ import torch
 
 from grl_conformance import checks as catalogue
 from grl_conformance.checks import cuda
+from grl_conformance.checks.kit.judge import grads_mismatch, judge_replayed_alpha
 from grl_conformance.core.outcome import Failed
 from grl_conformance.core.registry import resolve
 from grl_conformance.core.runner import run_check
@@ -23,21 +24,22 @@ def _grads(alpha: float) -> dict:
             "2.weight": second.weight.grad, "2.bias": second.bias.grad}
 
 
-def test_grad_mismatch_names_the_parameter():
-    assert cuda.grad_mismatch(_grads(0.5), _grads(0.5)) is None
-    off = cuda.grad_mismatch(_grads(0.5), _grads(0.5 * 1.001))
+def test_grads_mismatch_names_the_parameter():
+    assert grads_mismatch(_grads(0.5), _grads(0.5), cuda.CAPTURED) is None
+    off = grads_mismatch(_grads(0.5), _grads(0.5 * 1.001), cuda.CAPTURED)
     assert off and off.startswith("0.weight"), off
-    assert "no gradient" in cuda.grad_mismatch({}, _grads(0.5))
+    assert "no gradient" in grads_mismatch({}, _grads(0.5), cuda.CAPTURED)
 
 
-def test_alpha_verdict_follows_frozen_neither():
+def test_replayed_alpha_follows_frozen_neither():
     new, old = _grads(cuda.ALPHA_AFTER), _grads(cuda.ALPHA_CAPTURED)
-    assert "follows the new alpha" in cuda.alpha_verdict(new, new, old)
+    alphas = {"captured": cuda.ALPHA_CAPTURED, "after": cuda.ALPHA_AFTER}
+    assert "follows the new alpha" in judge_replayed_alpha(new, new, old, **alphas)
     with pytest.raises(Failed, match="frozen") as frozen:
-        cuda.alpha_verdict(old, new, old)
+        judge_replayed_alpha(old, new, old, **alphas)
     assert frozen.value.summary == "alpha frozen"
     with pytest.raises(Failed, match="matches neither"):
-        cuda.alpha_verdict(_grads(-1.0), new, old)
+        judge_replayed_alpha(_grads(-1.0), new, old, **alphas)
 
 
 def test_skip_verdict_fails_on_any_skip():

@@ -15,6 +15,7 @@ from grl_conformance import checks as catalogue
 from grl_conformance.checks import distributed
 from grl_conformance.checks import distributed_worker as worker
 from grl_conformance.core import procs
+from grl_conformance.core.outcome import Failed
 from grl_conformance.core.registry import resolve
 from grl_conformance.core.runner import run_check
 from tests.selftest.mutation import by_name
@@ -102,34 +103,57 @@ def _ranks(reference, which: str, world: int = 2):
     return [[{n: g.clone() for n, g in s.items()} for s in steps] for _ in range(world)]
 
 
-def test_judge_passes_synced_and_per_rank(reference):
-    synced = worker.judge("ddp.eager", _ranks(reference, "synced"), reference, "")
-    local = worker.judge("ddp.eager", _ranks(reference, "per_rank"), reference, "")
-    assert (synced["status"], synced["summary"]) == ("pass", "alpha synced")
-    assert (local["status"], local["summary"]) == ("pass", "alpha per rank")
+def _failed(ranks, reference) -> Failed:
+    with pytest.raises(Failed) as failed:
+        worker.verdict("ddp.eager", ranks, reference, "")
+    return failed.value
 
 
-def test_judge_fails_a_wrong_alpha_step(reference):
+def test_verdict_passes_synced_and_per_rank(reference):
+    synced = worker.verdict("ddp.eager", _ranks(reference, "synced"), reference, "")
+    local = worker.verdict("ddp.eager", _ranks(reference, "per_rank"), reference, "")
+    assert (synced.status, synced.summary) == ("pass", "alpha synced")
+    assert (local.status, local.summary) == ("pass", "alpha per rank")
+
+
+def test_verdict_fails_a_wrong_alpha_step(reference):
     ranks = _ranks(reference, "synced")
     for r in ranks:  # step 1: the trunk gradient 0.1 % off, far outside the tolerance
         r[1]["trunk.weight"] = r[1]["trunk.weight"] * 1.001
-    verdict = worker.judge("ddp.eager", ranks, reference, "")
-    assert verdict["status"] == "fail" and "step 1" in verdict["detail"], verdict
+    failed = _failed(ranks, reference)
+    assert "step 1" in failed.detail and failed.summary == "wrong grad step 1", failed.detail
 
 
-def test_judge_fails_ranks_that_disagree(reference):
+def test_verdict_fails_ranks_that_disagree(reference):
     ranks = _ranks(reference, "synced")
     ranks[1][0]["task.bias"] = ranks[1][0]["task.bias"].nextafter(torch.tensor(9.0))
-    verdict = worker.judge("ddp.eager", ranks, reference, "")
-    assert verdict["status"] == "fail" and verdict["summary"] == "ranks disagree", verdict
+    assert _failed(ranks, reference).summary == "ranks disagree"
 
 
-def test_judge_fails_a_probe_step_matching_neither(reference):
+def test_verdict_fails_a_probe_step_matching_neither(reference):
     ranks = _ranks(reference, "synced")
     for r in ranks:
         r[-1]["trunk.bias"] = -r[-1]["trunk.bias"]
-    verdict = worker.judge("ddp.eager", ranks, reference, "")
-    assert verdict["status"] == "fail" and "rank-0" in verdict["summary"], verdict
+    assert "rank-0" in _failed(ranks, reference).summary
+
+
+def test_the_verdict_crosses_the_process_boundary_as_the_same_record(reference):
+    """What rank 0 writes (`Outcome.to_dict`, JSON) is what the launcher ends the cell with."""
+    import json
+
+    from grl_conformance.core.outcome import Outcome
+
+    passing = worker.verdict("ddp.eager", _ranks(reference, "synced"), reference, "")
+    assert Outcome.from_dict(json.loads(json.dumps(passing.to_dict()))).ended() == passing
+    ranks = _ranks(reference, "synced")
+    for r in ranks:
+        r[1]["trunk.weight"] = r[1]["trunk.weight"] * 1.001
+    failing = Outcome.of(_failed(ranks, reference))
+    back = Outcome.from_dict(json.loads(json.dumps(failing.to_dict())))
+    assert back == failing
+    with pytest.raises(Failed) as raised:
+        back.ended()
+    assert (raised.value.detail, raised.value.summary) == (failing.detail, failing.summary)
 
 
 def test_reference_candidates_differ_only_in_the_probe_step(reference):

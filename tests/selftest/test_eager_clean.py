@@ -15,15 +15,9 @@ from tests.selftest.grls import BufferAlphaLayer, FloatAlphaLayer, impl_of
 
 CLEAN = [impl_of("clean_view_function", FloatAlphaLayer),
          impl_of("clean_buffer_clone", BufferAlphaLayer)]
-EAGER_IDS = ["forward.identity", "backward.reversal", "backward.gradcheck", "backward.double",
-             "alpha.update", "graph.shared_trunk", "memory.saved", "memory.graph_freed",
-             "memory.offload", "graph.several_grls", "inplace.after", "amp.autocast",
-             "checkpoint.reentrant", "checkpoint.nonreentrant", "checkpoint.selective",
-             "serialize.copy", "serialize.save", "serialize.state_dict"]
-
-
-def test_the_eager_catalogue_is_the_designed_one():
-    assert [c.id for c in catalogue.checks_in("eager")] == EAGER_IDS
+# Every column of the eager area, from the catalogue (a new column is covered the day it is
+# registered; docs/checks.md and the registry are kept equal by test_catalogue_docs.py).
+EAGER_IDS = [c.id for c in catalogue.checks_in("eager")]
 
 
 @pytest.mark.parametrize("impl", CLEAN, ids=lambda i: i.name)
@@ -47,7 +41,7 @@ def test_details_name_design_facts():
 
 def test_reversal_detail_is_a_counterexample():
     """A failing reversal cell names form, dtype, shape, strides, alpha and the error size."""
-    from tests.selftest.mutants_eager import MUTANTS
+    from tests.selftest.mutants_reversal import MUTANTS
 
     m = next(m for m in MUTANTS if m.impl.name == "eager_alpha_float32")
     detail = run_check(m.impl, catalogue.get("backward.reversal")).detail

@@ -71,7 +71,7 @@ def test_the_wheels_packages_are_the_folders():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     folders = {"grl_conformance", "grl_conformance.impls"} | {
         "grl_conformance." + p.parent.relative_to(ROOT / "harness").as_posix().replace("/", ".")
-        for p in (ROOT / "harness").glob("*/__init__.py")}
+        for p in (ROOT / "harness").rglob("*/__init__.py")}
     assert listed == folders
 
 
@@ -99,7 +99,7 @@ def test_every_forkserver_preload_name_imports():
     import subprocess
     import sys
 
-    from grl_conformance.core.procs import PRELOAD
+    from grl_conformance.isolation.server import PRELOAD
 
     code = ("import importlib, sys\n"
             f"for name in {PRELOAD!r}:\n"
@@ -112,7 +112,7 @@ def test_every_forkserver_preload_name_imports():
 def test_the_reference_pins_are_found():
     """The plugin's default expectations folder must hold files: a wrong path (as once after a
     move) leaves every reference row unpinned without a word."""
-    from grl_conformance.plugin.pytest_plugin import PINS_DIR
+    from grl_conformance.plugin.pins import PINS_DIR
 
     assert PINS_DIR.is_dir() and sorted(PINS_DIR.glob("torch-*.json")), PINS_DIR
 
@@ -188,12 +188,49 @@ def test_no_import_circle():
 
 
 def test_the_cells_scheduled_alone_are_the_own_processes_checks():
-    """The xdist scheduler keeps a row's cells on one worker, except the cells of the module it
-    names (OWN_PROCESSES_MODULE), which never use the row's child: that module must hold exactly
-    the `own_processes` checks."""
-    from grl_conformance.plugin.pytest_plugin import OWN_PROCESSES_MODULE
+    """The xdist scheduler keeps a row's cells on one worker, except the cells of checks with
+    `own_processes`, which never use the row's child: it finds them in the catalogue, by the
+    check id in the test id, whatever module holds them."""
+    from grl_conformance.plugin import scheduling
 
-    area = OWN_PROCESSES_MODULE.rsplit("test_", 1)[1].removesuffix(".py")
-    assert (ROOT / "harness" / "conformance" / OWN_PROCESSES_MODULE.lstrip("/")).is_file()
-    assert {c.id for c in catalogue.all_checks() if c.own_processes} == \
-        {c.id for c in catalogue.checks_in(area)}
+    assert scheduling.own_process_checks() == {c.id for c in catalogue.all_checks() if c.own_processes}
+    assert scheduling.own_process_checks() >= {"ddp.eager", "fsdp"}
+
+
+class _Node:
+    def __init__(self, name: str) -> None:
+        self.gateway = type("Gateway", (), {"id": name})()
+
+
+class _Config:
+    """The little of a controller's config that xdist's schedulers read."""
+
+    def getvalue(self, name: str):
+        return {"tx": ["2*popen"]}[name]
+
+    def getoption(self, name: str):
+        return {"maxschedchunk": None}[name]
+
+
+def test_the_scheduler_is_chosen_by_what_the_workers_collected():
+    """The plugin stays inert until the workers collect matrix cells, whatever the run's
+    arguments are called: then a row's cells share a worker and an own-process cell is alone."""
+    pytest.importorskip("xdist")
+    from xdist.scheduler import LoadScheduling
+
+    from grl_conformance.plugin import scheduling
+
+    plain = scheduling.ChosenOnCollection(_Config(), log=None)
+    node = _Node("gw0")
+    plain.add_node(node)
+    assert plain.nodes == [node] and not plain.collection_is_completed and not plain.tests_finished
+    plain.add_node_collection(node, ["tests/selftest/test_layout.py::test_no_import_circle"])
+    assert isinstance(plain.chosen, LoadScheduling) and plain.nodes == [node]
+
+    cells = scheduling.ChosenOnCollection(_Config(), log=None)
+    cells.add_node(node)
+    ids = ["harness/conformance/test_eager.py::test_cell[witness-forward.identity]",
+           "harness/conformance/test_distributed.py::test_cell[witness-ddp.eager]"]
+    cells.add_node_collection(node, ids)
+    assert cells.nodes == [node] and not cells.collection_is_completed  # one of 2 workers
+    assert [cells.chosen._split_scope(i) for i in ids] == ["row witness", ids[1]]

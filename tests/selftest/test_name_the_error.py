@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grl_conformance.checks._common import name_the_error
+from grl_conformance.checks.kit.judge import name_the_error
 
 G = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 A = 0.1

@@ -11,7 +11,7 @@ import torch
 
 from grl_conformance import checks as catalogue
 from grl_conformance.core.runner import run_check
-from tests.selftest.mutants_eager import NEVER_REVERSES
+from tests.selftest.mutants_reversal import NEVER_REVERSES
 from tests.selftest.mutation import by_name
 
 BACKWARD_CHECKS = [c for c in catalogue.all_checks() if c.runs_backward]

@@ -17,9 +17,13 @@ from grl_conformance.core.tolerances import TOLERANCES, Tolerance
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "harness"
 HOME = HARNESS / "core" / "tolerances.py"
-# Where a tensor comparison is the job: the judge family, and the probe's proof that it left the
-# user's model exactly as it was (a comparison of the model with itself, not a verdict on a GRL).
-JUDGES = {HOME, HARNESS / "checks" / "kit" / "judge.py", HARNESS / "dann_probe" / "state.py"}
+# Where a tensor comparison is the job, each with why: the judge family, the probe's proof that
+# it left the user's model exactly as it was, and its pairing of a head's input with the trunk
+# output it was copied from (finding where a value came from, not a verdict on a GRL).
+JUDGES = {HOME: "the tolerance type's own comparison",
+          HARNESS / "checks" / "kit" / "judge.py": "the checks' judge family",
+          HARNESS / "dann_probe" / "state.py": "the user's model restored, bit for bit",
+          HARNESS / "dann_probe" / "measure.py": "a head's input paired with a trunk output by value"}
 COMPARING_CALLS = {"allclose", "isclose", "assert_close", "equal", "close", "holds"}
 SMALL = 0.05
 # Small numbers in comparisons that are no tolerance, each with why.

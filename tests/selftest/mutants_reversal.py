@@ -1,4 +1,4 @@
-"""Mutants for the eager checks (harness/checks/eager.py).
+"""Mutants for the eager reversal checks (harness/checks/eager/reversal.py).
 
 Each is a small GRL with one realistic defect. `trips` names the check that must catch it;
 `passes` names checks it must still pass, proving that those checks do not false-alarm and
@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from tests.selftest.grls import FloatAlphaLayer, Reverse
+from tests.selftest.grls import FloatAlphaLayer
 from tests.selftest.mutation import mutant
 
 
@@ -29,7 +29,7 @@ class _ForwardScaled(nn.Module):
         return x * (1 + 1e-3)
 
 
-def _grl(name, *, forward=None, backward=None, setup=None, neg_alpha=None, materialize=True):
+def function_grl(name, *, forward=None, backward=None, setup=None, neg_alpha=None, materialize=True):
     """A GRL as an autograd.Function plus a module holding alpha as a Python float.
 
     forward(x) -> y (default: a view); backward(ctx, grad) -> grad_in (default: grad * -alpha);
@@ -65,7 +65,7 @@ def _grl(name, *, forward=None, backward=None, setup=None, neg_alpha=None, mater
 
 # --- forward ---------------------------------------------------------------------------------
 
-_PlusZero = _grl("PlusZero", forward=lambda x: x + 0.0)
+_PlusZero = function_grl("PlusZero", forward=lambda x: x + 0.0)
 
 
 class _DetachTrick(FloatAlphaLayer):
@@ -77,14 +77,14 @@ class _DetachTrick(FloatAlphaLayer):
 
 # --- backward values -------------------------------------------------------------------------
 
-_WrongSign = _grl("WrongSign", neg_alpha=lambda a: a)
-_AlphaIgnored = _grl("AlphaIgnored", neg_alpha=lambda a: -1.0)
-_AlphaBFloat16 = _grl("AlphaBFloat16", neg_alpha=lambda a: torch.tensor(-a, dtype=torch.bfloat16))
-_AlphaFloat32 = _grl("AlphaFloat32", neg_alpha=lambda a: torch.tensor(-a, dtype=torch.float32))
-_NanSwallowed = _grl("NanSwallowed", backward=lambda ctx, g: torch.nan_to_num(g * ctx.neg_alpha))
+_WrongSign = function_grl("WrongSign", neg_alpha=lambda a: a)
+_AlphaIgnored = function_grl("AlphaIgnored", neg_alpha=lambda a: -1.0)
+_AlphaBFloat16 = function_grl("AlphaBFloat16", neg_alpha=lambda a: torch.tensor(-a, dtype=torch.bfloat16))
+_AlphaFloat32 = function_grl("AlphaFloat32", neg_alpha=lambda a: torch.tensor(-a, dtype=torch.float32))
+_NanSwallowed = function_grl("NanSwallowed", backward=lambda ctx, g: torch.nan_to_num(g * ctx.neg_alpha))
 # autograd casts a Function's gradient back to the input's dtype silently: what is left of
 # "returns float32" is float32 rounding on a float64 input
-_GradFloat32 = _grl("GradFloat32", backward=lambda ctx, g: (g * ctx.neg_alpha).float())
+_GradFloat32 = function_grl("GradFloat32", backward=lambda ctx, g: (g * ctx.neg_alpha).float())
 
 
 def _nan_guard(ctx, g):
@@ -93,40 +93,38 @@ def _nan_guard(ctx, g):
     return g * ctx.neg_alpha
 
 
-_EmptyBreaks = _grl("EmptyBreaks", backward=_nan_guard)
-_GradView = _grl("GradView", backward=lambda ctx, g: (g.view(-1) * ctx.neg_alpha).view(g.shape))
+_EmptyBreaks = function_grl("EmptyBreaks", backward=_nan_guard)
+_GradView = function_grl("GradView", backward=lambda ctx, g: (g.view(-1) * ctx.neg_alpha).view(g.shape))
 
 
 def _none_unaware(ctx, g):
     return g * ctx.neg_alpha  # g is None for an undefined gradient when grads are not materialized
 
 
-_UndefinedGrad = _grl("UndefinedGrad", backward=_none_unaware, materialize=False)
+_UndefinedGrad = function_grl("UndefinedGrad", backward=_none_unaware, materialize=False)
 
 
 def _unrelated_failure(ctx, g):
     raise RuntimeError("GRL backward failed")  # an ordinary error: must never read as a pass
 
 
-_BackwardRaises = _grl("BackwardRaises", forward=lambda x: x.clone(), backward=_unrelated_failure)
+_BackwardRaises = function_grl("BackwardRaises", forward=lambda x: x.clone(), backward=_unrelated_failure)
 
 
-# --- double backward, memory -----------------------------------------------------------------
+# --- double backward ----------------------------------------------------------------------
 
 def _detached(ctx, g):
     with torch.no_grad():
         return g * ctx.neg_alpha
 
 
-_NoDoubleBackward = _grl("NoDoubleBackward", backward=_detached)
-_SavesInput = _grl("SavesInput", setup=lambda ctx, x, a: ctx.save_for_backward(x))
-_SanitisesInput = _grl("SanitisesInput", forward=lambda x: x.nan_to_num_().view_as(x))
-_KeepsInputOnCtx = _grl("KeepsInputOnCtx", setup=lambda ctx, x, a: setattr(ctx, "x", x))
+_NoDoubleBackward = function_grl("NoDoubleBackward", backward=_detached)
+_SanitisesInput = function_grl("SanitisesInput", forward=lambda x: x.nan_to_num_().view_as(x))
 
 
 # --- alpha handling --------------------------------------------------------------------------
 
-class _SetAlphaNoop(_grl("SetAlphaNoop")):
+class _SetAlphaNoop(function_grl("SetAlphaNoop")):
     """set_alpha stores the new value where forward never looks."""
 
     def set_alpha(self, alpha):
@@ -141,7 +139,7 @@ class _StaleStateAlpha(nn.Module):
         super().__init__()
         self.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float64))
         self._cached = float(alpha)
-        self._impl = _grl("StaleInner")()
+        self._impl = function_grl("StaleInner")()
 
     def set_alpha(self, alpha):
         self.alpha.fill_(float(alpha))
@@ -193,21 +191,6 @@ class _ModuleBackward(FloatAlphaLayer):
 
 NEVER_REVERSES = "never_reverses"
 
-class _OutputOnCtx(Reverse):
-    """Right gradient, but keeps its output on ctx: output -> grad_fn -> ctx -> output, a cycle
-    only the garbage collector frees (PyTorch's docs warn against it)."""
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        Reverse.setup_context(ctx, inputs, output)
-        ctx.out = output
-
-
-class _OutputOnCtxLayer(FloatAlphaLayer):
-    def forward(self, x):
-        return _OutputOnCtx.apply(x, float(self.alpha))
-
-
 class _ClassAlphaLayer(nn.Module):
     """Alpha kept on the class (a shortcut seen in research code): one instance is right, two with
     different alphas both use the last one set."""
@@ -225,38 +208,11 @@ class _ClassAlphaLayer(nn.Module):
         return FloatAlphaLayer(type(self).alpha)(x)
 
 
-class _SavedAlpha(Reverse):
-    """Right in eager; saves alpha as a tensor through save_for_backward, where a saved-tensor
-    hook (offloading, compression) can hand back a different value."""
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(torch.tensor(inputs[1], dtype=torch.float64))
-
-    @staticmethod
-    def backward(ctx, grad):
-        (alpha,) = ctx.saved_tensors
-        return grad * -alpha.item(), None
-
-
-class _SavedAlphaLayer(FloatAlphaLayer):
-    def forward(self, x):
-        return _SavedAlpha.apply(x, float(self.alpha))
-
-
 MUTANTS = [
-    mutant("alpha_saved_for_backward", _SavedAlphaLayer,
-           trips={"memory.offload": "fail"},
-           passes=("backward.reversal", "memory.saved", "alpha.update"),
-           why="alpha through save_for_backward: a compressing saved-tensor hook rounds it"),
     mutant("class_alpha", _ClassAlphaLayer,
            trips={"graph.several_grls": "fail"},
            passes=("backward.reversal", "alpha.update", "memory.saved"),
            why="alpha on the class: two GRLs with different alphas share the last one"),
-    mutant("output_on_ctx", _OutputOnCtxLayer,
-           trips={"memory.graph_freed": "fail"},
-           passes=("backward.reversal", "alpha.update", "graph.several_grls"),
-           why="keeps its output on ctx: every step's graph lives until gc runs"),
     mutant(NEVER_REVERSES, _ModuleBackward, trips={"backward.reversal": "fail"},
            why="an nn.Module's backward method is never called by autograd: no reversal at all",
            passes=("forward.identity", "memory.saved")),
@@ -303,14 +259,8 @@ MUTANTS = [
     mutant("eager_no_double_backward", _NoDoubleBackward, trips={"backward.double": "fail"},
            why="backward computed under no_grad: the second derivative is lost",
            passes=("backward.reversal", "backward.gradcheck")),
-    mutant("eager_saves_input", _SavesInput, trips={"memory.saved": "fail"},
-           why="saves its input for backward",
-           passes=("backward.reversal", "backward.double", "alpha.update")),
     mutant("eager_sanitises_input", _SanitisesInput, trips={"forward.identity": "fail"},
            why="replaces nan/inf in its input in place: output and input agree, both are wrong"),
-    mutant("eager_keeps_input_on_ctx", _KeepsInputOnCtx, trips={"memory.saved": "fail"},
-           why="keeps its input as ctx.x, which saved_tensors_hooks never sees",
-           passes=("backward.reversal", "alpha.update")),
     mutant("eager_set_alpha_noop", _SetAlphaNoop,
            trips={"alpha.update": "fail", "backward.reversal": "fail"},
            why="set_alpha has no effect", passes=("forward.identity", "memory.saved")),
