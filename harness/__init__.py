@@ -22,7 +22,7 @@ and for a user's own DANN model (the reversal probe, docs/probe.md):
 """
 from __future__ import annotations
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _PUBLIC = {
     "GRL": "grl_conformance.core.registry",

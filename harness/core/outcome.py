@@ -118,10 +118,15 @@ def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
+def exception_line(exc: BaseException) -> str:
+    """`Type: message`: the line a traceback ends with (a long message's first line)."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
+
+
 def describe_exception(exc: BaseException) -> str:
     """`Type: message` plus the innermost frame outside torch, where it helps locate the cause."""
-    message = str(exc).strip().splitlines()
-    head = f"{type(exc).__name__}: {message[0] if message else ''}".rstrip(": ")
+    head = exception_line(exc)
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if "/torch/" not in f.filename and not is_harness_file(f.filename)
               and "/numpy/" not in f.filename]  # numpy's __getattr__ is never the culprit

@@ -12,8 +12,9 @@ measures, without training and without changing anything it touches:
 - optimizer: every trainable parameter of the trunk and heads is in the optimizer.
 
 `probe(spec)` returns a `ProbeResult` (`.ok`, per-check verdicts, printable); `grl-harness probe
-MODULE:ATTR` is the command-line form. Flow: spec -> state (snapshot) -> measure -> verdicts ->
-`grl_conformance.results.probe_report` (the documents, no torch).
+MODULE:ATTR` is the command-line form. Flow: spec -> state (snapshot) -> watch (the forwards) ->
+pairing -> measure, training -> verdicts -> `grl_conformance.results.probe_report` (the
+documents, no torch).
 """
 from __future__ import annotations
 
@@ -83,11 +84,11 @@ def _run(spec: Spec, losses, snapshot, compiled: bool) -> list:
     """Every check's verdict in one mode; an exception that is not the spec's fault becomes an
     `error` verdict for each check saying the probe could not measure (never a traceback)."""
     from grl_conformance.core.outcome import describe_failure
-    from grl_conformance.dann_probe import measure, verdicts
+    from grl_conformance.dann_probe import measure, training, verdicts
 
     try:
         passes = [measure.measure(spec, losses, p, snapshot.rng.reset, compiled) for p in spec.points]
-        step = measure.step_domain_head(spec, losses, spec.points[-1], snapshot.rng.reset,
+        step = training.step_domain_head(spec, losses, spec.points[-1], snapshot.rng.reset,
                                         snapshot.restore_parameters)
         m = verdicts.Measurements(spec, passes, step)
         return [fn(m) for _, fn in verdicts.CHECKS]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grl_conformance.core.outcome import exception_line
+
 REQUIRED = ("batch", "losses", "trunk", "domain_head")
 # model: optional where trunk and heads are given as modules (real code keeps the encoder,
 # classifier and discriminator as separate objects); optimizer: one or several (a
@@ -87,7 +89,7 @@ class Spec:
         try:
             value = float(self.alpha(p))
         except Exception as exc:  # noqa: BLE001 - the user's code
-            raise ProbeInputError(f"spec key 'alpha': alpha({p:g}) raised {last_line(exc)}") from None
+            raise ProbeInputError(f"spec key 'alpha': alpha({p:g}) raised {exception_line(exc)}") from None
         if not math.isfinite(value):
             raise ProbeInputError(f"spec key 'alpha': alpha({p:g}) is {value}")
         return value
@@ -208,7 +210,7 @@ def load(ref: str) -> Spec:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
         raise ProbeInputError(f"{ref}: module {module_name!r} failed to import: "
-                              f"{last_line(exc)}") from None
+                              f"{exception_line(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -222,14 +224,8 @@ def load(ref: str) -> Spec:
         try:
             obj = obj()
         except Exception as exc:  # noqa: BLE001
-            raise ProbeInputError(f"{ref}: {attr}() raised {last_line(exc)}") from None
+            raise ProbeInputError(f"{ref}: {attr}() raised {exception_line(exc)}") from None
     return from_dict(obj, name=ref)
-
-
-def last_line(exc: BaseException) -> str:
-    """`Type: message`: the line a traceback ends with (a long message's first line)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def describe_points(points: Sequence[float | None]) -> str:

@@ -13,15 +13,11 @@ from dataclasses import dataclass, field
 import torch
 
 from grl_conformance.core.outcome import FAIL, PASS, SKIP
-from grl_conformance.dann_probe.measure import (
-    ALPHA,
-    FD_ALPHA,
-    Pass,
-    Step,
-    missing_from_optimizer,
-    rounding,
-)
+from grl_conformance.dann_probe.measure import FD_ALPHA, Pass
+from grl_conformance.dann_probe.pairing import ALPHA
 from grl_conformance.dann_probe.spec import Spec
+from grl_conformance.dann_probe.training import Step, missing_from_optimizer
+from grl_conformance.dann_probe.watch import rounding
 
 
 @dataclass

@@ -342,12 +342,12 @@ def test_several_top_level_objects_and_optimizers_are_left_as_found():
 
 
 def test_an_exception_inside_the_probe_is_a_named_error_never_a_traceback(monkeypatch, capsys):
-    from grl_conformance.dann_probe import measure
+    from grl_conformance.dann_probe import measure, training
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("planted")
 
-    monkeypatch.setattr(measure, "step_domain_head", broken)
+    monkeypatch.setattr(training, "step_domain_head", broken)
     result = probe(setups.correct())
     assert {v.status for v in result.checks.values()} == {"error"}
     assert "the probe could not measure (this says nothing about your wiring): " \

@@ -23,7 +23,7 @@ HOME = HARNESS / "core" / "tolerances.py"
 JUDGES = {HOME: "the tolerance type's own comparison",
           HARNESS / "checks" / "kit" / "judge.py": "the checks' judge family",
           HARNESS / "dann_probe" / "state.py": "the user's model restored, bit for bit",
-          HARNESS / "dann_probe" / "measure.py": "a head's input paired with a trunk output by value"}
+          HARNESS / "dann_probe" / "pairing.py": "a head's input paired with a trunk output by value"}
 COMPARING_CALLS = {"allclose", "isclose", "assert_close", "equal", "close", "holds"}
 SMALL = 0.05
 # Small numbers in comparisons that are no tolerance, each with why.
