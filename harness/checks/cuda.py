@@ -121,7 +121,8 @@ def cuda_graph(impl) -> Outcome:
         static_y.copy_(y)
         graph.replay()
         torch.cuda.synchronize()
-        off = grads_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y), CAPTURED)
+        off = grads_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y), CAPTURED,
+                             nan_equal=True)
         if off:
             raise Failed(f"replay {i}: {off} against a correct GRL", summary="wrong grad on replay")
     return passed(f"{len(batches)} replays with new inputs match a correct GRL's gradients "
@@ -142,7 +143,8 @@ def cuda_graphed_callables(impl) -> Outcome:
     for i, (x, y) in enumerate(batches):
         net.zero_grad(set_to_none=True)
         _loss(graphed(x), y).backward()
-        off = grads_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y), CAPTURED)
+        off = grads_mismatch(_grads(net), _reference_grads(ALPHA_CAPTURED, x, y), CAPTURED,
+                             nan_equal=True)
         if off:
             raise Failed(f"call {i}: {off} against a correct GRL", summary="wrong grad")
     return passed(f"{len(batches)} graphed calls match a correct GRL's gradients ({tolerance(CAPTURED).text()})")
@@ -172,7 +174,8 @@ def cuda_reduce_overhead(impl) -> Outcome:
                     net.zero_grad(set_to_none=True)
                     _loss(compiled(x), y).backward()
                     got = _grads(net)
-                    off = grads_mismatch(got, _reference_grads(alpha, x, y), COMPILED)
+                    off = grads_mismatch(got, _reference_grads(alpha, x, y), COMPILED,
+                                         nan_equal=True)
                     if off:
                         raise Failed(f"alpha {alpha:g}, step {steps}: {off} against a correct GRL",
                                      summary="wrong grad")

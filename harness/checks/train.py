@@ -16,11 +16,12 @@ import torch
 
 from grl_conformance.checks import check, dann
 from grl_conformance.checks.kit.inputs import CONTEXT_ALPHA, batch
-from grl_conformance.checks.kit.judge import at, dtype_name, judge_grads, weights_moved
+from grl_conformance.checks.kit.judge import at, judge_grads, weights_moved
 from grl_conformance.checks.kit.models import Dann, dann_loss, grads_of
 from grl_conformance.core import compat
 from grl_conformance.core.outcome import Errored, Failed, passed
 from grl_conformance.core.reference import ReferenceGRL
+from grl_conformance.core.tolerances import dtype_name
 
 CONCERN = "DANN"  # the advice table's column for this area's checks (core/check.py)
 

@@ -5,7 +5,8 @@ element. Its `rtol` is a number, or a multiple of the judged dtype's machine eps
 "within 4 ulps of float16"), or a number per dtype (`by_dtype=`, where what it absorbs grows
 with the dtype's precision). No other module of the package writes a tolerance number; a
 self-test (tests/selftest/test_tolerances.py) finds any small float in a comparison outside
-this file. docs/checks.md ("Tolerances") is generated from `TOLERANCES`.
+this file. docs/checks.md ("Tolerances") shows `TOLERANCES` as it is (a self-test holds the
+two equal).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 
-def _dtype_name(dtype) -> str:
+def dtype_name(dtype) -> str:
+    """`float32` for torch.float32: how a dtype reads in a detail and in `by_dtype`."""
     return str(dtype).removeprefix("torch.")
 
 
@@ -30,8 +32,8 @@ class Tolerance:
     def rtol_for(self, dtype=None) -> float:
         if self.eps is not None:
             return self.eps * torch.finfo(dtype or torch.float32).eps
-        if dtype is not None and _dtype_name(dtype) in self.by_dtype:
-            return self.by_dtype[_dtype_name(dtype)]
+        if dtype is not None and dtype_name(dtype) in self.by_dtype:
+            return self.by_dtype[dtype_name(dtype)]
         return self.rtol
 
     def loosest(self, dtypes) -> float:
@@ -102,6 +104,8 @@ TOLERANCES = _table(
               rtol=5e-2),
     Tolerance("probe_loss_rounding", "what rounding alone may move a loss by between two "
               "identical forwards", eps=64, atol=1e-17),
+    Tolerance("probe_half_step", "a loss's slope along a step measured again at half the step "
+              "(curvature and rounding move it that much at most)", rtol=0.25),
     Tolerance("probe_other_terms", "a share of the trunk's gradient left unexplained by the "
               "domain and label losses before the verdict names other terms", rtol=1e-3),
 )

@@ -9,11 +9,17 @@ from dataclasses import dataclass
 import torch
 
 from grl_conformance.core.outcome import exception_line
+from grl_conformance.core.tolerances import tolerance
 from grl_conformance.dann_probe.spec import ProbeInputError, Spec
 from grl_conformance.dann_probe.watch import (
     rounding,
     run_losses,
 )
+
+# A slope (in units of the gradient's norm) of first-order size: below it rounding, above it
+# curvature could decide its sign; and how far the slope at half the step may differ.
+FIRST_ORDER = (0.1, 10.0)
+HALF_STEP = tolerance("probe_half_step")
 
 
 @dataclass
@@ -59,8 +65,9 @@ class Step:
         """The slope has first-order size (0.1 to 10) and the same at half the step (25%):
         neither rounding nor curvature decides its sign."""
         full, half = self.slope(), self.slope(half=True)
-        return (all(math.isfinite(v) and 0.1 <= abs(v) <= 10.0 for v in (full, half))
-                and abs(full - half) <= 0.25 * max(abs(full), abs(half)))
+        low, high = FIRST_ORDER
+        return (all(math.isfinite(v) and low <= abs(v) <= high for v in (full, half))
+                and HALF_STEP.holds(abs(full - half), max(abs(full), abs(half))))
 
 
 # The step's predicted change of the loss, relative to the loss, tried in turn until the loss

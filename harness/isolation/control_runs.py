@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 
 from grl_conformance.core import controls, registry
 from grl_conformance.core.check import Check
@@ -66,11 +65,11 @@ class ControlRuns:
                 return False
             if os.path.exists(path):  # released when the file closes
                 with open(path) as fh:
-                    self._record(check, Outcome(**json.load(fh)), ran=False)
+                    self._record(check, Outcome.from_dict(json.load(fh)), ran=False)
                 return True
             outcome = self._run(check, box)
             with open(path + ".tmp", "w") as fh:
-                json.dump(asdict(outcome), fh)
+                json.dump(outcome.to_dict(), fh)
             os.replace(path + ".tmp", path)
         self._record(check, outcome, ran=True)
         return True

@@ -34,7 +34,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
 from multiprocessing.connection import Connection, wait
 
 from grl_conformance.core.outcome import ERROR, PASS, Outcome, one_line
@@ -157,7 +156,7 @@ class RowChild:
         ready = wait([self.conn, self.proc.sentinel], timeout=timeout_s)
         if self.conn in ready:
             try:
-                return Outcome(**self.conn.recv())
+                return Outcome.from_dict(self.conn.recv())
             except (EOFError, OSError):
                 pass
         if not ready:
@@ -317,7 +316,7 @@ def _serve(conn, ref: str) -> int:
             changed = state.restore()
             if changed:
                 outcome = _with_leak(outcome, changed)
-        conn.send(asdict(outcome))
+        conn.send(outcome.to_dict())
 
 
 def _quiet_compile_workers() -> None:

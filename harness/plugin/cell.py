@@ -8,7 +8,6 @@ that area. The cell's outcome travels to the controller in the test's `user_prop
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 
@@ -61,7 +60,7 @@ class Cell:
         control = runs.outcome(self.check, box)
         for check, outcome in runs.take_ran():
             props.append((CONTROL_KEY, json.dumps(
-                {"check": check.id, "control": check.control, **asdict(outcome)})))
+                {"check": check.id, "control": check.control, **outcome.to_dict()})))
         if self.impl.ref == controls.control_ref(self.check.control):
             outcome = control  # the row is this column's control: its cell already ran
         else:

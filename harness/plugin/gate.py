@@ -112,7 +112,9 @@ class GateSession:
 
     def _matrix(self):
         """The controller's matrix (plugin/matrix.py): its cells and its report document."""
-        session = self.config.pluginmanager.get_plugin("grl-matrix-session")
+        from grl_conformance.plugin import session as matrix_session
+
+        session = self.config.pluginmanager.get_plugin(matrix_session.NAME)
         return session.matrix if session is not None else None
 
     def _compare(self) -> gate.Comparison | None:

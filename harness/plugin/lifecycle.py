@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from grl_conformance.isolation import server
-from grl_conformance.plugin import gate, options
+from grl_conformance.plugin import gate, options, session
 from grl_conformance.plugin.session import MatrixSession
 from grl_conformance.plugin.state import STATE, State, impls_of
 
@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if options.names_rows(config):
         impls_of(config)  # the user named rows: a bad name stops the run here, in one line
     if _controller(config):
-        config.pluginmanager.register(MatrixSession(config), "grl-matrix-session")
+        config.pluginmanager.register(MatrixSession(config), session.NAME)
     gate.configure(config)  # the torch-upgrade gate (--grl-baseline ...)
 
 

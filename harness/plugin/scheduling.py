@@ -4,9 +4,10 @@ for the session (one load, one first compile) instead of one per worker.
 By row, read from the cell's test id, not through `xdist_group` marks: xdist 3.8 tags a grouped
 test by rewriting a private attribute that pytest 9.2 no longer reads, so under `--dist
 loadgroup` every cell was scheduled alone and both workers started every row. Only xdist's
-default `load` is changed, and only once the workers' collection holds matrix cells: the
-controller collects nothing itself, so what they collected is the one sure sign that this run
-is the matrix's (a run without cells keeps xdist's own `load`).
+default `load` is changed, and only in a run whose arguments can reach the conformance modules;
+even then the choice waits for the workers' collection: the controller collects nothing itself,
+so what they collected is the one sure sign that this run is the matrix's (a run without cells
+keeps xdist's own `load`).
 """
 from __future__ import annotations
 
@@ -17,9 +18,28 @@ from grl_conformance.plugin.cell import cell_key_from_nodeid
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if getattr(config.option, "dist", "") != "load":
-        return None
+    if getattr(config.option, "dist", "") != "load" or not may_hold_the_matrix(config):
+        return None  # someone else's run: xdist's own scheduler, as if this package were absent
     return ChosenOnCollection(config, log)
+
+
+def may_hold_the_matrix(config: pytest.Config) -> bool:
+    """Whether this run's arguments can reach the conformance modules: a path that is the
+    installed `grl_conformance.conformance` folder, inside it or above it (a checkout's root),
+    or that package by name under `--pyargs`. Decided on paths, not on the word in them."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("grl_conformance.conformance")  # where it is, not imported
+    home = Path(spec.submodule_search_locations[0]).resolve()
+    for arg in config.args:
+        target = str(arg).split("::", 1)[0]
+        if config.option.pyargs and target.split(".")[:2] == ["grl_conformance", "conformance"]:
+            return True
+        path = Path(config.invocation_params.dir, target).resolve()
+        if path == home or home in path.parents or path in home.parents:
+            return True
+    return False
 
 
 def own_process_checks() -> set[str]:

@@ -10,6 +10,8 @@ import pytest
 from grl_conformance.plugin import display
 from grl_conformance.plugin.matrix import Matrix
 
+NAME = "grl-matrix-session"  # its name in pytest's plugin manager (the gate looks it up by it)
+
 
 class MatrixSession:
     def __init__(self, config: pytest.Config) -> None:

@@ -162,18 +162,6 @@ class _InputHook(FloatAlphaLayer):
         return x.view_as(x)
 
 
-class _OutputViewHook(FloatAlphaLayer):
-    """Reverses by a hook on an output VIEW: relu_ on the output rebases the view's history and
-    drops the hook, so the gradient silently arrives unreversed (measured on torch 2.13)."""
-
-    def forward(self, x):
-        y = x.view_as(x)
-        if y.requires_grad:
-            a = self.alpha
-            y.register_hook(lambda g: g * -a)
-        return y
-
-
 # --- never reverses ---------------------------------------------------------------------------
 
 class _ModuleBackward(FloatAlphaLayer):
@@ -191,28 +179,8 @@ class _ModuleBackward(FloatAlphaLayer):
 
 NEVER_REVERSES = "never_reverses"
 
-class _ClassAlphaLayer(nn.Module):
-    """Alpha kept on the class (a shortcut seen in research code): one instance is right, two with
-    different alphas both use the last one set."""
-
-    alpha = 1.0
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        type(self).alpha = float(alpha)
-
-    def set_alpha(self, alpha):
-        type(self).alpha = float(alpha)
-
-    def forward(self, x):
-        return FloatAlphaLayer(type(self).alpha)(x)
-
 
 MUTANTS = [
-    mutant("class_alpha", _ClassAlphaLayer,
-           trips={"graph.several_grls": "fail"},
-           passes=("backward.reversal", "alpha.update", "memory.saved"),
-           why="alpha on the class: two GRLs with different alphas share the last one"),
     mutant(NEVER_REVERSES, _ModuleBackward, trips={"backward.reversal": "fail"},
            why="an nn.Module's backward method is never called by autograd: no reversal at all",
            passes=("forward.identity", "memory.saved")),
@@ -270,7 +238,4 @@ MUTANTS = [
     mutant("eager_input_hook", _InputHook, trips={"graph.shared_trunk": "fail"},
            why="hook on the layer's input reverses the task branch too",
            passes=("forward.identity", "backward.reversal", "memory.saved")),
-    mutant("eager_output_view_hook", _OutputViewHook, trips={"inplace.after": "fail"},
-           why="hook on an output view is dropped by relu_: gradient silently unreversed",
-           passes=("forward.identity", "backward.reversal", "graph.shared_trunk", "alpha.update")),
 ]

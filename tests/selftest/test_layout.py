@@ -234,3 +234,22 @@ def test_the_scheduler_is_chosen_by_what_the_workers_collected():
     cells.add_node_collection(node, ids)
     assert cells.nodes == [node] and not cells.collection_is_completed  # one of 2 workers
     assert [cells.chosen._split_scope(i) for i in ids] == ["row witness", ids[1]]
+
+
+def test_someone_elses_xdist_run_keeps_xdists_own_scheduler(tmp_path):
+    """Installed in a user's environment, the plugin leaves their `pytest -n 2` alone: only a
+    run whose arguments can reach the conformance modules gets the harness's scheduler."""
+    from types import SimpleNamespace
+
+    from grl_conformance.plugin import scheduling
+
+    def config(*args, pyargs=False, where=tmp_path):
+        return SimpleNamespace(args=list(args), option=SimpleNamespace(dist="load", pyargs=pyargs),
+                               invocation_params=SimpleNamespace(dir=where))
+
+    assert scheduling.pytest_xdist_make_scheduler(config(str(tmp_path / "tests")), None) is None
+    assert scheduling.pytest_xdist_make_scheduler(config("tests/test_conformance_of_mine.py"), None) is None
+    assert not scheduling.may_hold_the_matrix(config("grl_conformance.conformance", pyargs=False))
+    assert scheduling.may_hold_the_matrix(config("grl_conformance.conformance", pyargs=True))
+    assert scheduling.may_hold_the_matrix(config("harness/conformance/test_eager.py::test_cell", where=ROOT))
+    assert scheduling.may_hold_the_matrix(config(".", where=ROOT))  # a checkout's root

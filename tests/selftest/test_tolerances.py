@@ -25,7 +25,7 @@ JUDGES = {HOME: "the tolerance type's own comparison",
           HARNESS / "dann_probe" / "state.py": "the user's model restored, bit for bit",
           HARNESS / "dann_probe" / "pairing.py": "a head's input paired with a trunk output by value"}
 COMPARING_CALLS = {"allclose", "isclose", "assert_close", "equal", "close", "holds"}
-SMALL = 0.05
+SMALL = 0.05  # above it live the checks' alphas and inputs (0.1, 0.25, 0.3), not tolerances
 # Small numbers in comparisons that are no tolerance, each with why.
 NOT_TOLERANCES = {"harness/results/latency.py:84: 0.001": "switches a duration from µs to ms"}
 

@@ -1,5 +1,5 @@
-"""The graph around a GRL (docs/checks.md, 'Eager'): DANN's shared trunk, several GRLs in one
-graph, an in-place op right after the layer."""
+"""Other things in the graph around a GRL (docs/checks.md, 'Eager'): several GRLs in one graph
+(one per discriminator), an in-place op right after the layer."""
 from __future__ import annotations
 
 import re
@@ -13,53 +13,6 @@ from grl_conformance.checks.kit.judge import at, close, two_reversals
 from grl_conformance.core.outcome import Failed, Outcome, expect, passed
 
 CONCERN = "eager"  # the advice table's column for this area's checks (core/check.py)
-
-
-# --- graph.shared_trunk ---------------------------------------------------------------------
-
-@check("graph.shared_trunk")
-def graph_shared_trunk(impl) -> Outcome:
-    """Only the domain branch may be reversed: the task head's gradient must reach the trunk intact."""
-    torch.manual_seed(0)
-    trunk, task, dom = (torch.nn.Linear(6, 5).double(), torch.nn.Linear(5, 3).double(),
-                        torch.nn.Linear(5, 2).double())
-    a = 0.5
-    wt, wd, wtr = task.weight.detach(), dom.weight.detach(), trunk.weight.detach()
-    c_t, c_d = randn(4, 3, seed=10), randn(4, 2, seed=11)
-    x0 = randn(4, 6, seed=12)
-    want_task = (c_t @ wt) @ wtr
-    want_dom = -a * (c_d @ wd) @ wtr
-
-    for label, grl in forms(impl, a):
-        with at(label, summary=""):
-            x = x0.clone().requires_grad_(True)
-            for m in (trunk, task, dom):
-                m.zero_grad(set_to_none=True)
-            feats = trunk(x)
-            lt = (task(feats) * c_t).sum()
-            ld = (dom(grl(feats)) * c_d).sum()
-            (gt,) = torch.autograd.grad(lt, x, retain_graph=True)
-            if not close(gt, want_task, "structure"):
-                why = " (reversed: the layer reverses its input's whole gradient, e.g. a hook on the input)" \
-                    if close(gt, -a * want_task, "structure") else ""
-                raise Failed(f"{label}: task head's gradient reaches the trunk altered{why}; "
-                             f"max error {(gt - want_task).abs().max().item():.3g}", summary="task reversed")
-            (gd,) = torch.autograd.grad(ld, x, retain_graph=True)
-            if not close(gd, want_dom, "structure"):
-                raise Failed(f"{label}: domain head's gradient at the trunk is not -alpha times the "
-                             f"unreversed one; max error {(gd - want_dom).abs().max().item():.3g}")
-            (lt + ld).backward()
-            expect(close(x.grad, want_task + want_dom, "structure"),
-                   f"{label}: total gradient at the trunk input differs from the analytic expectation by "
-                   f"{(x.grad - want_task - want_dom).abs().max().item():.3g}")
-            dfeats = c_t @ wt + (-a) * (c_d @ wd)
-            expect(close(trunk.weight.grad, dfeats.T @ x0, "structure"),
-                   f"{label}: trunk weight gradient differs from the analytic expectation")
-            expect(close(dom.weight.grad, c_d.T @ feats.detach(), "structure"),
-                   f"{label}: domain head's own weight gradient is altered (the reversal belongs before it)")
-            expect(close(task.weight.grad, c_t.T @ feats.detach(), "structure"),
-                   f"{label}: task head's weight gradient is altered")
-    return passed(f"task branch unreversed, domain branch x(-{a}), totals match the analytic gradients (layer and fn)")
 
 
 def _two_branch_grad(f1, f2, x0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:

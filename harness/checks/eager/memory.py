@@ -9,9 +9,10 @@ from grl_conformance.checks import check
 from grl_conformance.checks.kit.forms import form, forms
 from grl_conformance.checks.kit.hooks import grad_under_hooks, offload_hooks
 from grl_conformance.checks.kit.inputs import OFFLOAD_ALPHA, randn
-from grl_conformance.checks.kit.judge import dtype_name, judge_under_hooks
+from grl_conformance.checks.kit.judge import judge_under_hooks
 from grl_conformance.checks.kit.models import impl_model, linear_grl_linear, reference_model
 from grl_conformance.core.outcome import Failed, Outcome, passed
+from grl_conformance.core.tolerances import dtype_name
 
 CONCERN = "eager"  # the advice table's column for this area's checks (core/check.py)
 

@@ -1,6 +1,6 @@
 """Eager autograd semantics of a GRL: the reversal itself (docs/checks.md, 'Eager').
 
-forward.identity, backward.*, alpha.update, graph.* and inplace.after. Every check exercises
+forward.identity, backward.*, alpha.update and graph.shared_trunk. Every check exercises
 both the module (`impl.api.layer`, alpha given through `set_alpha`) and the functional form
 (`impl.api.fn`) unless it is about the module alone (alpha.update). Alphas are powers of two
 wherever a check is not about precision, so that only backward.reversal judges rounding: each
@@ -18,8 +18,9 @@ from grl_conformance.checks.kit.forms import FORMS, forms
 from grl_conformance.checks.kit.inputs import randn
 from grl_conformance.checks.kit.judge import (
     at,
-    dtype_name,
+    close,
     identical,
+    input_grad,
     is_reversal,
     name_the_error,
     reversal_error,
@@ -34,20 +35,12 @@ from grl_conformance.core.outcome import (
     expect,
     passed,
 )
+from grl_conformance.core.tolerances import dtype_name
 
 CONCERN = "eager"  # the advice table's column for this area's checks (core/check.py)
 
 FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
-def _input_grad(y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise Failed(f"returned {type(y).__name__}, not a tensor")
-    if not y.requires_grad:
-        raise Failed("output does not require grad: the layer cut the graph")
-    (gi,) = torch.autograd.grad(y, x, g, allow_unused=True, **kw)
-    if gi is None:
-        raise Failed("no gradient reaches the input: the layer cut the graph")
-    return gi
 
 
 # --- forward.identity ---------------------------------------------------------------------
@@ -229,7 +222,7 @@ def backward_reversal(impl) -> Outcome:
             where = f"{label}, {_describe(case, x, g)}"
             try:
                 ((_, f),) = forms(impl, case.alpha, (label,))
-                got = _input_grad(f(x), x, g)
+                got = input_grad(f(x), x, g)
             except Failed as exc:
                 raise _Mismatch(f"{where}: {exc.detail}") from None
             except Exception as exc:  # noqa: BLE001 - reported as error with the counterexample
@@ -325,7 +318,7 @@ def backward_double(impl) -> Outcome:
                 x = randn(3, 4, seed=4).requires_grad_(True)
                 g = randn(3, 4, seed=5).requires_grad_(True)
                 try:
-                    gi = _input_grad(f(x), x, g, create_graph=True)
+                    gi = input_grad(f(x), x, g, create_graph=True)
                 except Failed as exc:
                     raise Failed(f"{where}: {exc.detail}") from None
                 expect(is_reversal(gi.detach(), g.detach(), a, "structure"),
@@ -359,7 +352,7 @@ def alpha_update(impl) -> Outcome:
 
     def grad(layer) -> torch.Tensor:
         x = randn(4, 3, seed=9).requires_grad_(True)
-        return _input_grad(layer(x), x, g)
+        return input_grad(layer(x), x, g)
 
     def scale_of(gi: torch.Tensor) -> str:
         return f"{(gi / g).flatten()[0].item():.6g} * grad"
@@ -388,7 +381,7 @@ def alpha_update(impl) -> Outcome:
     y = layer(x)
     layer.set_alpha(0.5)
     try:
-        gi = _input_grad(y, x, g)
+        gi = input_grad(y, x, g)
         read = "forward" if is_reversal(gi, g, 1.0, "structure") else (
             "backward" if is_reversal(gi, g, 0.5, "structure") else
                                                 f"neither ({scale_of(gi)})")
@@ -415,3 +408,50 @@ def alpha_update(impl) -> Outcome:
         keys = ", ".join(after) or "empty"
         state = f"alpha is not state (state_dict: {keys}): a restored layer needs set_alpha again"
     return passed(f"set_alpha takes effect on the next step, alpha=0 zeroes grads; alpha read at {read}; {state}")
+
+
+# --- graph.shared_trunk ---------------------------------------------------------------------
+
+@check("graph.shared_trunk")
+def graph_shared_trunk(impl) -> Outcome:
+    """Only the domain branch may be reversed: the task head's gradient must reach the trunk intact."""
+    torch.manual_seed(0)
+    trunk, task, dom = (torch.nn.Linear(6, 5).double(), torch.nn.Linear(5, 3).double(),
+                        torch.nn.Linear(5, 2).double())
+    a = 0.5
+    wt, wd, wtr = task.weight.detach(), dom.weight.detach(), trunk.weight.detach()
+    c_t, c_d = randn(4, 3, seed=10), randn(4, 2, seed=11)
+    x0 = randn(4, 6, seed=12)
+    want_task = (c_t @ wt) @ wtr
+    want_dom = -a * (c_d @ wd) @ wtr
+
+    for label, grl in forms(impl, a):
+        with at(label, summary=""):
+            x = x0.clone().requires_grad_(True)
+            for m in (trunk, task, dom):
+                m.zero_grad(set_to_none=True)
+            feats = trunk(x)
+            lt = (task(feats) * c_t).sum()
+            ld = (dom(grl(feats)) * c_d).sum()
+            (gt,) = torch.autograd.grad(lt, x, retain_graph=True)
+            if not close(gt, want_task, "structure"):
+                why = " (reversed: the layer reverses its input's whole gradient, e.g. a hook on the input)" \
+                    if close(gt, -a * want_task, "structure") else ""
+                raise Failed(f"{label}: task head's gradient reaches the trunk altered{why}; "
+                             f"max error {(gt - want_task).abs().max().item():.3g}", summary="task reversed")
+            (gd,) = torch.autograd.grad(ld, x, retain_graph=True)
+            if not close(gd, want_dom, "structure"):
+                raise Failed(f"{label}: domain head's gradient at the trunk is not -alpha times the "
+                             f"unreversed one; max error {(gd - want_dom).abs().max().item():.3g}")
+            (lt + ld).backward()
+            expect(close(x.grad, want_task + want_dom, "structure"),
+                   f"{label}: total gradient at the trunk input differs from the analytic expectation by "
+                   f"{(x.grad - want_task - want_dom).abs().max().item():.3g}")
+            dfeats = c_t @ wt + (-a) * (c_d @ wd)
+            expect(close(trunk.weight.grad, dfeats.T @ x0, "structure"),
+                   f"{label}: trunk weight gradient differs from the analytic expectation")
+            expect(close(dom.weight.grad, c_d.T @ feats.detach(), "structure"),
+                   f"{label}: domain head's own weight gradient is altered (the reversal belongs before it)")
+            expect(close(task.weight.grad, c_t.T @ feats.detach(), "structure"),
+                   f"{label}: task head's weight gradient is altered")
+    return passed(f"task branch unreversed, domain branch x(-{a}), totals match the analytic gradients (layer and fn)")

@@ -10,10 +10,13 @@ or the same model with the trusted reference GRL, `core.reference`), then keywor
 - what is wrong, in words (`None` when nothing is): `name_the_error` (a gradient in a DANN
   user's words: reversal lost, wrong sign, alpha rounded to float32, ...), `reversal_error`
   (backward.reversal's rule), `grads_mismatch`, `first_bitwise_difference`, `max_diff`;
-- judges that end a cell: `judge_step`, `judge_grads`, `judge_alpha_after`,
-  `judge_replayed_alpha`, `judge_under_hooks`, `judge_scale`; each raises `Failed` (or
-  `Errored`) with a detail `"<where>: <what is wrong> (<how far>)"` and the matrix cell's few
-  words as summary, or returns a note for the passing detail;
+- the input gradient: `input_grad` (the gradient through the layer, or `Failed` for a cut
+  graph);
+- judges that end a cell: `judge_reversal` (the plain question, exactly), `judge_step`,
+  `judge_grads`, `judge_alpha_after`, `judge_replayed_alpha`, `judge_under_hooks`,
+  `judge_scale`; each raises `Failed` (or `Errored`) with a detail `"<where>: <what is wrong>
+  (<how far>)"` and the matrix cell's few words as summary, or returns a note for the passing
+  detail;
 - how a raise reads: `at` (a block whose exception is the cell's error), `raised`, and the
   one text helpers of `core.outcome` (`one_line`, `describe_exception`).
 
@@ -29,12 +32,7 @@ from contextlib import contextmanager
 import torch
 
 from grl_conformance.core.outcome import CheckSignal, Errored, Failed, describe_exception, one_line
-from grl_conformance.core.tolerances import tolerance
-
-
-def dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
+from grl_conformance.core.tolerances import dtype_name, tolerance
 
 # --- how a raise reads ---------------------------------------------------------------------
 
@@ -99,6 +97,34 @@ def state_changed(before: dict, after: dict) -> list[str]:
 def weights_moved(before: torch.Tensor, after: torch.Tensor) -> bool:
     """Whether an optimizer step changed a weight at all."""
     return not torch.equal(before, after)
+
+
+# --- the input gradient ----------------------------------------------------------------------
+
+def input_grad(y, x: torch.Tensor, upstream: torch.Tensor, *, where: str = "", summary: str = "",
+               **kw) -> torch.Tensor:
+    """The gradient `upstream` gives `x` through the GRL's output `y`; `Failed` (with `summary`)
+    when the layer returned no tensor or cut the graph, so that no gradient reaches `x`."""
+    at_where = f"{where}: " if where else ""
+    if not isinstance(y, torch.Tensor):
+        raise Failed(f"{at_where}returned {type(y).__name__}, not a tensor", summary=summary)
+    if not y.requires_grad:
+        raise Failed(f"{at_where}output does not require grad: the layer cut the graph",
+                     summary=summary)
+    (gi,) = torch.autograd.grad(y, x, upstream, allow_unused=True, **kw)
+    if gi is None:
+        raise Failed(f"{at_where}no gradient reaches the input: the layer cut the graph",
+                     summary=summary)
+    return gi
+
+
+def judge_reversal(got: torch.Tensor, upstream: torch.Tensor, alpha: float, *, where: str) -> None:
+    """Fail unless the input gradient `got` is exactly `-alpha * upstream` (a power-of-two
+    alpha: no rounding to forgive), naming what is wrong (`name_the_error`) as the summary."""
+    if not is_reversal(got, upstream, alpha):
+        wrong = name_the_error(got, upstream, alpha, got.dtype)
+        raise Failed(f"{where}: the input gradient is not -alpha * upstream ({wrong})",
+                     summary=wrong)
 
 
 # --- what is wrong, in words ---------------------------------------------------------------
@@ -193,11 +219,13 @@ def reversal_error(got: torch.Tensor, upstream: torch.Tensor, alpha: float,
 
 
 def max_diff(a, b, other: str = "reference") -> str:
-    """How far tensor a is from b, in a few words (None and shape mismatches named)."""
+    """How far tensor a is from b, in a few words (None, shape and dtype mismatches named)."""
     if a is None or b is None:
         return f"one is None (got {a is None}, {other} {b is None})"
     if a.shape != b.shape:
         return f"shape {tuple(a.shape)} vs {other} {tuple(b.shape)}"
+    if a.dtype != b.dtype:
+        return f"dtype {dtype_name(a.dtype)} vs {other} {dtype_name(b.dtype)}"
     nan = int(torch.isnan(a).sum()) - int(torch.isnan(b).sum())
     diff = (a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item() if a.numel() else 0.0
     return f"max |diff| {diff:.3g}" + (f", {nan:+d} NaN" if nan else "")
@@ -215,16 +243,18 @@ def first_mismatch(got, want, *, bitwise: bool, other: str = "reference") -> tup
         raise ValueError(f"comparing {len(got)} parts with {len(want)}")
     for name, g, w in zip(_PARTS[:len(got)], got, want, strict=True):
         for a, b in (list(zip(g, w, strict=True)) if isinstance(g, list) else [(g, w)]):
-            if a is None or b is None or a.shape != b.shape:
-                return name, max_diff(a, b, other)
+            if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
+                return name, max_diff(a, b, other)  # a changed dtype is a wrong result
             if not (torch.equal(a, b) if bitwise else close(a, b)):
                 return name, max_diff(a, b, other)
     return None
 
 
-def grads_mismatch(got: dict, want: dict, within: str = "reduction") -> str | None:
+def grads_mismatch(got: dict, want: dict, within: str = "reduction", *,
+                   nan_equal: bool = False) -> str | None:
     """None when every gradient in `want` is in `got` with its shape and dtype and within the
-    named tolerance (NaN where NaN); else `<parameter>: how far off` for the first that is not."""
+    named tolerance (`nan_equal`: NaN where NaN counts as equal, as a CUDA graph replays an
+    overflowed step); else `<parameter>: how far off` for the first that is not."""
     t = tolerance(within)
     for name, w in want.items():
         g = got.get(name)
@@ -232,7 +262,7 @@ def grads_mismatch(got: dict, want: dict, within: str = "reduction") -> str | No
             return f"no gradient for {name}"
         if g.shape != w.shape or g.dtype != w.dtype:
             return f"{name}: gradient {tuple(g.shape)} {g.dtype}, expected {tuple(w.shape)} {w.dtype}"
-        if not torch.allclose(g, w, **t.kw(), equal_nan=True):
+        if not torch.allclose(g, w, **t.kw(), equal_nan=nan_equal):
             rel = t.rtol_for()
             err = ((g - w).abs() / (w.abs() + t.atol / rel)).max().item()
             return f"{name}: max rel err {err:.3g} (rtol {rel:g})"
@@ -324,7 +354,7 @@ def alpha_holder(layer, before: dict, made_with: float, verb: str) -> str:
                 "the old one")
     same = tolerance("same_number")
     held = [k for k, v in before.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
-            and same.holds(abs(abs(float(v)) - made_with))]
+            and same.holds(abs(abs(float(v)) - made_with), made_with)]
     if held:
         return f"the layer keeps alpha as a Python number (`{held[0]}`), which {verb} records as a constant"
     for name, tensor in tensors_before.items():
@@ -371,11 +401,11 @@ def judge_replayed_alpha(replayed: dict, want_after: dict, want_captured: dict, 
     """A graph captured at alpha `captured`, then `set_alpha(after)`: its replayed gradients
     must be the truth at `after`. Returns the passing detail; the truth at `captured` is
     `fail (alpha frozen)` (set_alpha a silent no-op), anything else `fail (wrong grad)`."""
-    off = grads_mismatch(replayed, want_after, within)
+    off = grads_mismatch(replayed, want_after, within, nan_equal=True)
     if off is None:
         return (f"captured at alpha {captured:g}, set_alpha({after:g}) afterwards: the replayed "
                 "gradient follows the new alpha (alpha is read from device memory at replay)")
-    if grads_mismatch(replayed, want_captured, within) is None:
+    if grads_mismatch(replayed, want_captured, within, nan_equal=True) is None:
         raise Failed(f"captured at alpha {captured:g}, then set_alpha({after:g}): the replayed "
                      f"gradient still uses {captured:g} (alpha frozen into the graph at capture; "
                      "set_alpha is a silent no-op)", summary="alpha frozen")
