@@ -71,10 +71,10 @@ def test_a_changed_cell_changes_the_upgrade_example():
         if (cell["impl"], cell["check"]) == ("witness", "export"):
             cell.update(status="fail", summary="no gradient")
     after = gate.readme_block(old, new, *UPGRADE)
-    assert "no regression" in before and "**1 improvement, 138 known, 449 same**" in before
+    assert "no regression" in before and "**1 improvement, 139 known, 460 same**" in before
     assert "1 regression: a gate holding the new torch to the old cells fails" in after
     assert "| regression | `witness` | `export` | pass | fail (no gradient) |" in after
-    assert "**1 regression, 1 improvement, 138 known, 448 same**" in after
+    assert "**1 regression, 1 improvement, 139 known, 459 same**" in after
 
 
 def test_the_diff_cli_rewrites_the_gate_block(tmp_path, capsys):
@@ -86,7 +86,7 @@ def test_the_diff_cli_rewrites_the_gate_block(tmp_path, capsys):
     paths = [str(tmp_path / path) for path in UPGRADE]
     assert cli.main(["diff", *paths, "--readme", str(readme)]) == 0
     out, err = capsys.readouterr()
-    assert out.rstrip().endswith("1 improvement, 138 known, 449 same")  # printed as before
+    assert out.rstrip().endswith("1 improvement, 139 known, 460 same")  # printed as before
     assert err.strip() == f"{readme}: updated"  # stdout stays the diff alone
     text = readme.read_text()
     assert "old counts" not in text and text.startswith("head\n") and text.endswith("tail\n")
