@@ -37,7 +37,7 @@ def run_check(impl: Impl, check: Check) -> Outcome:
         else:
             outcome = Outcome(PASS, "" if result is None else str(result))
     except CheckSignal as signal:
-        outcome = Outcome(signal.status, signal.detail, summary=signal.summary)
+        outcome = Outcome.of(signal)
     except Exception as exc:  # noqa: BLE001 - the whole point: a crash is a red cell
         outcome = Outcome(ERROR, describe_exception(exc))
     outcome = _apply_claims(impl, check.id, outcome)

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 
 import torch
 
+from grl_conformance.checks.kit.inputs import ALPHA_AFTER
 from grl_conformance.core.outcome import CheckSignal, Errored, Failed, describe_exception, one_line
 from grl_conformance.core.tolerances import dtype_name, tolerance
 
@@ -370,8 +371,6 @@ def judge_alpha_after(rerun, want, frozen, *, where: str, layer, made_with: floa
     form was made from, at alpha `made_with`), run `rerun()` and require `want` (the truth at
     `after`); the truth at the old alpha (`frozen`) is `fail (alpha frozen)`. The layer gets
     `made_with` back afterwards. Returns the detail's note."""
-    from grl_conformance.checks.kit.inputs import ALPHA_AFTER
-
     after = ALPHA_AFTER if after is None else after
     before = {**vars(layer), **_tensors_of(layer)}
     layer.set_alpha(after)
